@@ -1,0 +1,18 @@
+"""The ``edx-arena`` command: one typer app; each module registers its own commands."""
+
+from __future__ import annotations
+
+import typer
+
+from services.cli import science
+
+app = typer.Typer(
+    name="edx-arena",
+    help="EDX Arena: build tier datasets, solve and score them, run the server, submit results.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+science.register(app)
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
