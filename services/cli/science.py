@@ -1,0 +1,162 @@
+"""Offline science commands: build and export tier datasets, solve them, score results.
+
+These call the harness directly (no server needed), so an organizer can prepare tiers and a
+participant can check a result file before submitting it.
+
+Exit codes scripts can rely on: 0 success, 2 usage error, 3 invalid input file (the message
+says which part of the file and which rule), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.errors import EdxArenaError
+
+EXIT_INVALID_FILE = 3
+
+console = Console(stderr=True)
+out = Console()
+
+dataset_app = typer.Typer(help="Build and export tier datasets (organizers).", no_args_is_help=True)
+
+
+def _fail(error: EdxArenaError) -> typer.Exit:
+    console.print(f"[red]error[/red] ({error.code}): {error.message}")
+    return typer.Exit(EXIT_INVALID_FILE)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@dataset_app.command("build")
+def build(
+    tier: Annotated[str, typer.Option(help="public, dev, hidden or standard.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Full dataset file to write (contains the truth).")],
+    seed: Annotated[
+        Optional[int],
+        typer.Option(help="Generator seed. Omit for a secret random seed: a known seed lets anyone regenerate the truth."),
+    ] = None,
+    size: Annotated[str, typer.Option(help="Grid preset: default (128×128×1000) or small (32×32×250).")] = "default",
+) -> None:
+    """Generate a tier's 3 scenes (θ drawn from the tier's published ranges) and write the full file."""
+    from harness.formats import write_measurement
+    from harness.scenes import build_tier
+
+    if seed is None:
+        seed = secrets.randbits(62)
+    with _progress() as progress:
+        task = progress.add_task(f"building {tier} tier", total=None)
+
+        def step(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        try:
+            dataset = build_tier(tier, seed=seed, preset=size, progress=step)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        progress.update(task, description=f"writing {out_path.name}")
+        write_measurement(dataset, out_path, include_truth=True)
+    console.print(f"wrote {out_path} (tier {tier}, {len(dataset.scenes)} scenes, content hash {dataset.content_hash[:16]}…)")
+
+
+@dataset_app.command("export")
+def export(
+    dataset_path: Annotated[Path, typer.Argument(help="Full dataset file (with truth).", exists=True, dir_okay=False)],
+    out_path: Annotated[Path, typer.Option("--out", help="Participant file to write.")],
+    public_view: Annotated[bool, typer.Option("--public-view", help="Keep the truth (Public tier download).")] = False,
+    dev_view: Annotated[bool, typer.Option("--dev-view", help="Strip the truth (Dev tier download, container input).")] = False,
+) -> None:
+    """Write the participant view of a full dataset file: Public keeps the truth, Dev strips it."""
+    from harness.formats import read_measurement, write_measurement
+
+    if public_view == dev_view:
+        raise typer.BadParameter("pass exactly one of --public-view or --dev-view")
+    try:
+        dataset = read_measurement(dataset_path)
+    except EdxArenaError as exc:
+        raise _fail(exc) from None
+    if public_view and not dataset.has_truth:
+        raise typer.BadParameter(f"{dataset_path} has no truth to publish; pass the organizer's full file")
+    write_measurement(dataset, out_path, include_truth=public_view)
+    console.print(f"wrote {'public' if public_view else 'truth-free'} view {out_path}")
+
+
+def solve(
+    measurement: Annotated[Path, typer.Argument(help="Measurement file (download).", exists=True, dir_okay=False)],
+    out_path: Annotated[Path, typer.Option("--out", help="Result file to write.")],
+    solver: Annotated[str, typer.Option(help="Reference solver name (see harness.solvers.SOLVERS).")] = "nnls",
+) -> None:
+    """Run a reference solver on every scene of a measurement file and write a result file."""
+    from harness.formats import read_measurement, write_result
+    from harness.solvers import SOLVERS, solve_dataset
+
+    if solver not in SOLVERS:
+        raise typer.BadParameter(f"unknown solver {solver!r}; choose one of {', '.join(sorted(SOLVERS))}")
+    try:
+        dataset = read_measurement(measurement).without_truth()
+    except EdxArenaError as exc:
+        raise _fail(exc) from None
+    with _progress() as progress:
+        task = progress.add_task(f"{solver} on {dataset.tier}", total=len(dataset.scenes))
+        result = solve_dataset(dataset, solver=solver, progress=lambda d, t: progress.update(task, completed=d, total=t))
+    write_result(result, out_path)
+    console.print(f"wrote {out_path}")
+
+
+def score(
+    dataset_path: Annotated[Path, typer.Option("--dataset", help="Dataset file with truth.", exists=True, dir_okay=False)],
+    result_path: Annotated[Path, typer.Option("--result", help="Result file to score.", exists=True, dir_okay=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    max_bytes: Annotated[int, typer.Option(help="Size cap for the result file (bytes).")] = 1 << 30,
+) -> None:
+    """Validate a result file and score it with edx-score-v1 against a dataset with truth."""
+    from harness.formats import ResultExpectation, read_measurement, read_result
+    from harness.scoring import SCORER_VERSION, score_tier
+
+    try:
+        dataset = read_measurement(dataset_path)
+        if not dataset.has_truth:
+            raise typer.BadParameter(f"{dataset_path} has no truth; scoring needs the Public or the organizer's file")
+        result = read_result(result_path, ResultExpectation.for_dataset(dataset, max_bytes=max_bytes))
+    except EdxArenaError as exc:
+        raise _fail(exc) from None
+    tier_score = score_tier(dataset, result)
+    if as_json:
+        out.print_json(json.dumps({"scoring_version": SCORER_VERSION, **tier_score.as_dict()}))
+        return
+    table = Table(title=f"{dataset.tier} tier · {SCORER_VERSION}")
+    for column in ("scene", "PSNR dB", "SSIM", "consistency", "standard", "blind", "max |Δθ|"):
+        table.add_column(column, justify="right")
+    for s in tier_score.scenes:
+        table.add_row(
+            s.scene_id, f"{s.psnr:.2f}", f"{s.ssim:.4f}", f"{s.consistency:.4f}",
+            f"{s.standard:.4f}", f"{s.blind:.4f}", f"{max(s.spec_error.values()):.3g}",
+        )
+    table.add_row(
+        "tier", f"{tier_score.psnr:.2f}", f"{tier_score.ssim:.4f}", f"{tier_score.consistency:.4f}",
+        f"{tier_score.standard:.4f}", f"{tier_score.blind:.4f}", "", style="bold",
+    )
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dataset_app, name="dataset")
+    app.command("solve")(solve)
+    app.command("score")(score)
