@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, with every service it needs (Docker, PostgreSQL, Redis) provided:
+# nothing is skipped for a missing service. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" = 5 ]; then
+  echo "pytest collected no tests: that is a failure" >&2
+  exit 1
+fi
+exit "$status"
