@@ -26,7 +26,6 @@ participant rebuild H(θ) for any θ (:func:`operator_from_measurement`).
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, fields

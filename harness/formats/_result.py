@@ -231,7 +231,7 @@ def _check_scene_metadata(scenes: h5py.Group, scene_id: str, expect: ResultExpec
     where = f"{base}/x_hat"
     dset = require_dataset(group, "x_hat", where, fix=f"store the maps as an {expect.shape} float32 dataset")
     with reading_errors(where):
-        shape, dtype = tuple(dset.shape), dset.dtype
+        shape, dtype = (None if dset.shape is None else tuple(dset.shape)), dset.dtype
     if shape != expect.shape:
         raise FormatError(
             f"{where} has shape {shape}; the {expect.tier} tier expects {expect.shape} "

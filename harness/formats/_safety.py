@@ -115,20 +115,31 @@ def reading_errors(where: str) -> Iterator[None]:
     """Turn libhdf5/h5py failures while reading ``where`` into a user-facing FormatError.
 
     Corrupt chunks, unsupported datatypes and truncated files surface as OSError,
-    ValueError, TypeError, KeyError or RuntimeError from h5py; MemoryError is left alone so
-    the isolated validator can report it as a resource failure.
+    ValueError, TypeError, KeyError or RuntimeError from h5py. A failed allocation inside
+    libhdf5 becomes MemoryError, which is left alone so the isolated validator can report
+    it as a resource failure rather than blame the file's format.
     """
     try:
         yield
     except FormatError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise FormatError(
-            f"{where} could not be read (corrupt or unsupported HDF5 content: "
-            f"{type(exc).__name__}); re-write it with h5py or the reference writer",
-            where=where,
-            rule="unreadable",
-        ) from None
+    except OSError as exc:
+        # libhdf5 reports a failed malloc as an error stack, which h5py raises as OSError:
+        # that is a resource limit, not a property of the file's format.
+        if "memory allocation failed" in str(exc).lower():
+            raise MemoryError(str(exc)) from None
+        raise _unreadable(where, exc) from None
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise _unreadable(where, exc) from None
+
+
+def _unreadable(where: str, exc: Exception) -> FormatError:
+    return FormatError(
+        f"{where} could not be read (corrupt or unsupported HDF5 content: "
+        f"{type(exc).__name__}); re-write it with h5py or the reference writer",
+        where=where,
+        rule="unreadable",
+    )
 
 
 @contextlib.contextmanager
