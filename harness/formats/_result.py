@@ -211,7 +211,7 @@ def _check_scene_set(f: h5py.File, expect: ResultExpectation) -> h5py.Group:
             raise FormatError(
                 f"/scenes holds an unexpected scene {show_name(name)}; the {expect.tier} tier's "
                 f"scenes are {', '.join(expect.scene_ids)}",
-                where=f"/scenes/{name}",
+                where=f"/scenes/{name}"[:200],
                 rule="extra_scene",
             )
     for scene_id in expect.scene_ids:

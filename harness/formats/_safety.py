@@ -71,6 +71,8 @@ _KNOWN_FILTERS = {
 }
 #: Scene ids are group names and appear in URLs, logs and database rows.
 SCENE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: Longest ``where`` kept on an error: object names are chosen by the uploader.
+_MAX_WHERE = 200
 #: Largest attribute (elements) we read: every attribute of the format is a scalar or a pair.
 _MAX_ATTR_ELEMENTS = 64
 
@@ -232,21 +234,21 @@ def check_tree(f: h5py.File) -> None:
                     raise FormatError(
                         f"{show_name(where)} is a soft link; links are not allowed, store the "
                         "object itself at that path",
-                        where=where,
+                        where=where[:_MAX_WHERE],
                         rule="link",
                     )
                 if kind == h5py.h5l.TYPE_EXTERNAL:
                     raise FormatError(
                         f"{show_name(where)} is an external link to another file; links are "
                         "not allowed, store the data inside this file",
-                        where=where,
+                        where=where[:_MAX_WHERE],
                         rule="link",
                     )
                 if kind != h5py.h5l.TYPE_HARD:
                     raise FormatError(
                         f"{show_name(where)} is a user-defined link (class {kind}); links are "
                         "not allowed",
-                        where=where,
+                        where=where[:_MAX_WHERE],
                         rule="link",
                     )
                 info = h5py.h5o.get_info(gid, raw)
