@@ -139,7 +139,7 @@ def score(
         raise _fail(exc) from None
     tier_score = score_tier(dataset, result)
     if as_json:
-        out.print_json(json.dumps({"scoring_version": SCORER_VERSION, **tier_score.as_dict()}))
+        out.print_json(json.dumps(tier_score.as_dict()))
         return
     table = Table(title=f"{dataset.tier} tier · {SCORER_VERSION}")
     for column in ("scene", "PSNR dB", "SSIM", "consistency", "standard", "blind", "max |Δθ|"):
