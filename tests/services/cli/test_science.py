@@ -1,0 +1,63 @@
+"""The offline science commands, run through typer's runner on real files."""
+
+import json
+
+import h5py
+import pytest
+from typer.testing import CliRunner
+
+from services.cli.main import app
+from services.cli.science import EXIT_INVALID_FILE
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    full, view, result = d / "full.h5", d / "view.h5", d / "result.h5"
+    r = runner.invoke(app, ["dataset", "build", "--tier", "dev", "--seed", "5", "--size", "small", "--out", str(full)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["dataset", "export", str(full), "--dev-view", "--out", str(view)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["solve", str(view), "--out", str(result)])
+    assert r.exit_code == 0, r.output
+    return full, view, result
+
+
+def test_build_export_solve_score(files):
+    full, view, result = files
+    with h5py.File(view) as f:
+        assert "x_true" not in f["scenes/s0"] and "seed" not in f.attrs
+    r = runner.invoke(app, ["score", "--dataset", str(full), "--result", str(result), "--json"])
+    assert r.exit_code == 0, r.output
+    scores = json.loads(r.output)
+    assert scores["tier"] == "dev" and len(scores["scenes"]) == 3
+    assert 0 < scores["blind"] < 1 and scores["scorer_version"] == "edx-score-v1"
+
+
+def test_invalid_result_exits_3_with_the_reason(files, tmp_path):
+    full, _, _ = files
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not hdf5")
+    r = runner.invoke(app, ["score", "--dataset", str(full), "--result", str(bad)])
+    assert r.exit_code == EXIT_INVALID_FILE
+    assert "not an HDF5 file" in r.output
+
+
+def test_scoring_needs_truth(files):
+    _, view, result = files
+    r = runner.invoke(app, ["score", "--dataset", str(view), "--result", str(result)])
+    assert r.exit_code == 2 and "has no truth" in r.output
+
+
+def test_export_needs_exactly_one_view(files, tmp_path):
+    full, _, _ = files
+    r = runner.invoke(app, ["dataset", "export", str(full), "--out", str(tmp_path / "x.h5")])
+    assert r.exit_code == 2 and "exactly one of --public-view or --dev-view" in r.output
+
+
+def test_unknown_solver(files, tmp_path):
+    _, view, _ = files
+    r = runner.invoke(app, ["solve", str(view), "--out", str(tmp_path / "r.h5"), "--solver", "magic"])
+    assert r.exit_code == 2 and "unknown solver 'magic'" in r.output
