@@ -12,7 +12,8 @@ solver maximises the joint Poisson likelihood of θ and the maps by alternating
   ``L_fit = Σ_p [Σ_c y_pc log λ_pc − Y_p log Λ_p]`` (``Y_p``, ``Λ_p`` the pixel's total
   counts and expected counts), so it informs the shape parameters (peak width, absorption,
   continuum level) and cannot pull the gain back towards the previous iterate.
-* an **x-step**: MLEM (or EM-TV) with ``H(θ̂)`` on the pixels outside the strip, warm-started.
+* an **x-step**: early-stopped MLEM with ``H(θ̂)`` on the pixels outside the strip, restarted
+  from the flat start each round (or EM-TV on the whole grid, warm-started).
 
 The strip itself is returned at its published composition. Every likelihood uses the
 0 · log 0 = 0 guard: channels with λ = 0 and y = 0 contribute nothing
@@ -36,11 +37,13 @@ from harness.solvers._poisson import (
     log_likelihood,
     reference_pixels,
 )
+from harness.solvers.mlem import DEFAULT_ITERATIONS as MLEM_ITERATIONS
 from harness.solvers.mlem import initial_maps, mlem
+from harness.solvers.tv import DEFAULT_ITERATIONS as TV_ITERATIONS
 from harness.solvers.tv import DEFAULT_WEIGHT, em_tv
 from harness.tiers import BLIND_TIERS, SPEC_PARAMETERS, TIER_RANGES
 
-__all__ = ["DEFAULT_RANGES", "DEFAULT_ROUNDS", "DEFAULT_ITERATIONS", "estimate_spec", "solve"]
+__all__ = ["DEFAULT_RANGES", "DEFAULT_ROUNDS", "estimate_spec", "solve"]
 
 #: The union of the blind tiers' published ranges: the solver sees no tier name.
 DEFAULT_RANGES: Mapping[str, tuple[float, float]] = {
@@ -50,9 +53,8 @@ DEFAULT_RANGES: Mapping[str, tuple[float, float]] = {
     )
     for name in SPEC_PARAMETERS
 }
-#: Alternations of θ- and x-steps, and x iterations per round.
+#: Alternations of θ- and x-steps.
 DEFAULT_ROUNDS = 3
-DEFAULT_ITERATIONS = 30
 #: Pixels outside the strip used in the θ-step (a random subset keeps it fast).
 DEFAULT_FIT_PIXELS = 4096
 
@@ -145,7 +147,7 @@ def solve(
     *,
     ranges: Mapping[str, tuple[float, float]] = DEFAULT_RANGES,
     rounds: int = DEFAULT_ROUNDS,
-    iterations: int = DEFAULT_ITERATIONS,
+    iterations: int | None = None,
     x_update: Literal["mlem", "tv"] = "mlem",
     tv_weight: float = DEFAULT_WEIGHT,
     fit_pixels: int = DEFAULT_FIT_PIXELS,
@@ -164,8 +166,11 @@ def solve(
         Published θ ranges of the tier; default the union of the blind tiers' ranges.
     rounds : int
         θ/x alternations (≥ 1).
-    iterations : int
-        x-step iterations per round (MLEM updates, or EM-TV outer iterations).
+    iterations : int, optional
+        x-step iterations per round: MLEM updates (default that of
+        :mod:`~harness.solvers.mlem`; each round restarts from the flat start, so the maps are
+        early-stopped MLEM with ``H(θ̂)``), or EM-TV outer iterations (default that of
+        :mod:`~harness.solvers.tv`; warm-started).
     x_update : "mlem" or "tv"
         The x-step: plain MLEM, or EM-TV with weight ``tv_weight``.
     fit_pixels : int
@@ -193,6 +198,7 @@ def solve(
     fit_counts = other_counts.subset(fit_index) if fit_index.size else None
 
     spec = estimate_spec(operator, strip_counts, reference_x, ranges=ranges)
+    steps = iterations if iterations is not None else (MLEM_ITERATIONS if x_update == "mlem" else TV_ITERATIONS)
     x = np.tile(reference_x, (counts.n_pixels, 1))
     x[others] = initial_maps(other_counts, operator.matrix(spec))
     total_steps = 2 * rounds
@@ -211,9 +217,10 @@ def solve(
             progress(2 * r + 1, total_steps)
         matrix = operator.matrix(spec)
         if x_update == "mlem":
-            x[others] = mlem(other_counts, matrix, iterations=iterations, x0=x[others])
+            # Restarted each round: early-stopped MLEM regularises through its start point.
+            x[others] = mlem(other_counts, matrix, iterations=steps, x0=initial_maps(other_counts, matrix))
         else:
-            x = em_tv(counts, matrix, (height, width), iterations=iterations, weight=tv_weight, x0=x)
+            x = em_tv(counts, matrix, (height, width), iterations=steps, weight=tv_weight, x0=x)
             x[strip] = reference_x
         if progress is not None:
             progress(2 * r + 2, total_steps)

@@ -34,7 +34,7 @@ def test_default_ranges_are_the_union_of_the_blind_tiers():
 
 def test_recovers_spec_and_maps_of_a_noiseless_scene(make_scene, operator, truth):
     spec = Spec(2.0, 0.08, 0.5, -0.1)
-    result = calibrated.solve(make_scene(spec, noisy=False), operator, iterations=100)
+    result = calibrated.solve(make_scene(spec, noisy=False), operator, rounds=2, iterations=300)
     error = np.abs(result.spec.as_array() - spec.as_array())
     assert np.all(error < [0.02, 1e-4, 2e-3, 1e-3]), error
     assert np.abs(result.x_hat - truth).max() < 5e-3
@@ -67,8 +67,8 @@ def test_fits_better_than_the_nominal_solvers_when_spec_is_off(make_scene, opera
     for result in nominal.values():
         assert likelihood(with_mlem) > likelihood(result)
     # Like against like (the maps' noise dominates ‖ȳ − H(θ̂)x̂‖ at dose 100, so a smoother
-    # nominal solver can out-score a noisier calibrated one): measured 0.814 vs 0.770 and
-    # 0.870 vs 0.824.
+    # nominal solver can out-score a noisier calibrated one): measured 0.821 vs 0.774 and
+    # 0.929 vs 0.883.
     assert consistency(with_mlem) > consistency(nominal["mlem"]) + 0.02
     assert consistency(with_tv) > consistency(nominal["tv"]) + 0.02
 
@@ -77,7 +77,7 @@ def test_tv_x_update_beats_mlem_x_update(make_scene, operator, truth):
     scene = make_scene(SPECS[1], seed=33)
     with_mlem = calibrated.solve(scene, operator)
     with_tv = calibrated.solve(scene, operator, x_update="tv")
-    assert rmse_outside_strip(with_tv.x_hat, truth) < 0.75 * rmse_outside_strip(with_mlem.x_hat, truth)
+    assert rmse_outside_strip(with_tv.x_hat, truth) < 0.5 * rmse_outside_strip(with_mlem.x_hat, truth)  # 0.021 vs 0.061
 
 
 def test_estimate_stays_inside_the_given_ranges(make_scene, operator):

@@ -29,7 +29,7 @@ def test_beats_nominal_least_squares_at_dose_100(make_scene, operator, truth):
     scene = make_scene(seed=6)
     rmse_mlem = rmse_outside_strip(mlem.solve(scene, operator).x_hat, truth)
     rmse_nnls = rmse_outside_strip(per_pixel_nnls(scene, operator), truth)
-    # Measured: ~0.060 vs ~0.075 on these maps; the Poisson weighting is worth > 10 %.
+    # Measured: 0.055 vs 0.078 on these maps (early-stopped Poisson fit vs unweighted LS).
     assert rmse_mlem < 0.9 * rmse_nnls
 
 

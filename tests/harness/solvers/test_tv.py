@@ -19,8 +19,8 @@ def test_divergence_is_minus_the_adjoint_of_the_gradient():
 
 
 def test_recovers_a_noiseless_scene_with_a_small_weight(make_scene, operator, truth):
-    result = tv.solve(make_scene(noisy=False), operator, weight=0.005, iterations=300)
-    # Tolerance: the TV bias at weight 0.005 keeps the worst pixel within 1e-2 of the truth.
+    result = tv.solve(make_scene(noisy=False), operator, weight=0.002, iterations=300)
+    # Tolerance: the TV bias at weight 0.002 keeps the worst pixel within 1e-2 of the truth.
     assert np.abs(result.x_hat - truth).max() < 1e-2
     assert rmse_outside_strip(result.x_hat, truth) < 2e-3
     assert result.spec == Spec()
@@ -33,8 +33,8 @@ def test_beats_mlem_on_a_noisy_scene(make_scene, operator, truth, coupled):
     assert result.x_hat.min() >= 0.0 and result.x_hat.max() <= 1.0
     rmse_tv = rmse_outside_strip(result.x_hat, truth)
     rmse_mlem = rmse_outside_strip(mlem.solve(scene, operator).x_hat, truth)
-    # Measured on these smooth maps: ~0.03 vs ~0.06.
-    assert rmse_tv < 0.75 * rmse_mlem
+    # Measured on these smooth maps: 0.020 (0.021 coupled) vs 0.056.
+    assert rmse_tv < 0.6 * rmse_mlem
 
 
 def test_zero_weight_is_plain_mlem(make_scene, operator):
