@@ -14,8 +14,9 @@ The common EDX workflow (Keenan & Kotula 2004, doi:10.1002/sia.1657; HyperSpy's
 
 The denoised cube is never formed: step 3 needs only ``Q = M diag(1/h) Mᵀ`` (E, E) and
 ``r_p = ŷ_p diag(1/h) Mᵀ`` (E,), and ``r`` follows from the k PCA scores of each pixel, so
-memory stays O(N·(k + E) + nnz). ``k ≥ E + 1`` keeps the E element signatures (the
-continuum folds into them, design §2) plus one direction for the operator mismatch.
+memory stays O(N·(k + E) + nnz); the NNLS is the exact vectorised
+:func:`harness.solvers.nnls.nnls_normal`. ``k ≥ E + 1`` keeps the E element signatures
+(the continuum folds into them, design §2) plus one direction for the operator mismatch.
 """
 
 from __future__ import annotations
@@ -28,11 +29,9 @@ import scipy.sparse
 from harness.dataset import Scene, SceneResult
 from harness.forward import ForwardModel, Spec
 from harness.solvers._poisson import EPSILON, Counts, counts_from_cube
+from harness.solvers.nnls import nnls_normal
 
-__all__ = ["DEFAULT_SWEEPS", "pca_basis", "nnls_gram", "pca_unmix", "solve"]
-
-#: Coordinate-descent sweeps of the vectorised NNLS (6 unknowns per pixel).
-DEFAULT_SWEEPS = 200
+__all__ = ["pca_basis", "pca_unmix", "solve"]
 
 Progress = Callable[[int, int], None]
 
@@ -60,33 +59,11 @@ def pca_basis(counts: Counts, *, components: int) -> tuple[np.ndarray, np.ndarra
     return eigenvectors[:, order], np.sqrt(g), np.sqrt(h)
 
 
-def nnls_gram(gram: np.ndarray, linear: np.ndarray, *, sweeps: int = DEFAULT_SWEEPS) -> np.ndarray:
-    """Solve ``min_{x ≥ 0} ½ xᵀ Q x − x · r`` for every row of ``linear`` at once.
-
-    Cyclic coordinate descent, ``x_e ← max(0, x_e − (Q x − r)_e / Q_ee)``, vectorised over
-    pixels: ``gram`` Q (E, E) is shared, ``linear`` r is (N, E). Each sweep costs O(N·E²).
-    """
-    gram = np.asarray(gram, dtype=np.float64)
-    diagonal = np.diag(gram)
-    if np.any(diagonal <= 0):
-        raise ValueError("the Gram matrix has a non-positive diagonal: an element has an all-zero signature")
-    x = np.zeros_like(linear, dtype=np.float64)
-    grad = -np.array(linear, dtype=np.float64)  # Q x − r at x = 0
-    for _ in range(sweeps):
-        for e in range(gram.shape[0]):
-            new = np.maximum(x[:, e] - grad[:, e] / diagonal[e], 0.0)
-            delta = new - x[:, e]
-            x[:, e] = new
-            grad += delta[:, None] * gram[e][None, :]
-    return x
-
-
 def pca_unmix(
     counts: Counts,
     matrix: np.ndarray,
     *,
     components: int,
-    sweeps: int = DEFAULT_SWEEPS,
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Denoise with ``components`` Poisson-scaled PCA components, then weighted NNLS; (N, E).
@@ -103,7 +80,7 @@ def pca_unmix(
     weighted_matrix = matrix * inv_h_half[None, :]  # M diag(h^−½)
     linear = (scores * g_half[:, None]) @ (basis.T @ weighted_matrix.T)  # ŷ diag(1/h) Mᵀ
     gram = weighted_matrix @ weighted_matrix.T
-    x = nnls_gram(gram, linear, sweeps=sweeps)
+    x = nnls_normal(gram, linear)
     if progress is not None:
         progress(2, 2)
     return x
@@ -114,7 +91,6 @@ def solve(
     operator: ForwardModel,
     *,
     components: int | None = None,
-    sweeps: int = DEFAULT_SWEEPS,
     progress: Progress | None = None,
 ) -> SceneResult:
     """PCA denoise-then-unmix with the nominal operator; maps clipped to [0, 1], θ̂ = nominal.
@@ -124,8 +100,6 @@ def solve(
     components : int, optional
         PCA components kept; default E + 1. Must be ≥ E + 1 so every element signature
         fits in the denoised subspace.
-    sweeps : int
-        NNLS coordinate-descent sweeps.
     progress : callable(done, total), optional
         Called after the PCA (1/2) and after the unmixing (2/2).
     """
@@ -136,5 +110,5 @@ def solve(
         raise ValueError(f"components must be ≥ E + 1 = {n_elements + 1} to keep every element; got {k}")
     height, width = scene.shape
     counts = counts_from_cube(scene.y)
-    x = pca_unmix(counts, matrix, components=k, sweeps=sweeps, progress=progress)
+    x = pca_unmix(counts, matrix, components=k, progress=progress)
     return SceneResult(x_hat=np.clip(x, 0.0, 1.0).T.reshape(-1, height, width), spec=Spec())
