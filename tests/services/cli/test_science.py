@@ -61,3 +61,27 @@ def test_unknown_solver(files, tmp_path):
     _, view, _ = files
     r = runner.invoke(app, ["solve", str(view), "--out", str(tmp_path / "r.h5"), "--solver", "magic"])
     assert r.exit_code == 2 and "unknown solver 'magic'" in r.output
+
+
+def test_import_own_truth_maps(files, tmp_path):
+    from harness.formats import read_measurement
+    from harness.scenes import build_tier
+
+    maps = tmp_path / "maps.h5"
+    x = build_tier("public", seed=9, preset="small").scenes[0].x_true
+    with h5py.File(maps, "w") as f:
+        f["elements"] = ["Si", "S", "Ti", "Mo", "Ba", "W"]
+        f["scenes/grain"] = x
+        f["scenes/grain"].attrs["note"] = "x_true is read from /scenes/<id>/x_true"
+    # /scenes/grain must be a group holding x_true: the importer says so
+    r = runner.invoke(app, ["dataset", "import", str(maps), "--tier", "dev", "--size", "small", "--out", str(tmp_path / "o.h5")])
+    assert r.exit_code == EXIT_INVALID_FILE and "/scenes/grain" in r.output
+    with h5py.File(maps, "w") as f:
+        f["elements"] = ["Si", "S", "Ti", "Mo", "Ba", "W"]
+        f["scenes/grain/x_true"] = x
+    out = tmp_path / "own.h5"
+    r = runner.invoke(app, ["dataset", "import", str(maps), "--tier", "dev", "--size", "small", "--seed", "4", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    ds = read_measurement(out)
+    assert ds.scene_ids == ["grain"] and ds.has_truth
+    assert abs(ds.scenes[0].x_true[:, 4:] - x[:, 4:]).max() < 1e-6
