@@ -15,7 +15,12 @@ solver maximises the joint Poisson likelihood of θ and the maps by alternating
 * an **x-step**: early-stopped MLEM with ``H(θ̂)`` on the pixels outside the strip, restarted
   from the flat start each round (or EM-TV on the whole grid, warm-started).
 
-The strip itself is returned at its published composition. Every likelihood uses the
+The strip itself is returned at its published composition.
+
+Why EM-TV by default: on Hidden-tier phantoms at dose 100 (default preset, 6 scenes) the
+calibrated solver with MLEM x-steps scores 0.462 blind against 0.453 for nominal MLEM;
+with EM-TV x-steps 0.848 against 0.716 for nominal EM-TV. Calibrating matters once the
+noise is down to the size of the θ-induced bias. Every likelihood uses the
 0 · log 0 = 0 guard: channels with λ = 0 and y = 0 contribute nothing
 (:mod:`harness.solvers._poisson`).
 """
@@ -148,7 +153,7 @@ def solve(
     ranges: Mapping[str, tuple[float, float]] = DEFAULT_RANGES,
     rounds: int = DEFAULT_ROUNDS,
     iterations: int | None = None,
-    x_update: Literal["mlem", "tv"] = "mlem",
+    x_update: Literal["mlem", "tv"] = "tv",
     tv_weight: float = DEFAULT_WEIGHT,
     fit_pixels: int = DEFAULT_FIT_PIXELS,
     seed: int = 0,
@@ -172,7 +177,9 @@ def solve(
         early-stopped MLEM with ``H(θ̂)``), or EM-TV outer iterations (default that of
         :mod:`~harness.solvers.tv`; warm-started).
     x_update : "mlem" or "tv"
-        The x-step: plain MLEM, or EM-TV with weight ``tv_weight``.
+        The x-step: EM-TV with weight ``tv_weight`` (default), or early-stopped MLEM. At
+        dose 100 the per-pixel noise of MLEM maps outweighs the θ-induced bias, so
+        calibration pays off only once the maps are denoised (module docstring).
     fit_pixels : int
         Pixels outside the strip used in the θ-step (0: the strip alone).
     seed : int
