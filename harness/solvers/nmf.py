@@ -52,7 +52,9 @@ def pca_basis(counts: Counts, *, components: int) -> tuple[np.ndarray, np.ndarra
     h = np.asarray(y.sum(axis=0)).ravel() / max(n_pixels, 1)
     inv_g = np.where(g > 0, 1.0 / np.sqrt(np.maximum(g, EPSILON)), 0.0)
     inv_h = np.where(h > 0, 1.0 / np.sqrt(np.maximum(h, EPSILON)), 0.0)
-    scaled = scipy.sparse.diags_array(inv_g) @ y @ scipy.sparse.diags_array(inv_h)
+    # Elementwise scaling rather than sparse.diags_array (scipy ≥ 1.11): the reference image
+    # runs Debian bookworm's scipy 1.10.
+    scaled = scipy.sparse.csr_array(y.multiply(inv_g[:, None]).multiply(inv_h[None, :]))
     gram = (scaled.T @ scaled).toarray() if scipy.sparse.issparse(scaled) else scaled.T @ scaled
     eigenvalues, eigenvectors = np.linalg.eigh(gram)
     order = np.argsort(eigenvalues)[::-1][:components]
