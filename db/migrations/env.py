@@ -1,0 +1,30 @@
+"""Alembic environment: the URL comes from the config (set by db.migrate) or the settings."""
+
+from alembic import context
+from sqlalchemy import pool
+
+from db.models import Base
+from db.session import make_engine
+
+config = context.config
+
+
+def _url() -> str:
+    url = config.get_main_option("sqlalchemy.url")
+    if url:
+        return url
+    from services.settings import get_settings
+
+    return get_settings().database_url
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(_url())
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run_migrations_online()

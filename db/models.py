@@ -1,0 +1,126 @@
+"""Tables (SQLAlchemy 2). Score rows are append-only; a submission's state changes only
+through :func:`services.submissions.update_status`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import StrEnum
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Role(StrEnum):
+    participant = "participant"
+    organizer = "organizer"
+
+
+class Status(StrEnum):
+    queued = "queued"
+    running = "running"
+    scoring = "scoring"
+    scored = "scored"
+    failed = "failed"
+
+
+class Kind(StrEnum):
+    hdf5 = "hdf5"
+    container = "container"
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    team: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(20), default=Role.participant)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    participant: Mapped[Participant] = relationship()
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tier: Mapped[str] = mapped_column(String(20), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    operator_version: Mapped[str] = mapped_column(String(40))
+    preset: Mapped[str] = mapped_column(String(20))
+    full_path: Mapped[str] = mapped_column(Text)
+    view_path: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Submission(Base):
+    __tablename__ = "submissions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    tier: Mapped[str] = mapped_column(String(20), index=True)
+    kind: Mapped[str] = mapped_column(String(20), default=Kind.hdf5)
+    method: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(500), default="")
+    file_path: Mapped[str | None] = mapped_column(Text)
+    file_sha256: Mapped[str | None] = mapped_column(String(64))
+    image: Mapped[str | None] = mapped_column(String(500))
+    image_digest: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default=Status.queued, index=True)
+    outcome: Mapped[str | None] = mapped_column(String(40))
+    error_message: Mapped[str | None] = mapped_column(String(1024))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    charged: Mapped[bool] = mapped_column(Boolean, default=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    runtime_seconds: Mapped[float | None] = mapped_column(Float)
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    log_tail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    participant: Mapped[Participant] = relationship()
+    dataset: Mapped[Dataset] = relationship()
+
+
+class Score(Base):
+    """One row per (submission, scoring version, scene); ``scene_id == ""`` is the tier row."""
+
+    __tablename__ = "scores"
+    __table_args__ = (UniqueConstraint("submission_id", "scoring_version", "scene_id", name="uq_score_once"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id"), index=True)
+    scene_id: Mapped[str] = mapped_column(String(100), default="")
+    scoring_version: Mapped[str] = mapped_column(String(40))
+    operator_version: Mapped[str] = mapped_column(String(40))
+    harness_version: Mapped[str] = mapped_column(String(40))
+    dataset_hash: Mapped[str] = mapped_column(String(64))
+    submission_hash: Mapped[str] = mapped_column(String(100))
+    score: Mapped[float] = mapped_column(Float)
+    blind: Mapped[float] = mapped_column(Float)
+    standard: Mapped[float] = mapped_column(Float)
+    psnr: Mapped[float] = mapped_column(Float)
+    ssim: Mapped[float] = mapped_column(Float)
+    consistency: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

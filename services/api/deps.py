@@ -1,0 +1,39 @@
+"""Request dependencies as ``Annotated`` aliases, so handlers never repeat ``Depends``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Iterator
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from db.models import Participant, Role
+from db.session import new_session
+from services.auth import authenticate
+from services.errors import AuthError, ForbiddenError
+
+
+def _session() -> Iterator[Session]:
+    with new_session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(_session)]
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _participant(session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Participant:
+    if credentials is None:
+        raise AuthError("this endpoint needs a bearer token: send 'Authorization: Bearer <token>'")
+    return authenticate(session, credentials.credentials)
+
+
+def _organizer(participant: Annotated[Participant, Depends(_participant)]) -> Participant:
+    if participant.role != Role.organizer:
+        raise ForbiddenError("this endpoint is for organizers")
+    return participant
+
+
+CurrentParticipant = Annotated[Participant, Depends(_participant)]
+OrganizerDep = Annotated[Participant, Depends(_organizer)]

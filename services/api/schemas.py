@@ -1,0 +1,125 @@
+"""API payloads (pydantic), separate from the tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    count: int
+
+
+class TierPublic(BaseModel):
+    name: str
+    ranges: dict[str, tuple[float, float]]
+    downloadable: bool
+    submit_as: str
+    has_dataset: bool
+    content_hash: str | None = None
+    preset: str | None = None
+
+
+class SubmissionCreated(BaseModel):
+    id: str
+    status: str
+
+
+class ContainerCreate(BaseModel):
+    image: str = Field(min_length=1, max_length=500)
+    method: str = Field(default="", max_length=200)
+    description: str = Field(default="", max_length=4000)
+    source: str = Field(default="", max_length=500)
+
+
+class ScoreRow(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    scene_id: str
+    scoring_version: str
+    score: float
+    blind: float
+    standard: float
+    psnr: float
+    ssim: float
+    consistency: float
+    metrics: dict
+
+
+class SubmissionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    tier: str
+    kind: str
+    method: str
+    description: str
+    source: str
+    status: str
+    outcome: str | None
+    error_message: str | None
+    attempt: int
+    file_sha256: str | None
+    image_digest: str | None
+    exit_code: int | None
+    runtime_seconds: float | None
+    peak_memory_bytes: int | None
+    log_tail: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    scores: list[ScoreRow] = []
+
+
+class EntryPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    rank: int
+    participant: str
+    team: str
+    method: str
+    source: str
+    score: float
+    psnr: float | None
+    ssim: float | None
+    certified: bool
+    submission_id: str | None
+    submitted_at: datetime | None
+    tiers: dict[str, dict] = {}
+
+
+class DatasetSeed(BaseModel):
+    seed: int = Field(ge=0, lt=2**63)
+    preset: str = "default"
+
+
+class DatasetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    tier: str
+    content_hash: str
+    operator_version: str
+    preset: str
+    created_at: datetime
+
+
+class ParticipantCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    team: str = Field(default="", max_length=200)
+    organizer: bool = False
+
+
+class ParticipantCreated(BaseModel):
+    id: int
+    name: str
+    team: str
+    role: str
+    token: str
+    token_id: int
+
+
+class TokenCreated(BaseModel):
+    token_id: int
+    token: str

@@ -1,0 +1,72 @@
+"""Bearer tokens: issued once in clear, stored as sha256; roles participant and organizer."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import ApiToken, Participant, Role
+from services.errors import AuthError, ConflictError, NotFoundError
+from services.settings import get_settings
+
+ORGANIZER_NAME = "organizer"
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(session: Session, *, participant: Participant, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+    token = secrets.token_urlsafe(32)
+    row = ApiToken(participant=participant, token_sha256=_digest(token), prefix=token[:8], expires_at=expires_at)
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def create_participant(
+    session: Session, *, name: str, team: str = "", role: Role = Role.participant
+) -> tuple[Participant, ApiToken, str]:
+    if session.scalar(select(Participant).where(Participant.name == name)) is not None:
+        raise ConflictError(f"a participant named {name!r} already exists")
+    participant = Participant(name=name, team=team or name, role=role)
+    session.add(participant)
+    session.flush()
+    row, token = issue_token(session, participant=participant)
+    return participant, row, token
+
+
+def revoke_token(session: Session, *, token_id: int) -> None:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFoundError(f"no token with id {token_id}")
+    row.revoked_at = datetime.now(timezone.utc)
+
+
+def _builtin_organizer(session: Session) -> Participant:
+    organizer = session.scalar(select(Participant).where(Participant.name == ORGANIZER_NAME))
+    if organizer is None:
+        organizer = Participant(name=ORGANIZER_NAME, team="organizers", role=Role.organizer)
+        session.add(organizer)
+        session.commit()
+    return organizer
+
+
+def authenticate(session: Session, token: str) -> Participant:
+    """The participant a bearer token belongs to; ``AuthError`` says why a token is refused."""
+    if hmac.compare_digest(token, get_settings().organizer_token):
+        return _builtin_organizer(session)
+    row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == _digest(token)))
+    if row is None:
+        raise AuthError("invalid token")
+    if row.revoked_at is not None:
+        raise AuthError("this token was revoked; ask the organizer for a new one")
+    expires = row.expires_at
+    if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)) < datetime.now(timezone.utc):
+        raise AuthError("this token has expired; ask the organizer for a new one")
+    return row.participant
