@@ -1,0 +1,90 @@
+"""Typed inputs and outputs of a sandboxed run (design §5)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Callable
+
+
+class Outcome(StrEnum):
+    """Every run ends in exactly one of these."""
+
+    succeeded = "succeeded"
+    timeout = "timeout"
+    oom_killed = "oom_killed"
+    nonzero_exit = "nonzero_exit"
+    missing_output = "missing_output"
+    invalid_output = "invalid_output"
+    output_too_large = "output_too_large"
+    image_invalid = "image_invalid"
+    platform_error = "platform_error"
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """Sandbox policy; every field is a per-tier setting. Memory + swap equals memory (no swap)."""
+
+    cpus: float = 1.0
+    memory_bytes: int = 2 * 2**30
+    pids: int = 256
+    wall_seconds: float = 1800
+    output_bytes: int = 512 * 2**20
+    log_bytes: int = 2**20
+    tmpfs_bytes: int = 256 * 2**20
+    network_disabled: bool = True
+    read_only_root: bool = True
+    user: str = "65534:65534"
+    #: Run as the image's own USER (it must be non-root) instead of ``user``.
+    allow_image_user: bool = False
+    #: An alternative OCI runtime, e.g. gVisor's ``runsc``.
+    runtime: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    repo_digest: str | None
+    tags: tuple[str, ...]
+    user: str
+    os: str
+    architecture: str
+    size: int
+
+    @property
+    def pinned(self) -> str:
+        """The immutable reference a run uses: the content-addressed image id."""
+        return self.id
+
+
+@dataclass
+class RunSpec:
+    run_id: str
+    image: str
+    input_path: Path
+    work_dir: Path
+    limits: RunLimits = RunLimits()
+    labels: dict[str, str] = field(default_factory=dict)
+    command: list[str] | None = None
+    environment: dict[str, str] | None = None
+    #: Called on ``/output/result.h5``; a ``FormatError`` makes the outcome ``invalid_output``.
+    validate_output: Callable[[Path], None] | None = None
+
+
+@dataclass
+class RunResult:
+    outcome: Outcome
+    message: str
+    exit_code: int | None = None
+    runtime_seconds: float = 0.0
+    peak_memory_bytes: int | None = None
+    log: str = ""
+    image_digest: str | None = None
+    output_path: Path | None = None
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["outcome"] = str(self.outcome)
+        d["output_path"] = str(self.output_path) if self.output_path else None
+        return d
