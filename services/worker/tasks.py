@@ -40,10 +40,10 @@ def score_submission_task(submission_id: str) -> None:
             session.commit()
 
 
-@app.task(name="run_submission")
-def run_submission_task(submission_id: str) -> None:
+@app.task(name="run_submission", bind=True, max_retries=None)
+def run_submission_task(self, submission_id: str) -> None:
     """Run a container submission in the sandbox on the Hidden tier, then score its output."""
-    from services.containers import run_submission
+    from services.containers import RetryRun, run_submission
 
     with new_session() as session:
         submission = _load(session, submission_id)
@@ -52,6 +52,9 @@ def run_submission_task(submission_id: str) -> None:
         try:
             run_submission(session, submission)
             session.commit()
+        except RetryRun:
+            # A platform failure (daemon down…): back off and try again; the attempt count bounds it.
+            raise self.retry(countdown=min(2 ** submission.attempt, 60))
         except Exception:
             log.exception("running submission %s failed", submission_id)
             session.rollback()

@@ -1,0 +1,143 @@
+"""Hidden-tier container submissions: intake, the sandboxed run, then scoring.
+
+A run pins the image by its content-addressed id. An image whose digest was already scored on
+the same dataset is not run again: its score rows are copied to the new submission
+(grand-challenge-style caching), still recorded as a submission of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import Kind, Participant, Score, Status, Submission
+from harness.errors import ImageError
+from harness.formats import ResultExpectation, read_measurement, validate_result
+from harness.sandbox import Outcome, RunLimits, RunSpec, inspect_image, load_image_archive, run_container
+from services.datasets import active_dataset
+from services.evaluation import score_submission
+from services.settings import get_settings
+from services.submissions import check_metadata, check_quota, stream_to_disk, update_status
+
+log = logging.getLogger(__name__)
+TIER = "hidden"
+LOG_TAIL = 64 * 1024
+
+
+class RetryRun(Exception):
+    """A platform failure: the task should be retried; the participant is not charged."""
+
+
+def _new_submission(session: Session, *, participant: Participant, image: str, digest: str, method: str, description: str, source: str) -> Submission:
+    check_metadata(method=method, description=description, source=source)
+    check_quota(session, participant=participant, tier=TIER)
+    dataset = active_dataset(session, TIER)
+    submission = Submission(
+        participant=participant, dataset=dataset, tier=TIER, kind=Kind.container, image=image,
+        image_digest=digest, method=method, description=description, source=source,
+    )
+    session.add(submission)
+    session.flush()
+    return submission
+
+
+def create_container_submission(session: Session, *, participant: Participant, image: str, method: str = "", description: str = "", source: str = "") -> Submission:
+    """An image the server's daemon already has, by name:tag or id."""
+    info = inspect_image(image)  # ImageError → 422 image_invalid
+    if (info.os, info.architecture) != ("linux", "amd64"):
+        raise ImageError(f"the image is for {info.os}/{info.architecture}; the server runs linux/amd64 images")
+    return _new_submission(session, participant=participant, image=image, digest=info.id, method=method, description=description, source=source)
+
+
+def create_archive_submission(session: Session, *, participant: Participant, upload: BinaryIO, method: str = "", description: str = "", source: str = "") -> Submission:
+    """A ``docker save`` archive: streamed to disk with a cap, checked, loaded, then pinned."""
+    check_quota(session, participant=participant, tier=TIER)
+    settings = get_settings()
+    path, _, _ = stream_to_disk(upload, directory=settings.storage_dir / "uploads", max_bytes=settings.max_image_bytes)
+    try:
+        info = load_image_archive(path, max_bytes=settings.max_image_bytes)
+    finally:
+        path.unlink(missing_ok=True)
+    name = info.tags[0] if info.tags else info.id
+    return _new_submission(session, participant=participant, image=name, digest=info.id, method=method, description=description, source=source)
+
+
+def limits_from_settings() -> RunLimits:
+    s = get_settings()
+    return RunLimits(
+        cpus=s.sandbox_cpus, memory_bytes=s.sandbox_memory_bytes, pids=s.sandbox_pids,
+        wall_seconds=s.sandbox_wall_seconds, output_bytes=s.sandbox_output_bytes,
+        log_bytes=s.sandbox_log_bytes, runtime=s.sandbox_runtime,
+    )
+
+
+def _reuse(session: Session, submission: Submission) -> bool:
+    """Copy the scores of an earlier run of the same image digest on the same dataset."""
+    previous = session.scalar(
+        select(Submission).where(
+            Submission.image_digest == submission.image_digest,
+            Submission.dataset_id == submission.dataset_id,
+            Submission.status == Status.scored,
+            Submission.id != submission.id,
+        ).order_by(Submission.created_at)
+    )
+    if previous is None:
+        return False
+    for row in session.scalars(select(Score).where(Score.submission_id == previous.id)):
+        copy = {c.name: getattr(row, c.name) for c in Score.__table__.columns if c.name not in ("id", "submission_id")}
+        session.add(Score(submission_id=submission.id, **copy))
+    submission.exit_code, submission.runtime_seconds = previous.exit_code, previous.runtime_seconds
+    submission.peak_memory_bytes = previous.peak_memory_bytes
+    submission.log_tail = f"identical image {submission.image_digest[:19]} already ran on this dataset; its result was reused"
+    update_status(submission, status=Status.scored, outcome=Outcome.succeeded)
+    return True
+
+
+def run_submission(session: Session, submission: Submission) -> None:
+    """Run the image on the Hidden measurements (no truth), record the run, then score it."""
+    update_status(submission, status=Status.running)
+    session.commit()
+    if _reuse(session, submission):
+        return
+    settings = get_settings()
+    dataset_row = submission.dataset
+    expect = ResultExpectation.for_dataset(read_measurement(dataset_row.view_path), max_bytes=settings.sandbox_output_bytes)
+    work_dir = settings.storage_dir / "runs" / f"{submission.id}-{submission.attempt}"
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True)
+    try:
+        result = run_container(
+            RunSpec(
+                run_id=f"{submission.id}-{submission.attempt}",
+                image=submission.image_digest or submission.image,
+                input_path=Path(dataset_row.view_path),
+                work_dir=work_dir,
+                limits=limits_from_settings(),
+                labels={"edx-arena.submission": submission.id},
+                validate_output=lambda p: validate_result(p, expect),
+            )
+        )
+        submission.exit_code = result.exit_code
+        submission.runtime_seconds = result.runtime_seconds
+        submission.peak_memory_bytes = result.peak_memory_bytes
+        submission.log_tail = result.log[-LOG_TAIL:]
+        if result.outcome == Outcome.platform_error:
+            if submission.attempt < settings.max_attempts:
+                update_status(submission, status=Status.queued, outcome=None, error_message=result.message)
+                session.commit()
+                raise RetryRun(result.message)
+            update_status(submission, status=Status.failed, outcome=result.outcome, charged=False,
+                          error_message=f"{result.message} (after {submission.attempt} attempts; not charged)")
+            return
+        if result.outcome != Outcome.succeeded:
+            update_status(submission, status=Status.failed, outcome=result.outcome, error_message=result.message)
+            return
+        submission.outcome = Outcome.succeeded
+        score_submission(session, submission, result_path=str(result.output_path))
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
