@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 
 from alembic import command
@@ -23,4 +24,8 @@ def upgrade_to_head(url: str | None = None) -> None:
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(url or settings.database_url), "head")
+    # The API and the workers start together: one migrates, the others wait and find it done.
+    # (PostgreSQL also takes an advisory lock in env.py, for processes on other machines.)
+    with open(settings.data_dir / ".migrate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        command.upgrade(alembic_config(url or settings.database_url), "head")

@@ -1,7 +1,7 @@
 """Alembic environment: the URL comes from the config (set by db.migrate) or the settings."""
 
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import text
 
 from db.models import Base
 from db.session import make_engine
@@ -21,6 +21,9 @@ def _url() -> str:
 def run_migrations_online() -> None:
     engine = make_engine(_url())
     with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_lock(73311)"))  # one migrator at a time
+            connection.commit()
         context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()

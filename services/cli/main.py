@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import science
+from services.cli import client, demo, science, server
 
 app = typer.Typer(
     name="edx-arena",
@@ -13,6 +13,9 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 science.register(app)
+server.register(app)
+client.register(app)
+demo.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,83 @@
+"""Server-side commands: run the API and the worker, and organizer administration."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+admin_app = typer.Typer(help="Organizer administration on the server's own database.", no_args_is_help=True)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Run the REST API (applies database migrations first). Settings come from EDX_* variables."""
+    import uvicorn
+
+    uvicorn.run("services.api.main:app", host=host, port=port, log_level="info", timeout_graceful_shutdown=60)
+
+
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Parallel runs in this worker.")] = 1,
+    hostname: Annotated[str, typer.Option(help="Worker name (unique per machine).")] = "edx@%h",
+) -> None:
+    """Run a Celery worker that executes and scores submissions."""
+    pool = "solo" if concurrency == 1 else "prefork"
+    argv = [sys.executable, "-m", "celery", "-A", "services.worker.celery_app", "worker", "-Q", "edx",
+            "--pool", pool, "--concurrency", str(concurrency), "--hostname", hostname, "-l", "info"]
+    os.execv(sys.executable, argv)
+
+
+@admin_app.command("create-participant")
+def create_participant_cmd(
+    name: Annotated[str, typer.Argument(help="Login name (letters, digits, . _ -).")],
+    team: Annotated[str, typer.Option(help="Team name shown on leaderboards.")] = "",
+    organizer: Annotated[bool, typer.Option(help="Give the organizer role.")] = False,
+) -> None:
+    """Create a participant and print its API token (shown only once)."""
+    from db.migrate import upgrade_to_head
+    from db.models import Role
+    from db.session import new_session
+    from services.auth import create_participant
+    from services.errors import ServiceError
+
+    upgrade_to_head()
+    with new_session() as session:
+        try:
+            participant, _, token = create_participant(session, name=name, team=team, role=Role.organizer if organizer else Role.participant)
+        except ServiceError as exc:
+            console.print(f"[red]error[/red]: {exc.message}")
+            raise typer.Exit(1) from None
+        session.commit()
+    console.print(f"created {participant.role} {name} (id {participant.id}); token:")
+    print(token)
+
+
+@admin_app.command("seed-tier")
+def seed_tier_cmd(
+    tier: Annotated[str, typer.Option(help="public, dev, hidden or standard.")],
+    seed: Annotated[int, typer.Option(help="Generator seed (keep it secret for dev and hidden).")],
+    size: Annotated[str, typer.Option(help="Grid preset: default or small.")] = "default",
+) -> None:
+    """Generate a tier's dataset and make it the active one."""
+    from db.migrate import upgrade_to_head
+    from db.session import new_session
+    from services.datasets import seed_tier
+
+    upgrade_to_head()
+    with new_session() as session:
+        row = seed_tier(session, tier=tier, seed=seed, preset=size)
+        session.commit()
+    console.print(f"{tier} tier seeded: dataset {row.id}, content hash {row.content_hash[:16]}…")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("worker")(worker)
+    app.add_typer(admin_app, name="admin")
