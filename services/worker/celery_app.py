@@ -15,9 +15,9 @@ from services.settings import get_settings
 QUEUE = "edx"
 
 
-def make_celery() -> Celery:
+def configure(app: Celery) -> Celery:
+    """(Re)apply the settings to ``app``; tests call it again after changing the environment."""
     settings = get_settings()
-    app = Celery("edx_arena", broker=settings.broker_url, include=["services.worker.tasks"])
     transport_options: dict = {}
     if settings.broker_url.startswith("filesystem"):
         folder = settings.broker_dir / "queue"
@@ -35,6 +35,7 @@ def make_celery() -> Celery:
         # Redis redelivers an unacknowledged task after this; longer than any run's wall time.
         transport_options = {"visibility_timeout": int(1.1 * (settings.sandbox_wall_seconds + 600))}
     app.conf.update(
+        broker_url=settings.broker_url,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         task_queues=[Queue(QUEUE)],
@@ -47,10 +48,11 @@ def make_celery() -> Celery:
         result_backend=None,
         worker_hijack_root_logger=False,
     )
+    app._pool = None  # drop connections made with the previous broker settings
     return app
 
 
-app = make_celery()
+app = configure(Celery("edx_arena", include=["services.worker.tasks"]))
 
 
 @worker_init.connect

@@ -29,7 +29,7 @@ def test_same_seed_same_dataset(hidden):
 
 
 def test_phantom_constraints(hidden):
-    assert hidden.scene_ids == ["s0", "s1", "s2"]
+    assert hidden.scene_ids == ["hidden-s0", "hidden-s1", "hidden-s2"]
     for scene in hidden.scenes:
         x = scene.x_true
         assert x.shape == (6, 32, 32)

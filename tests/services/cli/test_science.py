@@ -28,7 +28,7 @@ def files(tmp_path_factory):
 def test_build_export_solve_score(files):
     full, view, result = files
     with h5py.File(view) as f:
-        assert "x_true" not in f["scenes/s0"] and "seed" not in f.attrs
+        assert "x_true" not in f["scenes/dev-s0"] and "seed" not in f.attrs
     r = runner.invoke(app, ["score", "--dataset", str(full), "--result", str(result), "--json"])
     assert r.exit_code == 0, r.output
     scores = json.loads(r.output)
