@@ -83,6 +83,11 @@ class TierDataset:
     def operator(self) -> ForwardModel:
         return ForwardModel(self.preset, self.constants, elements=self.elements)
 
+    def participant_view(self, *, with_truth: bool) -> "TierDataset":
+        """What a participant may download: never the seed (it regenerates the truth, and
+        organizers may derive one tier's seed from another's); the truth only for Public."""
+        return replace(self if with_truth else self.without_truth(), seed=None)
+
     def without_truth(self) -> "TierDataset":
         """The participant's (Dev) or container's (Hidden) view: same hash, no truth."""
         return replace(self, scenes=[s.without_truth() for s in self.scenes])

@@ -46,7 +46,8 @@ def _store(session: Session, tier: str, dataset: TierDataset) -> Dataset:
     full, view = folder / "full.h5", folder / "view.h5"
     write_measurement(dataset, full, include_truth=True)
     # Public participants get the truth; Dev participants and Hidden containers never do.
-    write_measurement(dataset, view, include_truth=tier == "public")
+    public = tier == "public"
+    write_measurement(dataset.participant_view(with_truth=public), view, include_truth=public)
     return _activate(session, tier, dataset, full, view)
 
 

@@ -122,7 +122,7 @@ def export(
         raise _fail(exc) from None
     if public_view and not dataset.has_truth:
         raise typer.BadParameter(f"{dataset_path} has no truth to publish; pass the organizer's full file")
-    write_measurement(dataset, out_path, include_truth=public_view)
+    write_measurement(dataset.participant_view(with_truth=public_view), out_path, include_truth=public_view)
     console.print(f"wrote {'public' if public_view else 'truth-free'} view {out_path}")
 
 
