@@ -61,6 +61,8 @@ LINES: Mapping[str, tuple[tuple[str, float, float], ...]] = {
 }
 
 _FWHM_TO_SIGMA = 2.3548
+#: λ values per block in :meth:`ForwardModel.sample` (16 MiB of float64).
+_SAMPLE_BLOCK_VALUES = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -293,10 +295,19 @@ class ForwardModel:
     def sample(self, x: np.ndarray, spec: Spec, rng: np.random.Generator) -> np.ndarray:
         """One noisy measurement ``y = Poisson(λ) + N(0, σ_r²)`` as float32 (H, W, C).
 
-        Deterministic for a given generator state.
+        Deterministic for a given generator state. λ is built and drawn in blocks of rows
+        (``Generator.poisson`` draws element by element in C order, so the counts equal one
+        draw over the whole cube) to keep the float64 λ and int64 counts off the peak memory.
         """
-        lam = self.apply(x, spec)
-        y = rng.poisson(lam).astype(np.float64)
+        m = self.matrix(spec)
+        x = self.rotate(np.asarray(x, dtype=np.float64))
+        if x.ndim != 3 or x.shape[0] != m.shape[0]:
+            raise ValueError(f"x must be (E={m.shape[0]}, H, W); got shape {x.shape}")
+        h, w = x.shape[1:]
+        y = np.empty((h, w, m.shape[1]), dtype=np.float32)
+        rows = max(1, _SAMPLE_BLOCK_VALUES // max(1, w * m.shape[1]))
+        for r in range(0, h, rows):
+            y[r : r + rows] = rng.poisson(self.apply(x[:, r : r + rows], spec, matrix=m))
         if self.constants.read_noise > 0:
-            y += rng.normal(0.0, self.constants.read_noise, size=y.shape)
-        return y.astype(np.float32)
+            y = (y + rng.normal(0.0, self.constants.read_noise, size=y.shape)).astype(np.float32)
+        return y

@@ -107,3 +107,28 @@ def test_apply_rejects_wrong_shapes():
         model.apply(np.zeros((5, 4, 4)))
     with pytest.raises(ValueError, match=r"y must be \(H, W, C=250\)"):
         model.adjoint(np.zeros((4, 4, 100)))
+
+
+def test_sample_in_row_blocks_equals_one_draw_over_the_cube():
+    # 128 × 40 × 1000 is drawn in several row blocks; the counts must equal a single draw.
+    model = ForwardModel("default")
+    x = np.random.default_rng(1).random((6, 40, 40)) / 6
+    x = np.concatenate([x, x, x, x[:, :8]], axis=1)  # 128 rows
+    spec = Spec(2.0, -0.1, 0.5, 0.1)
+    rng = np.random.default_rng(9)
+    expected = rng.poisson(model.apply(x, spec)).astype(np.float32)
+    np.testing.assert_array_equal(model.sample(x, spec, np.random.default_rng(9)), expected)
+
+
+def test_sample_rejects_wrong_shapes():
+    with pytest.raises(ValueError, match=r"x must be \(E=6, H, W\)"):
+        ForwardModel("small").sample(np.zeros((6, 4)), Spec(), np.random.default_rng(0))
+
+
+def test_matrix_override_and_cache_is_read_only():
+    model = ForwardModel("small")
+    m = model.matrix(Spec(peak_overlap=0.3))
+    assert model.matrix(Spec(peak_overlap=0.3)) is m and not m.flags.writeable
+    x = np.random.default_rng(2).random((6, 3, 4))
+    np.testing.assert_allclose(model.apply(x, matrix=m), model.apply(x, Spec(peak_overlap=0.3)), rtol=1e-14)
+    np.testing.assert_allclose(model.apply(x.astype(np.float32)), model.apply(x), rtol=1e-6)
