@@ -7,8 +7,10 @@ from harness.scenes import (
     PRESENCE_FRACTION,
     PRESENCE_THRESHOLD,
     REFERENCE_COMPOSITION,
+    _check_presence,
     build_tier,
     dataset_from_maps,
+    draw_spec,
     make_phantom,
 )
 from harness.tiers import REFERENCE_ROWS, SPEC_PARAMETERS, TIER_RANGES
@@ -87,3 +89,78 @@ def test_dataset_from_maps(hidden):
         dataset_from_maps("dev", {"a": np.full((6, 32, 32), 0.5)}, seed=1, preset="small")
     with pytest.raises(ValueError, match="peak_overlap=5.0 is outside the dev range"):
         dataset_from_maps("dev", maps, seed=1, preset="small", specs={"a": Spec(peak_overlap=5.0)})
+
+
+@pytest.mark.parametrize("preset", ["small", "default"])
+def test_presence_holds_by_construction(preset):
+    # The floors cover 30 % of the non-reference area, so the share never dips near 20 %.
+    for seed in range(12 if preset == "small" else 3):
+        x = make_phantom(preset, np.random.default_rng(seed))
+        share = (x[:, REFERENCE_ROWS:] >= PRESENCE_THRESHOLD).mean(axis=(1, 2))
+        assert share.min() >= 0.3 - 1e-9
+        assert x.min() >= 0 and x.sum(axis=0).max() <= 1 + 1e-12
+
+
+def test_presence_violation_raises_naming_the_element():
+    x = np.full((6, 32, 32), 0.1)
+    x[4, REFERENCE_ROWS:] = 0.0
+    with pytest.raises(RuntimeError, match=r"presence rule .*: Ba 0\.0%"):
+        _check_presence(x, ("Si", "S", "Ti", "Mo", "Ba", "W"))
+
+
+def test_reference_composition_is_published_for_every_element():
+    assert set(REFERENCE_COMPOSITION) == {"Si", "S", "Ti", "Mo", "Ba", "W"}
+    assert 0.85 <= sum(REFERENCE_COMPOSITION.values()) <= 1.0
+    assert min(REFERENCE_COMPOSITION.values()) >= 0.1
+
+
+def test_scenes_are_independent_and_progress_is_reported():
+    calls = []
+    ds = build_tier("dev", seed=5, preset="small", progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    a, b = ds.scenes[0].x_true, ds.scenes[1].x_true
+    assert np.abs(a - b)[:, REFERENCE_ROWS:].max() > 0.1
+    np.testing.assert_array_equal(ds.scenes[0].reference_x, ds.scenes[1].reference_x)
+    assert ds.scenes[0].y.dtype == np.float32 and ds.scenes[0].y.shape == (32, 32, 250)
+
+
+def test_draw_spec_uniform_in_ranges():
+    rng = np.random.default_rng(0)
+    draws = np.array([draw_spec("public", rng).as_array() for _ in range(400)])
+    for i, name in enumerate(SPEC_PARAMETERS):
+        lo, hi = TIER_RANGES["public"][name]
+        assert draws[:, i].min() >= lo and draws[:, i].max() <= hi
+        # Uniform: the draws reach both ends of the range and average near its middle.
+        assert draws[:, i].min() < lo + 0.05 * (hi - lo) and draws[:, i].max() > hi - 0.05 * (hi - lo)
+        assert abs(draws[:, i].mean() - (lo + hi) / 2) < 0.06 * (hi - lo)
+    assert draw_spec("standard", rng) == Spec()
+
+
+def test_dataset_from_maps_sets_strip_and_is_deterministic(hidden):
+    x = hidden.scenes[2].x_true.copy()
+    x[:, :REFERENCE_ROWS] = 0.0
+    ds = dataset_from_maps("hidden", {"mine": x}, seed=8, preset="small")
+    again = dataset_from_maps("hidden", {"mine": x}, seed=8, preset="small")
+    assert ds.content_hash == again.content_hash
+    ref = np.array([REFERENCE_COMPOSITION[e] for e in ds.elements])
+    np.testing.assert_allclose(ds.scenes[0].x_true[:, :REFERENCE_ROWS, 0].T, np.tile(ref, (REFERENCE_ROWS, 1)), rtol=1e-6)
+    np.testing.assert_allclose(ds.scenes[0].x_true[:, REFERENCE_ROWS:], x[:, REFERENCE_ROWS:], rtol=1e-6)
+    spec = ds.scenes[0].spec_true
+    for name in SPEC_PARAMETERS:
+        lo, hi = TIER_RANGES["hidden"][name]
+        assert lo <= getattr(spec, name) <= hi
+    assert x[:, :REFERENCE_ROWS].max() == 0.0  # the caller's array is not modified
+
+
+def test_dataset_from_maps_rejects_bad_input():
+    ok = np.full((6, 32, 32), 0.1)
+    with pytest.raises(ValueError, match="no scenes given"):
+        dataset_from_maps("dev", {}, seed=1, preset="small")
+    neg = ok.copy()
+    neg[2, 20, 20] = -0.2
+    with pytest.raises(ValueError, match=r"scene 'a': fractions must be in \[0, 1\]; got \[-0.2, 0.1\]"):
+        dataset_from_maps("dev", {"a": neg}, seed=1, preset="small")
+    with pytest.raises(ValueError, match=r"specs given for scenes \['b'\] that have no maps"):
+        dataset_from_maps("dev", {"a": ok}, seed=1, preset="small", specs={"b": Spec()})
+    with pytest.raises(ValueError, match="unknown tier 'gold'"):
+        dataset_from_maps("gold", {"a": ok}, seed=1, preset="small")
