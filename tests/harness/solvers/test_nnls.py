@@ -40,3 +40,16 @@ def test_registry_lists_every_solver_and_rejects_unknown():
     assert set(SOLVERS) == {"nnls", "mlem", "tv", "nmf", "calibrated"}
     with pytest.raises(ValueError, match="unknown solver 'magic'; choose one of calibrated, mlem, nmf, nnls, tv"):
         solve_dataset(build_tier("dev", seed=1, preset="small"), solver="magic")
+
+
+def test_solve_dataset_reports_progress_and_needs_no_truth():
+    ds = build_tier("dev", seed=6, preset="small")
+    calls = []
+    result = solve_dataset(ds.without_truth(), progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)] and result.method == "nnls"
+    assert list(result.scenes) == ds.scene_ids
+    for scene in ds.scenes:
+        r = result.scenes[scene.scene_id]
+        assert r.x_hat.shape == (6, 32, 32) and r.spec == Spec()
+        # The calibration strip is fitted too: close to the published composition on average.
+        np.testing.assert_allclose(r.x_hat[:, :4].mean(axis=(1, 2)), scene.reference_x, atol=0.08)
