@@ -92,7 +92,10 @@ def _run_kwargs(spec: RunSpec, image: ImageInfo, output_dir: Path) -> dict:
         init=True,
         ipc_mode="none",
         labels={RUN_LABEL: spec.run_id, **spec.labels},
-        log_config={"type": "json-file", "config": {"max-size": str(max(lim.log_bytes, 4096)), "max-file": "1"}},
+# max-size counts JSON-framed bytes (~70 B overhead per line): two files of 8 × cap keep
+        # more than ``cap`` payload bytes after a rotation for lines of ≥ ~10 bytes, so
+        # _read_log sees the excess and marks the truncation; disk use stays ≤ 16 × cap.
+        log_config={"type": "json-file", "config": {"max-size": str(8 * max(lim.log_bytes, 4096)), "max-file": "2", "compress": "false"}},
         volumes={
             str(Path(spec.input_path).resolve()): {"bind": "/input/measurement.h5", "mode": "ro"},
             str(output_dir.resolve()): {"bind": "/output", "mode": "rw"},

@@ -1,0 +1,158 @@
+"""Hostile containers: every one ends in a typed outcome, quickly, with nothing left behind."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.formats import validate_result
+from harness.sandbox import Outcome, remove_leftovers
+
+BUSYBOX = "edx-arena-test/busybox:latest"
+BUSYBOX_USER = "edx-arena-test/busybox-user:latest"
+RUNNER = "edx-arena/runner:latest"
+
+pytestmark = pytest.mark.docker
+
+
+def _dir_bytes(root):
+    return sum(p.lstat().st_size for p in root.rglob("*"))
+
+
+def test_network_is_disabled(run):
+    r = run("wget -T 3 -q -O- http://1.1.1.1/ || echo NETFAIL; nc -w 2 127.0.0.1 80 </dev/null || echo NCFAIL; exit 7")
+    assert r.outcome == Outcome.nonzero_exit, r
+    assert r.exit_code == 7
+    assert "NETFAIL" in r.log
+    assert "exited with code 7" in r.message
+    assert r.runtime_seconds < 20
+
+
+def test_fork_bomb_ends_and_next_run_is_unaffected(run):
+    t0 = time.monotonic()
+    r = run("f(){ f|f& }; f; sleep 30", wall_seconds=5)
+    assert time.monotonic() - t0 < 20
+    assert r.outcome in (Outcome.timeout, Outcome.nonzero_exit), r
+    assert r.message
+    ok = run("echo ok > /output/result.h5")
+    assert ok.outcome == Outcome.succeeded, ok
+
+
+def test_memory_hog_is_oom_killed(run):
+    r = run("tail /dev/zero")
+    assert r.outcome == Outcome.oom_killed, r
+    assert "64 MiB memory limit" in r.message
+    assert r.runtime_seconds < 15
+
+
+def test_sleep_forever_times_out(run):
+    r = run("sleep 100000", wall_seconds=2)
+    assert r.outcome == Outcome.timeout, r
+    assert "longer than 2 s" in r.message
+    assert r.runtime_seconds < 15
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug: the /output cap is enforced by a 0.25 s poll, and dd writes ~1.6 GB before the "
+    "watcher kills it; needs a size-limited mount (loop/XFS quota) for /output"))
+def test_gigabytes_to_output_are_stopped(run):
+    r = run("dd if=/dev/zero of=/output/big bs=1M count=4000", wall_seconds=60)
+    assert r.outcome == Outcome.output_too_large, r
+    assert "/output" in r.message and str(8 * 2**20) in r.message
+    assert _dir_bytes(run.last_spec.work_dir / "output") < 2**30
+    assert r.runtime_seconds < 30
+
+
+def test_gigabytes_to_stdout_keep_a_bounded_log(run):
+    r = run("yes AAAAAAAA | head -c 2000000000", wall_seconds=8)
+    assert r.outcome in (Outcome.missing_output, Outcome.timeout, Outcome.succeeded), r
+    assert r.message
+    marker = len("[log truncated: showing the last %d bytes]\n" % (64 * 2**10))
+    assert len(r.log.encode()) <= 64 * 2**10 + marker
+    assert "[log truncated" in r.log
+    assert r.runtime_seconds < 40
+
+
+def test_write_outside_output_fails(run):
+    r = run("echo x > /etc/evil")
+    assert r.outcome == Outcome.nonzero_exit, r
+    assert "exited with code" in r.message
+    assert r.runtime_seconds < 15
+
+
+@pytest.mark.parametrize("target", ["/input/measurement.h5", "/etc/passwd"])
+def test_symlinked_result_is_refused(run, target):
+    r = run(f"ln -s {target} /output/result.h5")
+    assert r.outcome == Outcome.invalid_output, r
+    assert "symbolic link" in r.message
+    assert r.output_path is None
+
+
+def test_no_output_is_missing_output(run):
+    r = run("true")
+    assert r.outcome == Outcome.missing_output, r
+    assert "wrote no /output/result.h5" in r.message
+
+
+def test_malformed_hdf5_is_invalid_output(run, expect):
+    r = run("head -c 4096 /dev/urandom > /output/result.h5", validate_output=lambda p: validate_result(p, expect))
+    assert r.outcome == Outcome.invalid_output, r
+    assert "not a valid result:" in r.message
+    reason = r.message.split("not a valid result:", 1)[1].strip()
+    assert reason
+
+
+def test_root_image_runs_as_nobody(run):
+    r = run("id -u > /output/uid; id -u")
+    assert r.outcome == Outcome.missing_output, r
+    assert "65534" in r.log
+
+
+def test_allow_image_user_refuses_root_image(run):
+    r = run("id -u", allow_image_user=True)
+    assert r.outcome == Outcome.image_invalid, r
+    assert "non-root USER" in r.message
+
+
+def test_allow_image_user_runs_as_image_user(run):
+    r = run("id -u", image=BUSYBOX_USER, allow_image_user=True)
+    assert r.outcome == Outcome.missing_output, r
+    assert r.log.strip().splitlines()[-1] == "1000"
+
+
+def test_nonexistent_image_is_image_invalid(run):
+    r = run("true", image="edx-arena-test/does-not-exist:nope")
+    assert r.outcome == Outcome.image_invalid, r
+    assert "no image" in r.message
+
+
+def test_capabilities_are_dropped(run):
+    r = run("cat /proc/self/status | grep CapEff")
+    assert "CapEff:\t0000000000000000" in r.log, r.log
+
+
+def test_remove_leftovers(images):
+    client = images
+    c = client.containers.create(BUSYBOX, ["sleep 100"], labels={"edx-arena.run": "stray-x"})
+    try:
+        removed = remove_leftovers(keep_run_ids=["other"], client=client)
+        assert "stray-x" in removed
+        assert not client.containers.list(all=True, filters={"label": "edx-arena.run=stray-x"})
+    finally:
+        try:
+            c.remove(force=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+@pytest.mark.slow
+def test_reference_runner_succeeds(run, expect):
+    r = run(
+        [], image=RUNNER, validate_output=lambda p: validate_result(p, expect),
+        memory_bytes=2 * 2**30, wall_seconds=600, pids=256, output_bytes=64 * 2**20,
+    )
+    assert r.outcome == Outcome.succeeded, (r.message, r.log[-2000:])
+    validate_result(r.output_path, expect)
+    assert r.peak_memory_bytes is None or r.peak_memory_bytes > 0
+    print(f"reference runner: {r.runtime_seconds:.1f} s, peak memory {r.peak_memory_bytes}")
