@@ -2,7 +2,8 @@
 
 Defaults are the embedded stack: a SQLite file and a filesystem message broker under
 ``data_dir``, so nothing has to be started. The compose stack sets ``EDX_DATABASE_URL``
-(PostgreSQL) and ``EDX_BROKER_URL`` (Redis).
+(PostgreSQL) and ``EDX_BROKER_URL`` (Redis). Only ``services/`` and ``db/`` read settings;
+the harness never does.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["PLACEHOLDER_SECRET", "Settings", "get_settings"]
 
 PLACEHOLDER_SECRET = "changethis"
 
@@ -21,24 +24,34 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDX_", extra="ignore")
 
     environment: Literal["development", "production"] = "production"
+    #: Everything the embedded stack writes: database, broker folders, storage.
     data_dir: Path = Path("var")
+    #: Empty: a SQLite file ``data_dir/edx-arena.db``.
     database_url: str = ""
+    #: ``filesystem://`` is the embedded broker (folders under ``data_dir/broker``).
     broker_url: str = "filesystem://"
+    #: Filesystem broker: how often an idle worker looks for new messages (seconds).
+    broker_polling_interval: float = Field(default=0.1, gt=0)
+    #: Empty: ``data_dir/storage`` (datasets, uploads, run folders).
     storage_dir: Path | None = None
 
     #: Bearer token of the built-in organizer account (created on first use).
     organizer_token: str = PLACEHOLDER_SECRET
 
-    max_upload_bytes: int = 256 * 2**20
-    max_image_bytes: int = 4 * 2**30
-    quota_public: int = 0  # 0 = unlimited
-    quota_dev: int = 5
-    quota_hidden: int = 2
+    max_upload_bytes: int = Field(default=256 * 2**20, gt=0)
+    max_image_bytes: int = Field(default=4 * 2**30, gt=0)
+    # Submissions per participant per tier per UTC day; 0 = unlimited.
+    quota_public: int = Field(default=0, ge=0)
+    quota_dev: int = Field(default=5, ge=0)
+    quota_hidden: int = Field(default=2, ge=0)
     leaderboard_policy: Literal["best", "latest"] = "best"
+    #: A board is recomputed at most this often per API process (0: on every request).
+    leaderboard_cache_seconds: float = Field(default=2.0, ge=0)
 
-    # Reliability: a run holds a lease its worker renews; an expired lease is reaped.
-    lease_seconds: int = 120
-    max_attempts: int = 3
+    # Reliability: a run holds a lease its worker renews; an expired lease is reaped and the
+    # submission requeued, up to max_attempts, then failed as platform_error (not charged).
+    lease_seconds: int = Field(default=120, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
 
     # Sandbox defaults for the Hidden tier (design §5).
     sandbox_cpus: float = 1.0
@@ -48,6 +61,15 @@ class Settings(BaseSettings):
     sandbox_output_bytes: int = 512 * 2**20
     sandbox_log_bytes: int = 2**20
     sandbox_runtime: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_url(cls, url: str) -> str:
+        # The common spellings of a PostgreSQL URL all mean the psycopg 3 driver we ship.
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
 
     @model_validator(mode="after")
     def _derive(self) -> "Settings":
@@ -68,6 +90,7 @@ class Settings(BaseSettings):
         return self.data_dir / "broker"
 
     def quota(self, tier: str) -> int:
+        """Daily submissions allowed on ``tier``; 0 means unlimited."""
         return {"public": self.quota_public, "dev": self.quota_dev, "hidden": self.quota_hidden}.get(tier, 0)
 
 
