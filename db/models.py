@@ -1,5 +1,8 @@
 """Tables (SQLAlchemy 2). Score rows are append-only; a submission's state changes only
-through :func:`services.submissions.update_status`."""
+through :mod:`services.submissions` (``claim`` and ``update_status``).
+
+Schema changes go through Alembic (``db/migrations``), never ``create_all``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,16 @@ import uuid
 from datetime import datetime, timezone
 from enum import StrEnum
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+__all__ = [
+    "Base", "Role", "Status", "Kind", "Outcome", "TERMINAL", "Participant", "ApiToken", "Dataset",
+    "Submission", "Run", "Score", "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -32,9 +43,27 @@ class Status(StrEnum):
     failed = "failed"
 
 
+#: A submission in one of these states is finished: a task for it is a no-op.
+TERMINAL = (Status.scored, Status.failed)
+
+
 class Kind(StrEnum):
     hdf5 = "hdf5"
     container = "container"
+
+
+class Outcome(StrEnum):
+    """How a run ended: the sandbox's outcomes (design §5), for HDF5 scoring runs too."""
+
+    succeeded = "succeeded"
+    timeout = "timeout"
+    oom_killed = "oom_killed"
+    nonzero_exit = "nonzero_exit"
+    missing_output = "missing_output"
+    invalid_output = "invalid_output"
+    output_too_large = "output_too_large"
+    image_invalid = "image_invalid"
+    platform_error = "platform_error"
 
 
 class Participant(Base):
@@ -44,6 +73,7 @@ class Participant(Base):
     team: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(20), default=Role.participant)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    tokens: Mapped[list["ApiToken"]] = relationship(back_populates="participant", order_by="ApiToken.id")
 
 
 class ApiToken(Base):
@@ -55,18 +85,27 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    participant: Mapped[Participant] = relationship()
+    participant: Mapped[Participant] = relationship(back_populates="tokens")
 
 
 class Dataset(Base):
     __tablename__ = "datasets"
+    __table_args__ = (
+        Index("uq_datasets_active_tier", "tier", unique=True, sqlite_where=text("active"), postgresql_where=text("active")),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     tier: Mapped[str] = mapped_column(String(20), index=True)
     content_hash: Mapped[str] = mapped_column(String(64))
     operator_version: Mapped[str] = mapped_column(String(40))
     preset: Mapped[str] = mapped_column(String(20))
+    #: The generator seed (None for an uploaded dataset); server-side only, never in a view.
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    #: ``harness.formats.ResultExpectation.as_dict()`` without ``max_bytes``: lets the API
+    #: validate an upload without opening the measurement file.
+    expectation: Mapped[dict | None] = mapped_column(JSON)
     full_path: Mapped[str] = mapped_column(Text)
     view_path: Mapped[str] = mapped_column(Text)
+    #: One active dataset per tier; older ones stay for the scores that name them.
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -100,6 +139,24 @@ class Submission(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     participant: Mapped[Participant] = relationship()
     dataset: Mapped[Dataset] = relationship()
+    runs: Mapped[list["Run"]] = relationship(order_by="Run.attempt")
+
+
+class Run(Base):
+    """One attempt at a submission: who ran it, when, and how it ended."""
+
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("submission_id", "attempt", name="uq_run_attempt"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str] = mapped_column(String(200), default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(String(40))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    runtime_seconds: Mapped[float | None] = mapped_column(Float)
+    peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Score(Base):
