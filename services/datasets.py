@@ -1,4 +1,9 @@
-"""Tier datasets: organizers generate or upload them; participants download the views."""
+"""Tier datasets: organizers generate or upload them; participants download the views.
+
+Each dataset is stored twice under ``storage_dir/datasets/<tier>/<id>/``: ``full.h5`` with the
+truth (server only: scoring) and ``view.h5``, what a participant (Public, with truth; Dev,
+without) or a Hidden-tier container (without) may read. Neither file carries the seed.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,14 @@ from sqlalchemy.orm import Session
 
 from db.models import Dataset
 from harness.dataset import TierDataset
-from harness.formats import read_measurement, validate_measurement, write_measurement
+from harness.errors import FormatError
+from harness.formats import ResultExpectation, read_measurement, validate_measurement, write_measurement
 from harness.scenes import build_tier
-from harness.tiers import TIERS
-from services.errors import ForbiddenError, NotFoundError
+from harness.tiers import PRESETS, TIERS
+from services.errors import ForbiddenError, NotFoundError, ServiceError
 from services.settings import get_settings
+
+__all__ = ["check_tier", "seed_tier", "upload_tier", "active_dataset", "download_path", "result_expectation", "remove_files"]
 
 
 def check_tier(tier: str) -> str:
@@ -24,47 +32,62 @@ def check_tier(tier: str) -> str:
     return tier
 
 
-def _activate(session: Session, tier: str, dataset: TierDataset, full: Path, view: Path) -> Dataset:
-    session.execute(update(Dataset).where(Dataset.tier == tier).values(active=False))
-    row = Dataset(
-        tier=tier,
-        content_hash=dataset.content_hash,
-        operator_version=dataset.operator_version,
-        preset=dataset.preset.name,
-        full_path=str(full),
-        view_path=str(view),
-        active=True,
-    )
-    session.add(row)
-    session.flush()
-    return row
-
-
-def _store(session: Session, tier: str, dataset: TierDataset) -> Dataset:
+def _store(session: Session, tier: str, dataset: TierDataset, *, seed: int | None) -> Dataset:
+    """Write both files, then make the dataset the tier's active one (flushed, not committed)."""
     folder = get_settings().storage_dir / "datasets" / tier / uuid.uuid4().hex
     folder.mkdir(parents=True)
     full, view = folder / "full.h5", folder / "view.h5"
-    write_measurement(dataset, full, include_truth=True)
-    # Public participants get the truth; Dev participants and Hidden containers never do.
-    public = tier == "public"
-    write_measurement(dataset.participant_view(with_truth=public), view, include_truth=public)
-    return _activate(session, tier, dataset, full, view)
+    try:
+        write_measurement(dataset, full, include_truth=True)
+        # Public participants get the truth; Dev participants and Hidden containers never do.
+        public = tier == "public"
+        write_measurement(dataset.participant_view(with_truth=public), view, include_truth=public)
+        expectation = ResultExpectation.for_dataset(dataset, max_bytes=1).as_dict()
+        del expectation["max_bytes"]  # a setting, applied when a result is checked
+        session.execute(update(Dataset).where(Dataset.tier == tier, Dataset.active.is_(True)).values(active=False))
+        row = Dataset(
+            tier=tier,
+            content_hash=dataset.content_hash,
+            operator_version=dataset.operator_version,
+            preset=dataset.preset.name,
+            seed=seed,
+            expectation=expectation,
+            full_path=str(full),
+            view_path=str(view),
+            active=True,
+        )
+        session.add(row)
+        session.flush()
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return row
 
 
 def seed_tier(session: Session, *, tier: str, seed: int, preset: str = "default") -> Dataset:
     """Generate a tier's scenes from ``seed`` and make it the tier's active dataset."""
     check_tier(tier)
-    return _store(session, tier, build_tier(tier, seed=seed, preset=preset))
+    if preset not in PRESETS:
+        raise ServiceError(f"unknown preset {preset!r}; presets are {', '.join(PRESETS)}")
+    return _store(session, tier, build_tier(tier, seed=seed, preset=preset), seed=seed)
 
 
 def upload_tier(session: Session, *, tier: str, path: Path) -> Dataset:
-    """Validate an organizer's full dataset file (with truth) and activate it."""
+    """Validate an organizer's full dataset file (with truth) and make it the active one.
+
+    Raises ``FormatError`` (nothing stored) when the file is not a valid measurement file
+    with truth for ``tier``.
+    """
     check_tier(tier)
     validate_measurement(path, max_bytes=get_settings().max_image_bytes, require_truth=True)
     dataset = read_measurement(path)
     if dataset.tier != tier:
-        dataset.tier = tier
-    return _store(session, tier, dataset)
+        raise FormatError(
+            f"the file is a {dataset.tier!r} tier dataset (its scenes are named for that tier); "
+            f"upload it to the {dataset.tier} tier or build it for {tier!r}",
+            rule="tier",
+        )
+    return _store(session, tier, dataset, seed=None)
 
 
 def active_dataset(session: Session, tier: str) -> Dataset:
@@ -73,6 +96,13 @@ def active_dataset(session: Session, tier: str) -> Dataset:
     if row is None:
         raise NotFoundError(f"the {tier} tier has no dataset yet; an organizer must seed it")
     return row
+
+
+def result_expectation(row: Dataset, *, max_bytes: int) -> ResultExpectation:
+    """What a result answering ``row`` must look like, without reading the measurement."""
+    if row.expectation is None:  # a dataset stored before the expectation was recorded
+        return ResultExpectation.for_dataset(read_measurement(row.view_path), max_bytes=max_bytes)
+    return ResultExpectation.from_mapping({**row.expectation, "max_bytes": max_bytes})
 
 
 def download_path(session: Session, tier: str) -> Path:

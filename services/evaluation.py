@@ -1,7 +1,8 @@
-"""Scoring a submission: read the dataset with truth and the result, score, record rows.
+"""Scoring a stored result: read the dataset with truth and the result, score, record rows.
 
-Idempotent per (submission, scoring version): a duplicate delivery finds the rows already
-there (or hits the unique constraint) and changes nothing.
+Idempotent per (submission, scoring version): the rows of a version are written once (a
+unique constraint backs it up against a concurrent duplicate), and a later scoring version
+adds its own rows beside them: rescoring never overwrites.
 """
 
 from __future__ import annotations
@@ -13,37 +14,42 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import Kind, Score, Status, Submission, utcnow
+from db.models import Kind, Outcome, Score, Status, Submission, utcnow
 from harness import HARNESS_VERSION
 from harness.errors import FormatError
-from harness.formats import ResultExpectation, read_measurement, read_result
+from harness.formats import read_measurement, read_result
 from harness.scoring import SCORER_VERSION, TierScore, score_tier
+from services.datasets import result_expectation
 from services.settings import get_settings
 from services.submissions import update_status
+
+__all__ = ["already_scored", "score_submission"]
 
 log = logging.getLogger(__name__)
 
 
-def already_scored(session: Session, submission_id: str, version: str = SCORER_VERSION) -> bool:
+def already_scored(session: Session, submission_id: str, *, version: str = SCORER_VERSION) -> bool:
     return session.scalar(
         select(Score.id).where(Score.submission_id == submission_id, Score.scoring_version == version, Score.scene_id == "")
     ) is not None
 
 
 def _rows(submission: Submission, score: TierScore, *, dataset_hash: str, operator_version: str, started: datetime) -> list[Score]:
+    """One tier row (``scene_id == ""``) and one row per scene, each with its provenance."""
+    ended = utcnow()
     common = dict(
         submission_id=submission.id,
         scoring_version=SCORER_VERSION,
         operator_version=operator_version,
         harness_version=HARNESS_VERSION,
         dataset_hash=dataset_hash,
-        submission_hash=submission.image_digest if submission.kind == Kind.container else (submission.file_sha256 or ""),
+        submission_hash=(submission.image_digest if submission.kind == Kind.container else submission.file_sha256) or "",
         started_at=started,
+        ended_at=ended,
     )
-    tier_metrics = score.as_dict()
     rows = [
         Score(scene_id="", score=score.score, blind=score.blind, standard=score.standard, psnr=score.psnr,
-              ssim=score.ssim, consistency=score.consistency, metrics=tier_metrics, **common)
+              ssim=score.ssim, consistency=score.consistency, metrics=score.as_dict(), **common)
     ]
     for s in score.scenes:
         scene_score = s.standard if submission.tier == "standard" else s.blind
@@ -53,26 +59,33 @@ def _rows(submission: Submission, score: TierScore, *, dataset_hash: str, operat
 
 
 def score_submission(session: Session, submission: Submission, *, result_path: str | None = None) -> None:
-    """Score ``submission``'s result file and record its rows; sets scored or failed."""
+    """Score ``submission``'s result (its uploaded file, or a container's ``result_path``),
+    record the rows and set it scored (or failed ``invalid_output``); commits."""
     if already_scored(session, submission.id):
-        update_status(submission, status=Status.scored)
+        update_status(submission, status=Status.scored, outcome=submission.outcome or Outcome.succeeded)
+        session.commit()
         return
     started = utcnow()
     update_status(submission, status=Status.scoring)
     session.commit()
-    dataset = read_measurement(submission.dataset.full_path)
-    path = result_path or submission.file_path
+    settings = get_settings()
+    dataset_row = submission.dataset
+    cap = settings.sandbox_output_bytes if submission.kind == Kind.container else settings.max_upload_bytes
     try:
-        result = read_result(path, ResultExpectation.for_dataset(dataset, max_bytes=get_settings().sandbox_output_bytes))
+        result = read_result(result_path or submission.file_path, result_expectation(dataset_row, max_bytes=cap))
     except FormatError as exc:
-        update_status(submission, status=Status.failed, outcome="invalid_output", error_message=exc.message)
+        update_status(submission, status=Status.failed, outcome=Outcome.invalid_output, error_message=exc.message)
+        session.commit()
         return
+    dataset = read_measurement(dataset_row.full_path)
     score = score_tier(dataset, result)
     session.add_all(_rows(submission, score, dataset_hash=dataset.content_hash,
                           operator_version=dataset.operator_version, started=started))
-    update_status(submission, status=Status.scored, outcome=submission.outcome or "succeeded")
+    update_status(submission, status=Status.scored, outcome=submission.outcome or Outcome.succeeded)
     try:
         session.commit()
-    except IntegrityError:  # a concurrent duplicate delivery wrote them first
+    except IntegrityError:
+        # A duplicate delivery (after a lease expired mid-scoring) wrote this version's rows
+        # first; it also sets the status, so there is nothing left to do.
         session.rollback()
-        log.info("submission %s already scored by another delivery", submission.id)
+        log.info("submission %s was already scored by another delivery", submission.id)

@@ -1,51 +1,80 @@
-"""Submissions: intake (stream → validate → quota → store → queue) and the state machine.
+"""Submissions: intake (stream → validate → quota → store) and the state machine.
 
-Only :func:`update_status` changes a submission's status, so every transition is in one place.
+States (``db.models.Status``)::
+
+    queued ──claim──▶ running ──▶ scoring ──▶ scored
+       ▲                 │            │
+       └── retry/reap ───┴────────────┴─────▶ failed
+
+Only :func:`claim` (an atomic compare-and-set, so two deliveries of one task can never both
+run it) and :func:`update_status` change a submission's status. A running submission holds a
+lease its worker renews (:func:`renew_lease`); :func:`reap_expired` finds the ones whose worker
+died and requeues them, up to ``max_attempts``, then fails them as ``platform_error``, not
+charged. Every attempt is a :class:`~db.models.Run` row.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import Kind, Participant, Role, Status, Submission, utcnow
-from harness.errors import FormatError
-from harness.formats import ResultExpectation, read_measurement, validate_result_isolated
-from services.datasets import active_dataset, check_tier
-from services.errors import NotFoundError, QuotaError, ServiceError, StorageError, TooLargeError
+from db.models import TERMINAL, Kind, Outcome, Participant, Role, Run, Status, Submission, utcnow
+from harness.formats import validate_result_isolated
+from services.datasets import active_dataset, check_tier, result_expectation
+from services.errors import ConflictError, NotFoundError, QuotaError, ServiceError, StorageError, TooLargeError
 from services.settings import get_settings
 
-CHUNK = 2**20
-MAX_TEXT = {"method": 200, "description": 4000, "source": 500}
+__all__ = [
+    "CHUNK_BYTES", "HDF5_TIERS", "ERROR_CHARS", "stream_to_disk", "check_metadata", "check_quota",
+    "create_hdf5_submission", "get_submission", "claim", "renew_lease", "update_status", "reap_expired",
+    "stale_queued", "rescore", "queue",
+]
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 2**20
 HDF5_TIERS = ("public", "dev", "standard")
+#: Longest error message kept (and shown to the participant).
+ERROR_CHARS = 1024
+_MAX_TEXT = {"method": 200, "description": 4000, "source": 500}
+_ACTIVE = (Status.running, Status.scoring)
 
 
 def _aware(ts: datetime) -> datetime:
+    # SQLite returns naive datetimes; every stored time is UTC.
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 def stream_to_disk(source: BinaryIO, *, directory: Path, max_bytes: int) -> tuple[Path, str, int]:
-    """Copy ``source`` to a temp file in ``directory`` in 1 MiB chunks with a cap and sha256.
+    """Copy ``source`` to a new temp file in ``directory`` in 1 MiB chunks, with a cap and a sha256.
 
-    Memory stays constant whatever the size. Past the cap, or on a full disk, the partial
-    file is removed before the error is raised.
+    Memory stays constant whatever the size. Past the cap, or when the disk is full or
+    unwritable, the partial file is removed before the error (413 / 507) is raised.
+
+    Returns
+    -------
+    (path, sha256 hex digest, size in bytes)
     """
-    directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
-    fd, name = tempfile.mkstemp(dir=directory, suffix=".upload")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=directory, suffix=".upload")
+    except OSError as exc:
+        raise _storage_error(exc) from exc
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
-            while chunk := source.read(CHUNK):
+            while chunk := source.read(CHUNK_BYTES):
                 size += len(chunk)
                 if size > max_bytes:
                     raise TooLargeError(f"the file is over the {max_bytes} byte upload cap")
@@ -53,23 +82,31 @@ def stream_to_disk(source: BinaryIO, *, directory: Path, max_bytes: int) -> tupl
                 out.write(chunk)
     except OSError as exc:
         path.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
-            raise StorageError("the server could not store the upload (storage full or unwritable); nothing was recorded") from exc
-        raise
+        raise _storage_error(exc) from exc
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     return path, digest.hexdigest(), size
 
 
+def _storage_error(exc: OSError) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM):
+        return StorageError("the server could not store the upload (storage full or unwritable); nothing was recorded")
+    return exc
+
+
 def check_metadata(*, method: str, description: str, source: str) -> None:
     for name, value in (("method", method), ("description", description), ("source", source)):
-        if len(value) > MAX_TEXT[name]:
-            raise ServiceError(f"{name} is {len(value)} characters; the limit is {MAX_TEXT[name]}")
+        if len(value) > _MAX_TEXT[name]:
+            raise ServiceError(f"{name} is {len(value)} characters; the limit is {_MAX_TEXT[name]}")
 
 
 def check_quota(session: Session, *, participant: Participant, tier: str, now: datetime | None = None) -> None:
-    """Refuse a submission past the participant's daily quota (UTC day); failed-for-platform runs are not charged."""
+    """Refuse a submission past the participant's daily quota on ``tier`` (UTC day).
+
+    Counts the day's charged submissions; a run that failed for a platform reason is
+    uncharged, so it gives its slot back. Organizers have no quota.
+    """
     limit = get_settings().quota(tier)
     if not limit or participant.role == Role.organizer:
         return
@@ -101,10 +138,11 @@ def create_hdf5_submission(
     description: str = "",
     source: str = "",
 ) -> Submission:
-    """Stream, validate and record a result file; the caller queues it after commit.
+    """Stream, validate and record a result file (flushed, not committed); the caller commits
+    and then queues it.
 
-    A file that fails validation raises ``FormatError`` and leaves nothing behind: no row, no
-    file, no quota charged.
+    A file that fails validation raises ``FormatError`` (422) and leaves nothing behind: no
+    row, no file, no quota charged.
     """
     check_tier(tier)
     if tier not in HDF5_TIERS:
@@ -116,8 +154,8 @@ def create_hdf5_submission(
     uploads = settings.storage_dir / "uploads"
     path, sha256, _ = stream_to_disk(upload, directory=uploads, max_bytes=settings.max_upload_bytes)
     try:
-        expect = ResultExpectation.for_dataset(read_measurement(dataset_row.view_path), max_bytes=settings.max_upload_bytes)
-        validate_result_isolated(path, expect)
+        # In a child process: libhdf5 parsing a hostile file must not take the API down.
+        validate_result_isolated(path, result_expectation(dataset_row, max_bytes=settings.max_upload_bytes))
         submission = Submission(
             participant=participant, dataset=dataset_row, tier=tier, kind=Kind.hdf5,
             method=method, description=description, source=source, file_sha256=sha256,
@@ -141,6 +179,59 @@ def get_submission(session: Session, *, submission_id: str, viewer: Participant)
     return submission
 
 
+def claim(session: Session, submission_id: str, *, worker: str) -> Submission | None:
+    """Atomically take ``submission_id`` for one attempt, and commit.
+
+    Succeeds for a queued submission, or a running one whose lease expired (its worker died)
+    while attempts remain: status running, attempt + 1, a fresh lease and a new Run row.
+    Returns ``None`` when another worker holds a live lease, the submission is finished, or
+    it does not exist: a duplicate delivery then does nothing.
+    """
+    settings = get_settings()
+    now = utcnow()
+    stmt = (
+        update(Submission)
+        .where(
+            Submission.id == submission_id,
+            or_(
+                Submission.status == Status.queued,
+                and_(Submission.status.in_(_ACTIVE), Submission.lease_expires_at < now,
+                     Submission.attempt < settings.max_attempts),
+            ),
+        )
+        .values(
+            status=Status.running,
+            attempt=Submission.attempt + 1,
+            lease_expires_at=now + timedelta(seconds=settings.lease_seconds),
+            started_at=func.coalesce(Submission.started_at, now),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if session.execute(stmt).rowcount != 1:
+        session.rollback()
+        return None
+    submission = session.get(Submission, submission_id, populate_existing=True)
+    for run in submission.runs:  # an earlier attempt's worker died without closing its run
+        if run.ended_at is None:
+            run.ended_at, run.outcome = now, Outcome.platform_error
+    session.add(Run(submission_id=submission_id, attempt=submission.attempt, worker=worker[:200], started_at=now))
+    session.commit()
+    return submission
+
+
+def renew_lease(session: Session, submission_id: str, *, attempt: int) -> bool:
+    """Extend the lease of a run still in progress; False if the run is no longer ours."""
+    stmt = (
+        update(Submission)
+        .where(Submission.id == submission_id, Submission.attempt == attempt, Submission.status.in_(_ACTIVE))
+        .values(lease_expires_at=utcnow() + timedelta(seconds=get_settings().lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    renewed = session.execute(stmt).rowcount == 1
+    session.commit()
+    return renewed
+
+
 def update_status(
     submission: Submission,
     *,
@@ -149,30 +240,110 @@ def update_status(
     error_message: str | None = None,
     charged: bool | None = None,
 ) -> None:
-    """The one place a submission's state changes."""
-    submission.status = status
+    """The one place a claimed submission's state changes (the caller commits).
+
+    Entering ``running`` from another state counts an attempt; ``running`` and ``scoring``
+    renew the lease. Leaving them (scored, failed, or queued for a retry) closes the current
+    Run row with the outcome and the run diagnostics recorded on the submission.
+    """
+    previous = submission.status
     now = utcnow()
-    if status == Status.running:
-        submission.started_at = submission.started_at or now
+    if status == Status.running and previous != Status.running:
         submission.attempt += 1
+        submission.started_at = submission.started_at or now
+    if status in _ACTIVE:
         submission.lease_expires_at = now + timedelta(seconds=get_settings().lease_seconds)
-    if status in (Status.scored, Status.failed):
-        submission.finished_at = now
+    else:
         submission.lease_expires_at = None
+    if status in TERMINAL:
+        submission.finished_at = now
+    elif status == Status.queued:
+        submission.finished_at = None
     if outcome is not None:
         submission.outcome = outcome
     if error_message is not None:
-        submission.error_message = error_message[:1024]
+        submission.error_message = error_message[:ERROR_CHARS]
     if charged is not None:
         submission.charged = charged
+    submission.status = status
+    if previous in _ACTIVE and status not in _ACTIVE:
+        _close_run(submission, now, outcome or (Outcome.succeeded if status == Status.scored else Outcome.platform_error))
 
 
-def queue(submission_id: str, kind: str) -> None:
-    """Send the first task of the pipeline (imported lazily: the API must not need a worker)."""
+def _close_run(submission: Submission, now: datetime, outcome: str) -> None:
+    for run in submission.runs:
+        if run.attempt == submission.attempt and run.ended_at is None:
+            run.ended_at, run.outcome = now, outcome
+            run.exit_code = submission.exit_code
+            run.runtime_seconds = submission.runtime_seconds
+            run.peak_memory_bytes = submission.peak_memory_bytes
+
+
+def reap_expired(session: Session, *, now: datetime | None = None) -> list[tuple[str, str]]:
+    """Requeue the runs whose lease expired (their worker died); returns ``(id, kind)`` to send again.
+
+    A submission out of attempts fails as ``platform_error`` and is not charged. The caller
+    commits, then queues the returned submissions.
+    """
+    settings = get_settings()
+    now = now or utcnow()
+    expired = session.scalars(
+        select(Submission).where(Submission.status.in_(_ACTIVE), Submission.lease_expires_at < now).with_for_update(skip_locked=True)
+    ).all()
+    requeue = []
+    for submission in expired:
+        if submission.attempt >= settings.max_attempts:
+            update_status(
+                submission, status=Status.failed, outcome=Outcome.platform_error, charged=False,
+                error_message=f"the platform lost this run {submission.attempt} times (its worker stopped); "
+                "it was not charged, please submit again",
+            )
+        else:
+            update_status(submission, status=Status.queued)
+            requeue.append((submission.id, submission.kind))
+    return requeue
+
+
+def stale_queued(session: Session, *, now: datetime | None = None) -> list[tuple[str, str]]:
+    """Queued submissions older than a lease, as ``(id, kind)``: their message may be lost (the
+    API stopped between commit and send, or the embedded broker lost a worker's message).
+    Sending one again is harmless: :func:`claim` lets only one delivery run it."""
+    cutoff = (now or utcnow()) - timedelta(seconds=get_settings().lease_seconds)
+    rows = session.execute(
+        select(Submission.id, Submission.kind).where(Submission.status == Status.queued, Submission.created_at < cutoff)
+    )
+    return [(sid, kind) for sid, kind in rows]
+
+
+def rescore(session: Session, *, submission_id: str) -> Submission:
+    """Queue a finished submission again (the caller commits, then queues it).
+
+    Scores are append-only: a scoring version that already has rows keeps them; a new
+    scoring version adds its own.
+    """
+    submission = session.get(Submission, submission_id)
+    if submission is None:
+        raise NotFoundError(f"no submission {submission_id!r}")
+    if submission.status not in TERMINAL:
+        raise ConflictError(f"submission {submission_id!r} is {submission.status}; rescore it once it has finished")
+    submission.outcome = None
+    submission.error_message = None
+    update_status(submission, status=Status.queued, charged=submission.charged)
+    return submission
+
+
+def queue(submission_id: str, kind: str) -> bool:
+    """Send the submission's task, after its row is committed; False if the broker refused.
+
+    The row stays queued either way: a submission whose message was lost is sent again by
+    the reaper when a worker or the API starts (``stale_queued``).
+    """
     from services.worker.tasks import run_submission_task, score_submission_task
 
     task = run_submission_task if kind == Kind.container else score_submission_task
-    task.delay(submission_id)
-
-
-Enqueue = Callable[[str, str], None]
+    try:
+        task.apply_async((submission_id,), retry=True, retry_policy={"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5})
+    except Exception:
+        log.exception("could not send submission %s to the broker; it stays queued and is resent at the next start", submission_id)
+        return False
+    return True

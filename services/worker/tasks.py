@@ -1,62 +1,149 @@
-"""Celery tasks: thin, idempotent by submission id; the work lives in services/."""
+"""Celery tasks: thin, idempotent by submission id; the work lives in ``services/``.
+
+Each task takes a submission id, :func:`~services.submissions.claim` s it (a duplicate
+delivery, or one for a finished submission, does nothing), holds the lease with a heartbeat
+while it works, and records the outcome. Tasks are acknowledged late: a worker killed
+mid-run leaves the message to be redelivered (Redis) or, failing that, an expired lease that
+:func:`reap_and_requeue` (at worker and API start, and every half lease in each worker) turns
+back into a queued submission.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
 
-from db.models import Status, Submission
+from sqlalchemy.exc import OperationalError
+
+from db.models import Outcome, Status, Submission
 from db.session import new_session
+from harness.errors import PlatformError
 from services.evaluation import score_submission
-from services.submissions import update_status
+from services.settings import get_settings
+from services.submissions import claim, queue, reap_expired, renew_lease, stale_queued, update_status
 from services.worker.celery_app import app
 
+__all__ = ["score_submission_task", "run_submission_task", "reap_and_requeue", "start_reaper"]
+
 log = logging.getLogger(__name__)
-_UNEXPECTED = "An unexpected error occurred on the platform; the run will not count against your quota."
+_UNEXPECTED = "An unexpected error occurred on the platform; this submission was not charged, please submit it again."
+_RETRYING = "a platform error interrupted this run; it will be retried automatically"
+#: Failures of the platform itself (database, disk, Docker daemon): worth another attempt.
+_TRANSIENT = (OperationalError, OSError, PlatformError)
 
 
-def _load(session, submission_id: str) -> Submission | None:
-    submission = session.get(Submission, submission_id)
-    if submission is None:
-        log.warning("submission %s does not exist; dropping the task", submission_id)
-    return submission
+def _worker_name(task) -> str:
+    return f"{task.request.hostname or socket.gethostname()}:{os.getpid()}"
 
 
-@app.task(name="score_submission")
-def score_submission_task(submission_id: str) -> None:
+@contextmanager
+def _heartbeat(submission_id: str, attempt: int) -> Iterator[None]:
+    """Renew the lease every third of its length while the body runs (own session, own thread)."""
+    stop = threading.Event()
+    period = max(get_settings().lease_seconds / 3, 0.5)
+
+    def beat() -> None:
+        while not stop.wait(period):
+            try:
+                with new_session() as session:
+                    if not renew_lease(session, submission_id, attempt=attempt):
+                        return
+            except Exception:  # a database hiccup: the next beat tries again
+                log.warning("could not renew the lease of %s", submission_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"lease-{submission_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _platform_failure(task, session, submission: Submission, exc: BaseException) -> None:
+    """Retry a transient platform failure while attempts remain; otherwise fail, uncharged."""
+    session.rollback()
+    if isinstance(exc, _TRANSIENT) and submission.attempt < get_settings().max_attempts:
+        update_status(submission, status=Status.queued, error_message=_RETRYING)
+        session.commit()
+        raise task.retry(countdown=min(2**submission.attempt, 60), exc=exc)
+    update_status(submission, status=Status.failed, outcome=Outcome.platform_error, error_message=_UNEXPECTED, charged=False)
+    session.commit()
+
+
+@app.task(name="score_submission", bind=True, max_retries=None)
+def score_submission_task(self, submission_id: str) -> None:
     """Score a stored HDF5 result (Public, Dev, Standard)."""
     with new_session() as session:
-        submission = _load(session, submission_id)
-        if submission is None or submission.status in (Status.scored, Status.failed):
+        submission = claim(session, submission_id, worker=_worker_name(self))
+        if submission is None:
+            log.info("submission %s is finished, unknown or held by another worker; nothing to do", submission_id)
             return
-        update_status(submission, status=Status.running)
-        session.commit()
-        try:
-            score_submission(session, submission)
-            session.commit()
-        except Exception:
-            log.exception("scoring submission %s failed", submission_id)
-            session.rollback()
-            update_status(submission, status=Status.failed, outcome="platform_error", error_message=_UNEXPECTED, charged=False)
-            session.commit()
+        with _heartbeat(submission.id, submission.attempt):
+            try:
+                score_submission(session, submission)
+            except Exception as exc:
+                log.exception("scoring submission %s failed", submission_id)
+                _platform_failure(self, session, submission, exc)
 
 
+# Hidden-tier container submissions (issue 5): the sandboxed run, then the same scoring.
 @app.task(name="run_submission", bind=True, max_retries=None)
 def run_submission_task(self, submission_id: str) -> None:
     """Run a container submission in the sandbox on the Hidden tier, then score its output."""
     from services.containers import RetryRun, run_submission
 
     with new_session() as session:
-        submission = _load(session, submission_id)
-        if submission is None or submission.status in (Status.scored, Status.failed):
+        submission = claim(session, submission_id, worker=_worker_name(self))
+        if submission is None:
+            log.info("submission %s is finished, unknown or held by another worker; nothing to do", submission_id)
             return
-        try:
-            run_submission(session, submission)
-            session.commit()
-        except RetryRun:
-            # A platform failure (daemon down…): back off and try again; the attempt count bounds it.
-            raise self.retry(countdown=min(2 ** submission.attempt, 60))
-        except Exception:
-            log.exception("running submission %s failed", submission_id)
-            session.rollback()
-            update_status(submission, status=Status.failed, outcome="platform_error", error_message=_UNEXPECTED, charged=False)
-            session.commit()
+        with _heartbeat(submission.id, submission.attempt):
+            try:
+                run_submission(session, submission)
+                session.commit()
+            except RetryRun:
+                # run_submission requeued it (platform failure, attempts left): back off.
+                raise self.retry(countdown=min(2**submission.attempt, 60))
+            except Exception as exc:
+                log.exception("running submission %s failed", submission_id)
+                _platform_failure(self, session, submission, exc)
+
+
+def reap_and_requeue(*, include_stale_queued: bool = True) -> list[str]:
+    """Requeue runs whose worker died (expired lease) and, at start-up, queued submissions
+    whose message may have been lost. Returns the ids sent."""
+    with new_session() as session:
+        todo = reap_expired(session)
+        session.commit()
+        if include_stale_queued:
+            todo += stale_queued(session)
+    todo = dict(todo)
+    for submission_id, kind in todo.items():
+        queue(submission_id, kind)
+    if todo:
+        log.warning("requeued %d submission(s): %s", len(todo), ", ".join(todo))
+    return list(todo)
+
+
+def start_reaper() -> threading.Thread:
+    """A daemon thread in each worker that reaps expired leases every half lease."""
+    period = max(get_settings().lease_seconds / 2, 1.0)
+
+    def loop() -> None:
+        while True:
+            try:
+                reap_and_requeue(include_stale_queued=False)
+            except Exception:
+                log.warning("reaping expired leases failed; trying again in %.0f s", period, exc_info=True)
+            time.sleep(period)
+
+    thread = threading.Thread(target=loop, name="lease-reaper", daemon=True)
+    thread.start()
+    return thread
+
