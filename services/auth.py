@@ -8,11 +8,14 @@ import secrets
 from datetime import datetime, timezone
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import ApiToken, Participant, Role
 from services.errors import AuthError, ConflictError, NotFoundError
 from services.settings import get_settings
+
+__all__ = ["ORGANIZER_NAME", "issue_token", "create_participant", "revoke_token", "authenticate"]
 
 ORGANIZER_NAME = "organizer"
 
@@ -32,6 +35,8 @@ def issue_token(session: Session, *, participant: Participant, expires_at: datet
 def create_participant(
     session: Session, *, name: str, team: str = "", role: Role = Role.participant
 ) -> tuple[Participant, ApiToken, str]:
+    if name == ORGANIZER_NAME:
+        raise ConflictError(f"the name {name!r} is reserved for the built-in organizer account")
     if session.scalar(select(Participant).where(Participant.name == name)) is not None:
         raise ConflictError(f"a participant named {name!r} already exists")
     participant = Participant(name=name, team=team or name, role=role)
@@ -49,11 +54,16 @@ def revoke_token(session: Session, *, token_id: int) -> None:
 
 
 def _builtin_organizer(session: Session) -> Participant:
-    organizer = session.scalar(select(Participant).where(Participant.name == ORGANIZER_NAME))
+    """The account behind ``EDX_ORGANIZER_TOKEN``, created on first use."""
+    query = select(Participant).where(Participant.name == ORGANIZER_NAME)
+    organizer = session.scalar(query)
     if organizer is None:
-        organizer = Participant(name=ORGANIZER_NAME, team="organizers", role=Role.organizer)
-        session.add(organizer)
-        session.commit()
+        session.add(Participant(name=ORGANIZER_NAME, team="organizers", role=Role.organizer))
+        try:
+            session.commit()
+        except IntegrityError:  # a concurrent first request created it
+            session.rollback()
+        organizer = session.scalar(query)
     return organizer
 
 

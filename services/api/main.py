@@ -1,46 +1,130 @@
-"""The FastAPI app: setup and routers only. Errors are JSON ``{"error": {"code", "message"}}``."""
+"""The FastAPI app: setup, routers and error mapping only. Errors are JSON
+``{"error": {"code", "message"}}`` with the status of design §8."""
 
 from __future__ import annotations
 
+import json
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harness.errors import EdxArenaError, FileTooLargeError
 from services.api.routes import admin, health, leaderboard, submissions, tiers
 from services.errors import ServiceError
 from services.settings import get_settings
 
+__all__ = ["app", "create_app", "BodyCapMiddleware"]
+
+log = logging.getLogger(__name__)
+#: Room for the multipart envelope and form fields around an uploaded file.
+_ENVELOPE_BYTES = 2**20
+#: Cap on any other request body (JSON payloads are tiny).
+_OTHER_BODY_BYTES = 2**20
+
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyCapMiddleware:
+    """Refuse a request body over its route's cap with 413, before or while it is read.
+
+    A declared ``Content-Length`` over the cap is refused without reading; a chunked body is
+    counted as it streams and cut off at the cap. (Pure ASGI: no per-request overhead on GETs.)
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    @staticmethod
+    def cap(path: str) -> int:
+        settings = get_settings()
+        if path.rstrip("/") == "/api/v1/submissions":
+            return settings.max_upload_bytes + _ENVELOPE_BYTES
+        if path.endswith("/container/archive") or path.endswith("/dataset/upload"):
+            return settings.max_image_bytes + _ENVELOPE_BYTES
+        return _OTHER_BODY_BYTES
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        cap = self.cap(scope["path"])
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > cap:
+            await self._refuse(send, f"the request body is {int(length)} bytes; the cap for this endpoint is {cap} bytes")
+            return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > cap:
+                exceeded = True
+                raise _BodyTooLarge
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if exceeded:  # the app's own error for the broken body; ours replaces it
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._refuse(send, f"the request body is over the cap for this endpoint ({cap} bytes)")
+
+    @staticmethod
+    async def _refuse(send: Send, message: str) -> None:
+        body = json.dumps({"error": {"code": "file_too_large", "message": message}}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
 @asynccontextmanager
 async def lifespan(_app: FastAPI):
     from db.migrate import upgrade_to_head
+    from services.worker.tasks import reap_and_requeue
 
     upgrade_to_head()
+    try:
+        reap_and_requeue()
+    except Exception:  # the broker may still be starting; the workers reap too
+        log.warning("could not requeue interrupted submissions at start-up", exc_info=True)
     yield
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="EDX Arena", version="1", lifespan=lifespan, docs_url="/docs")
+    app = FastAPI(
+        title="EDX Arena",
+        version="1",
+        summary="Blind STEM-EDX elemental mapping: tiers, submissions and leaderboards (design §8).",
+        lifespan=lifespan,
+        docs_url="/docs",
+    )
     for module in (health, tiers, submissions, leaderboard, admin):
         app.include_router(module.router)
-
-    @app.middleware("http")
-    async def _upload_cap(request: Request, call_next):
-        # Refuse an oversized body before it is read; the streamed copy enforces the cap again.
-        length = request.headers.get("content-length")
-        cap = get_settings().max_image_bytes if "container/archive" in request.url.path or "/admin/" in request.url.path else get_settings().max_upload_bytes
-        if length and length.isdigit() and int(length) > cap + 2**20:
-            return _error(413, "file_too_large", f"the request body is {length} bytes; the upload cap is {cap} bytes")
-        return await call_next(request)
+    app.add_middleware(BodyCapMiddleware)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_r: Request, exc: ServiceError):
@@ -55,9 +139,14 @@ def create_app() -> FastAPI:
     async def _database_down(_r: Request, _exc: OperationalError):
         return _error(503, "database_unavailable", "the database is unavailable; retry in a few seconds")
 
+    @app.exception_handler(IntegrityError)
+    async def _conflict(_r: Request, _exc: IntegrityError):
+        return _error(409, "conflict", "the request conflicts with a concurrent change; retry it")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_r: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error"), str(exc.detail))
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_r: Request, exc: RequestValidationError):

@@ -1,4 +1,5 @@
-"""API payloads (pydantic), separate from the tables."""
+"""API payloads (pydantic), separate from the tables: ``XCreate`` in, ``XPublic`` out, and the
+``Page(data, count)`` envelope for lists."""
 
 from __future__ import annotations
 
@@ -120,6 +121,27 @@ class ParticipantCreated(BaseModel):
     token_id: int
 
 
+class TokenCreate(BaseModel):
+    expires_in_days: float | None = Field(default=None, gt=0, le=3650)
+
+
 class TokenCreated(BaseModel):
     token_id: int
     token: str
+
+
+class TokenPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ParticipantPublic(BaseModel):
+    id: int
+    name: str
+    team: str
+    role: str
+    tokens: list[TokenPublic]

@@ -3,63 +3,9 @@ and the API app in-process (FastAPI TestClient over the real ASGI stack)."""
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
-
-import psycopg
 import pytest
+from arena_testing import ORG, drop_backend, make_backend
 from fastapi.testclient import TestClient
-
-ORGANIZER_TOKEN = "test-organizer-token"
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
-
-
-@dataclass
-class Backend:
-    kind: str
-    data_dir: Path
-    env: dict[str, str]
-
-
-def reset_caches() -> None:
-    from db.session import get_engine, get_sessionmaker
-    from services.settings import get_settings
-    from services.worker.celery_app import app, configure
-
-    if get_engine.cache_info().currsize:
-        get_engine().dispose()
-    get_engine.cache_clear()
-    get_sessionmaker.cache_clear()
-    get_settings.cache_clear()
-    configure(app)
-
-
-def _pg(sql: str) -> None:
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def make_backend(kind: str, tmp_path: Path, monkeypatch) -> tuple[Backend, str | None]:
-    data_dir = tmp_path / "var"
-    env = {"EDX_DATA_DIR": str(data_dir), "EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN, "EDX_ENVIRONMENT": "production"}
-    db_name = None
-    if kind == "postgres":
-        db_name = f"edx_arena_test_{uuid.uuid4().hex[:12]}"
-        _pg(f'CREATE DATABASE "{db_name}"')
-        env["EDX_DATABASE_URL"] = f"{PG_SERVER}/{db_name}"
-    for key in ("EDX_DATABASE_URL", "EDX_BROKER_URL", "EDX_STORAGE_DIR"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    reset_caches()
-    return Backend(kind, data_dir, env), db_name
-
-
-def drop_backend(db_name: str | None) -> None:
-    reset_caches()
-    if db_name:
-        _pg(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -77,31 +23,9 @@ def client(backend):
         yield c
 
 
-ORG = {"Authorization": f"Bearer {ORGANIZER_TOKEN}"}
-
-
-def add_participant(client, name: str) -> dict[str, str]:
-    r = client.post("/api/v1/admin/participants", json={"name": name}, headers=ORG)
-    assert r.status_code == 201, r.text
-    return {"Authorization": f"Bearer {r.json()['token']}"}
-
-
 @pytest.fixture
 def seeded(client):
     for i, tier in enumerate(("public", "dev")):
         r = client.post(f"/api/v1/admin/tiers/{tier}/dataset", json={"seed": 100 + i, "preset": "small"}, headers=ORG)
         assert r.status_code == 201, r.text
     return client
-
-
-def download_and_solve(client, tier: str, tmp_path: Path, solver: str = "nnls") -> Path:
-    from harness.formats import read_measurement, write_result
-    from harness.solvers import solve_dataset
-
-    r = client.get(f"/api/v1/tiers/{tier}/measurement")
-    assert r.status_code == 200, r.text
-    measurement = tmp_path / f"{tier}.h5"
-    measurement.write_bytes(r.content)
-    result = tmp_path / f"{tier}-result-{solver}.h5"
-    write_result(solve_dataset(read_measurement(measurement).without_truth(), solver=solver), result)
-    return result

@@ -7,7 +7,7 @@ import io
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import ORG, add_participant, download_and_solve, reset_caches
+from arena_testing import ORG, add_participant, download_and_solve, reset_caches
 from sqlalchemy import func, select, update
 
 from db.models import ApiToken, Dataset, Submission

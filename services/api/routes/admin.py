@@ -1,17 +1,23 @@
-import tempfile
-from pathlib import Path
+"""Organizer endpoints: tier datasets, participants and tokens, rescoring."""
+
+from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile, status
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
-from db.models import Participant, Role, Status, Submission
+from db.models import Participant, Role
 from services.api.deps import OrganizerDep, SessionDep
-from services.api.schemas import DatasetPublic, DatasetSeed, ParticipantCreate, ParticipantCreated, SubmissionCreated, TokenCreated
+from services.api.schemas import (
+    DatasetPublic, DatasetSeed, ParticipantCreate, ParticipantCreated, ParticipantPublic, Page, SubmissionCreated,
+    TokenCreate, TokenCreated, TokenPublic,
+)
 from services.auth import create_participant, issue_token, revoke_token
 from services.datasets import seed_tier, upload_tier
 from services.errors import NotFoundError
 from services.settings import get_settings
-from services.submissions import queue, stream_to_disk, update_status
+from services.submissions import queue, rescore, stream_to_disk
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
@@ -48,12 +54,28 @@ def add_participant(body: ParticipantCreate, session: SessionDep, _: OrganizerDe
     )
 
 
+@router.get("/participants")
+def list_participants(session: SessionDep, _: OrganizerDep) -> Page[ParticipantPublic]:
+    """Every participant with its tokens (prefix, expiry, revocation; never the token)."""
+    rows = session.scalars(select(Participant).options(selectinload(Participant.tokens)).order_by(Participant.id)).all()
+    data = [
+        ParticipantPublic(id=p.id, name=p.name, team=p.team, role=p.role,
+                          tokens=[TokenPublic.model_validate(t) for t in p.tokens])
+        for p in rows
+    ]
+    return Page(data=data, count=len(data))
+
+
 @router.post("/participants/{participant_id}/tokens", status_code=status.HTTP_201_CREATED)
-def add_token(participant_id: int, session: SessionDep, _: OrganizerDep) -> TokenCreated:
+def add_token(participant_id: int, session: SessionDep, _: OrganizerDep, body: TokenCreate | None = None) -> TokenCreated:
+    """Issue another token (shown only this once), optionally expiring after ``expires_in_days``."""
     participant = session.get(Participant, participant_id)
     if participant is None:
         raise NotFoundError(f"no participant with id {participant_id}")
-    row, token = issue_token(session, participant=participant)
+    expires = None
+    if body is not None and body.expires_in_days is not None:
+        expires = datetime.now(timezone.utc) + timedelta(days=body.expires_in_days)
+    row, token = issue_token(session, participant=participant, expires_at=expires)
     session.commit()
     return TokenCreated(token_id=row.id, token=token)
 
@@ -65,12 +87,10 @@ def delete_token(token_id: int, session: SessionDep, _: OrganizerDep) -> None:
 
 
 @router.post("/submissions/{submission_id}/rescore", status_code=status.HTTP_202_ACCEPTED)
-def rescore(submission_id: str, session: SessionDep, _: OrganizerDep) -> SubmissionCreated:
-    """Queue a submission again; rows already written for this scoring version are kept, new versions add rows."""
-    submission = session.get(Submission, submission_id)
-    if submission is None:
-        raise NotFoundError(f"no submission {submission_id!r}")
-    update_status(submission, status=Status.queued)
+def rescore_submission(submission_id: str, session: SessionDep, _: OrganizerDep) -> SubmissionCreated:
+    """Queue a finished submission again. Score rows are append-only: the current scoring
+    version's rows, if any, are kept; a new scoring version adds its own."""
+    submission = rescore(session, submission_id=submission_id)
     session.commit()
     queue(submission.id, submission.kind)
     return SubmissionCreated(id=submission.id, status=submission.status)

@@ -1,3 +1,5 @@
+"""Liveness: the API answers and its database is reachable; the versions it scores with."""
+
 from fastapi import APIRouter
 from sqlalchemy import text
 

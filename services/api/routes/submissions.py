@@ -1,3 +1,5 @@
+"""Submissions: HDF5 results (Public, Dev, Standard), container images (Hidden), status."""
+
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile, status

@@ -1,3 +1,5 @@
+"""Tiers: their published ranges and measurement downloads (Public with truth, Dev without, Hidden never)."""
+
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from sqlalchemy import select
