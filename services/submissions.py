@@ -214,7 +214,7 @@ def claim(session: Session, submission_id: str, *, worker: str) -> Submission | 
     for run in submission.runs:  # an earlier attempt's worker died without closing its run
         if run.ended_at is None:
             run.ended_at, run.outcome = now, Outcome.platform_error
-    session.add(Run(submission_id=submission_id, attempt=submission.attempt, worker=worker[:200], started_at=now))
+    submission.runs.append(Run(attempt=submission.attempt, worker=worker[:200], started_at=now))
     session.commit()
     return submission
 

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from arena_testing import reset_caches
 
+from sqlalchemy import update
+
 from db.models import Dataset, Participant, Score, Submission
 from db.session import new_session
 from harness.scoring import SCORER_VERSION
@@ -96,3 +98,27 @@ def test_pagination(world):
 def test_api_view(world, client):
     body = client.get("/api/v1/leaderboard", params={"tier": "dev", "per_page": 2}).json()
     assert body["count"] == 3 and [e["rank"] for e in body["data"]] == [1, 1]
+
+
+def test_pages_are_cached_for_the_configured_time(world, client, monkeypatch):
+    import time
+
+    monkeypatch.setenv("EDX_LEADERBOARD_CACHE_SECONDS", "0.5")
+    reset_caches()
+    assert client.get("/api/v1/leaderboard", params={"tier": "dev"}).json()["count"] == 3
+    with new_session() as s:
+        datasets = {d.tier: d for d in s.query(Dataset)}
+        _scored(s, datasets, Participant(name="eve", team="EVE"), "dev", 0.9, minutes=20)
+        s.commit()
+    assert client.get("/api/v1/leaderboard", params={"tier": "dev"}).json()["count"] == 3  # within the TTL
+    time.sleep(0.6)
+    body = client.get("/api/v1/leaderboard", params={"tier": "dev"}).json()
+    assert body["count"] == 4 and body["data"][0]["participant"] == "eve"
+
+
+def test_scores_on_a_replaced_dataset_leave_the_board(world, client):
+    with new_session() as s:
+        s.execute(update(Dataset).where(Dataset.tier == "dev").values(active=False))
+        s.commit()
+        entries, count = leaderboard(s, board="dev")
+    assert (entries, count) == ([], 0)

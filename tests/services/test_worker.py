@@ -114,3 +114,50 @@ def test_worker_scores_hdf5_and_container_submissions(api, tmp_path):
     client = docker.from_env()
     for key in ("hidden", "broken"):
         assert not client.containers.list(all=True, filters={"label": f"edx-arena.submission={ids[key]}"})
+
+
+def _broker_empty(stack) -> bool:
+    from services.settings import get_settings
+
+    settings = get_settings()
+    if settings.broker_url.startswith("redis"):
+        return redis.Redis.from_url(settings.broker_url).llen("edx") == 0
+    return not any((settings.broker_dir / "queue").iterdir())
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_duplicate_deliveries_and_rescore_score_once(api, stack, tmp_path):
+    from sqlalchemy import func, select
+
+    from db.models import Run, Score
+    from db.session import new_session
+    from services.worker.tasks import score_submission_task
+
+    alice = add_participant(api, "alice")
+    result = download_and_solve(api, "dev", tmp_path)
+    r = api.post("/api/v1/submissions", data={"tier": "dev", "method": "nnls"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice)
+    sid = r.json()["id"]
+    for _ in range(2):  # a broker redelivery, a client retry: the same task, again
+        score_submission_task.delay(sid)
+    first = _wait(api, alice, {"dev": sid})["dev"]
+    deadline = time.monotonic() + 30
+    while not _broker_empty(stack) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # the worker finishes the last message it took
+    assert _broker_empty(stack)
+
+    def counts():
+        with new_session() as s:
+            return (s.scalar(select(func.count()).select_from(Score).where(Score.submission_id == sid)),
+                    s.scalar(select(func.count()).select_from(Run).where(Run.submission_id == sid)))
+
+    assert first["status"] == "scored" and first["attempt"] == 1 and counts() == (4, 1)
+    board = api.get("/api/v1/leaderboard", params={"tier": "dev"}).json()
+
+    assert api.post(f"/api/v1/admin/submissions/{sid}/rescore", headers=ORG).status_code == 202
+    again = _wait(api, alice, {"dev": sid})["dev"]
+    assert again["status"] == "scored" and again["attempt"] == 2
+    assert counts() == (4, 2)  # same scoring version: the rows are kept, not duplicated
+    assert [x["score"] for x in again["scores"]] == [x["score"] for x in first["scores"]]
+    assert api.get("/api/v1/leaderboard", params={"tier": "dev"}).json() == board

@@ -1,0 +1,164 @@
+"""The submission state machine on SQLite and PostgreSQL: claim is a compare-and-set (a
+duplicate delivery never runs a submission twice), leases expire into the reaper, every
+attempt is a Run row, rescoring only finished submissions; streamed intake with its cap."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from arena_testing import reset_caches
+from sqlalchemy import select, update
+
+from db.migrate import upgrade_to_head
+from db.models import Dataset, Outcome, Participant, Role, Run, Status, Submission
+from db.session import new_session
+from services.errors import ConflictError, NotFoundError, QuotaError, TooLargeError
+from services.submissions import (
+    check_quota, claim, reap_expired, renew_lease, rescore, stale_queued, stream_to_disk, update_status,
+)
+
+
+@pytest.fixture
+def sid(backend):
+    upgrade_to_head()
+    with new_session() as s:
+        ds = Dataset(tier="dev", content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-")
+        sub = Submission(participant=Participant(name="ann"), dataset=ds, tier="dev")
+        s.add(sub)
+        s.commit()
+        return sub.id
+
+
+def _expire(submission_id: str) -> None:
+    with new_session() as s:
+        s.execute(update(Submission).where(Submission.id == submission_id)
+                  .values(lease_expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+        s.commit()
+
+
+def _runs(submission_id: str) -> list[tuple[int, str, str | None]]:
+    with new_session() as s:
+        return [(r.attempt, r.worker, r.outcome) for r in s.scalars(select(Run).where(Run.submission_id == submission_id).order_by(Run.attempt))]
+
+
+def test_claim_once_then_duplicates_do_nothing(sid):
+    with new_session() as s:
+        first = claim(s, sid, worker="w1")
+        assert first.status == Status.running and first.attempt == 1 and first.lease_expires_at is not None
+    with new_session() as s:
+        assert claim(s, sid, worker="w2") is None  # the lease is live: a duplicate delivery
+        assert claim(s, "no-such-id", worker="w2") is None
+    assert _runs(sid) == [(1, "w1", None)]
+
+
+def test_expired_lease_is_claimed_again_and_the_dead_run_closed(sid):
+    with new_session() as s:
+        claim(s, sid, worker="w1")
+    _expire(sid)
+    with new_session() as s:
+        again = claim(s, sid, worker="w2")
+        assert again.attempt == 2
+    assert _runs(sid) == [(1, "w1", "platform_error"), (2, "w2", None)]
+
+
+def test_finished_submissions_are_never_claimed(sid):
+    with new_session() as s:
+        sub = claim(s, sid, worker="w1")
+        update_status(sub, status=Status.scoring)
+        update_status(sub, status=Status.scored, outcome=Outcome.succeeded)
+        s.commit()
+        assert sub.finished_at is not None and sub.lease_expires_at is None
+    with new_session() as s:
+        assert claim(s, sid, worker="w2") is None
+    assert _runs(sid) == [(1, "w1", "succeeded")]
+
+
+def test_renew_lease_only_for_the_current_attempt(sid):
+    with new_session() as s:
+        sub = claim(s, sid, worker="w1")
+        before = sub.lease_expires_at
+    with new_session() as s:
+        assert renew_lease(s, sid, attempt=1)
+        assert not renew_lease(s, sid, attempt=2)
+        assert s.get(Submission, sid).lease_expires_at >= before
+
+
+def test_run_diagnostics_are_copied_when_a_run_ends(sid):
+    with new_session() as s:
+        sub = claim(s, sid, worker="w1")
+        sub.exit_code, sub.runtime_seconds, sub.peak_memory_bytes = 137, 2.5, 3 * 2**20
+        update_status(sub, status=Status.failed, outcome=Outcome.oom_killed, error_message="x" * 5000)
+        s.commit()
+        assert len(sub.error_message) == 1024
+        run = s.scalar(select(Run).where(Run.submission_id == sid))
+        assert (run.outcome, run.exit_code, run.runtime_seconds, run.peak_memory_bytes) == ("oom_killed", 137, 2.5, 3 * 2**20)
+
+
+def test_reaper_requeues_then_fails_uncharged_after_max_attempts(sid, monkeypatch):
+    monkeypatch.setenv("EDX_MAX_ATTEMPTS", "2")
+    reset_caches()
+    for attempt in (1, 2):
+        with new_session() as s:
+            assert claim(s, sid, worker=f"w{attempt}").attempt == attempt
+        _expire(sid)
+        with new_session() as s:
+            todo = reap_expired(s)
+            s.commit()
+            sub = s.get(Submission, sid)
+        if attempt == 1:
+            assert todo == [(sid, "hdf5")] and sub.status == Status.queued and sub.charged
+        else:
+            assert todo == [] and sub.status == Status.failed and sub.outcome == Outcome.platform_error
+            assert sub.charged is False
+            assert sub.error_message.startswith("the platform lost this run 2 times")
+    assert [r[2] for r in _runs(sid)] == ["platform_error", "platform_error"]
+
+
+def test_stale_queued_lists_old_queued_submissions_only(sid):
+    with new_session() as s:
+        assert stale_queued(s) == []
+        assert stale_queued(s, now=datetime.now(timezone.utc) + timedelta(hours=1)) == [(sid, "hdf5")]
+
+
+def test_rescore_only_finished_submissions(sid):
+    with new_session() as s:
+        with pytest.raises(ConflictError, match="rescore it once it has finished"):
+            rescore(s, submission_id=sid)  # queued
+        with pytest.raises(NotFoundError):
+            rescore(s, submission_id="nope")
+        sub = claim(s, sid, worker="w1")
+        update_status(sub, status=Status.failed, outcome=Outcome.invalid_output, error_message="bad")
+        s.commit()
+        again = rescore(s, submission_id=sid)
+        s.commit()
+        assert (again.status, again.outcome, again.error_message, again.finished_at) == ("queued", None, None, None)
+
+
+def test_quota_counts_the_utc_day_and_skips_uncharged_and_organizers(sid, monkeypatch):
+    monkeypatch.setenv("EDX_QUOTA_DEV", "1")
+    reset_caches()
+    with new_session() as s:
+        ann = s.scalar(select(Participant).where(Participant.name == "ann"))
+        created = s.get(Submission, sid).created_at.replace(tzinfo=timezone.utc)
+        with pytest.raises(QuotaError, match=r"next slot opens at \d{4}-\d\d-\d\d 00:00 UTC"):
+            check_quota(s, participant=ann, tier="dev")
+        check_quota(s, participant=ann, tier="dev", now=created + timedelta(days=1))  # a new UTC day
+        check_quota(s, participant=ann, tier="public")  # unlimited
+        s.execute(update(Submission).values(charged=False))
+        check_quota(s, participant=ann, tier="dev")
+        s.execute(update(Submission).values(charged=True))
+        ann.role = Role.organizer
+        check_quota(s, participant=ann, tier="dev")
+
+
+def test_stream_to_disk_hashes_and_caps(tmp_path):
+    import hashlib
+
+    data = bytes(range(256)) * 10_000
+    path, digest, size = stream_to_disk(io.BytesIO(data), directory=tmp_path / "up", max_bytes=len(data))
+    assert path.read_bytes() == data and digest == hashlib.sha256(data).hexdigest() and size == len(data)
+    with pytest.raises(TooLargeError, match=f"over the {len(data) - 1} byte upload cap"):
+        stream_to_disk(io.BytesIO(data), directory=tmp_path / "up", max_bytes=len(data) - 1)
+    assert [p.name for p in (tmp_path / "up").iterdir()] == [path.name]  # the partial file is gone
