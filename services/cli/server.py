@@ -68,11 +68,17 @@ def seed_tier_cmd(
     """Generate a tier's dataset and make it the active one."""
     from db.migrate import upgrade_to_head
     from db.session import new_session
+    from harness.errors import EdxArenaError
     from services.datasets import seed_tier
+    from services.errors import ServiceError
 
     upgrade_to_head()
     with new_session() as session:
-        row = seed_tier(session, tier=tier, seed=seed, preset=size)
+        try:
+            row = seed_tier(session, tier=tier, seed=seed, preset=size)
+        except (ServiceError, EdxArenaError) as exc:
+            console.print(f"[red]error[/red]: {exc.message}")
+            raise typer.Exit(1) from None
         session.commit()
     console.print(f"{tier} tier seeded: dataset {row.id}, content hash {row.content_hash[:16]}…")
 
