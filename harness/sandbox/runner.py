@@ -3,14 +3,15 @@
 The hardening lives in one place, :func:`_run_kwargs`. A watcher thread samples the
 container's memory (cgroup ``max_usage``) and the size of ``/output`` while it runs, and kills
 it as soon as the output passes its cap, so a container cannot fill the disk. The log is
-capped twice: the daemon's json-file driver rotates at the cap (so gigabytes on stdout never
-reach the disk), and only the last ``log_bytes`` are kept.
+capped twice: the daemon's json-file driver rotates at a few times the cap (so gigabytes on
+stdout never reach the disk), and a log-follower thread keeps only the last ``log_bytes``.
 
 Messages are user-safe: they describe what the container did, never the input's content.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import stat
@@ -91,10 +92,14 @@ def _run_kwargs(spec: RunSpec, image: ImageInfo, output_dir: Path) -> dict:
         pids_limit=lim.pids,
         init=True,
         ipc_mode="none",
+        # RLIMIT_FSIZE stops any single file at the output cap + 1 byte inside the kernel (the
+        # writer gets EFBIG/SIGXFSZ), so one huge write cannot outrun the 0.25 s watcher poll;
+        # the +1 lets the total exceed the cap, which is then reported as output_too_large.
+        ulimits=[docker.types.Ulimit(name="fsize", soft=lim.output_bytes + 1, hard=lim.output_bytes + 1)],
         labels={RUN_LABEL: spec.run_id, **spec.labels},
-# max-size counts JSON-framed bytes (~70 B overhead per line): two files of 8 × cap keep
-        # more than ``cap`` payload bytes after a rotation for lines of ≥ ~10 bytes, so
-        # _read_log sees the excess and marks the truncation; disk use stays ≤ 16 × cap.
+        # The daemon rotates its json-file at 8 × cap (JSON framing costs ~70 B a line), so
+        # gigabytes on stdout never reach the disk: at most 16 × cap per run. _LogTail keeps the
+        # last ``cap`` bytes in memory and marks the truncation.
         log_config={"type": "json-file", "config": {"max-size": str(8 * max(lim.log_bytes, 4096)), "max-file": "2", "compress": "false"}},
         volumes={
             str(Path(spec.input_path).resolve()): {"bind": "/input/measurement.h5", "mode": "ro"},
@@ -153,14 +158,43 @@ class _Watcher(threading.Thread):
         self.join(timeout=10)
 
 
-def _read_log(container, cap: int) -> str:
-    try:
-        raw = container.logs(stdout=True, stderr=True)
-    except (APIError, NotFound, requests.RequestException):
-        return ""
-    if len(raw) > cap:
-        raw = b"[log truncated: showing the last %d bytes]\n" % cap + raw[-cap:]
-    return raw.decode("utf-8", errors="replace")
+class _LogTail(threading.Thread):
+    """Follows the container's log stream and keeps only its last ``cap`` bytes in memory.
+
+    Counting every byte that passes is what makes the truncation marker reliable: the daemon's
+    rotated json-file may already have dropped the beginning, so its size says nothing.
+    """
+
+    def __init__(self, container, cap: int) -> None:
+        super().__init__(daemon=True)
+        self.container, self.cap = container, cap
+        self.total = 0
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._kept = 0
+        self._stream = None
+
+    def run(self) -> None:
+        try:
+            self._stream = self.container.logs(stdout=True, stderr=True, stream=True, follow=True)
+            for chunk in self._stream:
+                self.total += len(chunk)
+                self._chunks.append(chunk)
+                self._kept += len(chunk)
+                while self._chunks and self._kept - len(self._chunks[0]) >= self.cap:
+                    self._kept -= len(self._chunks.popleft())
+        except Exception:  # noqa: BLE001 - the container may vanish mid-stream; keep what arrived
+            pass
+
+    def text(self, *, drain_seconds: float = 10) -> str:
+        """The last ``cap`` bytes, decoded, marked when earlier output was dropped."""
+        self.join(timeout=drain_seconds)
+        if self.is_alive() and self._stream is not None:
+            self._stream.close()  # still draining gigabytes: what we hold is the tail so far
+            self.join(timeout=2)
+        raw = b"".join(list(self._chunks))[-self.cap:]
+        if self.total > self.cap or self.is_alive():
+            raw = b"[log truncated: showing the last %d bytes]\n" % len(raw) + raw
+        return raw.decode("utf-8", errors="replace")
 
 
 def _last_line(text: str) -> str:
@@ -220,6 +254,8 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
             return RunResult(Outcome.platform_error, f"the container could not be started: {type(exc).__name__}", image_digest=image.id)
         watcher = _Watcher(container, output_dir, spec.limits.output_bytes)
         watcher.start()
+        log_tail = _LogTail(container, spec.limits.log_bytes)
+        log_tail.start()
         timed_out = False
         exit_code: int | None = None
         try:
@@ -236,9 +272,9 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
         runtime = time.monotonic() - started
         container.reload()
         oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-        logs = _read_log(container, spec.limits.log_bytes)
+        logs = log_tail.text()
         common = dict(exit_code=exit_code, runtime_seconds=runtime, peak_memory_bytes=watcher.peak_memory, log=logs, image_digest=image.id)
-        if watcher.output_exceeded:
+        if watcher.output_exceeded or _tree_size(output_dir) > spec.limits.output_bytes:
             return RunResult(Outcome.output_too_large, f"/output grew past {spec.limits.output_bytes} bytes; the run was stopped", **common)
         if timed_out:
             return RunResult(Outcome.timeout, f"the container ran longer than {spec.limits.wall_seconds:g} s and was stopped", **common)
