@@ -73,7 +73,11 @@ def _chosen(tier: str) -> Select:
         )
         .subquery()
     )
-    return select(candidates, func.rank().over(order_by=candidates.c.score.desc()).label("rank")).where(candidates.c.pick == 1)
+    return select(
+        candidates,
+        func.rank().over(order_by=candidates.c.score.desc()).label("rank"),
+        func.count().over().label("total"),  # the board's size, from the same scan
+    ).where(candidates.c.pick == 1)
 
 
 def _entry(tier: str, row) -> Entry:
@@ -88,11 +92,12 @@ def _entry(tier: str, row) -> Entry:
 def _tier_board(session: Session, tier: str, *, offset: int | None = None, limit: int | None = None) -> tuple[list[Entry], int]:
     ranked = _chosen(tier).subquery()
     stmt = select(ranked).order_by(ranked.c.rank, ranked.c.created_at, ranked.c.name).offset(offset).limit(limit)
-    entries = [_entry(tier, row) for row in session.execute(stmt)]
-    if limit is None:
-        return entries, len(entries)
-    count = session.scalar(select(func.count()).select_from(ranked))
-    return entries, count
+    rows = session.execute(stmt).all()
+    if rows:
+        total = rows[0].total
+    else:  # an empty board, or a page past its end
+        total = session.scalar(select(func.count()).select_from(ranked)) if offset else 0
+    return [_entry(tier, row) for row in rows], total
 
 
 def _overall(session: Session) -> list[Entry]:

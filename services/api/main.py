@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harness.errors import EdxArenaError, FileTooLargeError
+from services.api.page_cache import PageCacheMiddleware
 from services.api.routes import admin, health, leaderboard, submissions, tiers
 from services.errors import ServiceError
 from services.settings import get_settings
@@ -125,6 +126,7 @@ def create_app() -> FastAPI:
     for module in (health, tiers, submissions, leaderboard, admin):
         app.include_router(module.router)
     app.add_middleware(BodyCapMiddleware)
+    app.add_middleware(PageCacheMiddleware)  # outermost: a cached page skips everything else
 
     @app.exception_handler(ServiceError)
     async def _service_error(_r: Request, exc: ServiceError):

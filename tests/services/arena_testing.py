@@ -26,7 +26,7 @@ class Backend:
 def reset_caches() -> None:
     """Forget everything built from the previous environment (settings, engine, broker pools, boards)."""
     from db.session import get_engine, get_sessionmaker
-    from services.api.routes.leaderboard import cache
+    from services.api import page_cache
     from services.settings import get_settings
     from services.worker.celery_app import app, configure
 
@@ -36,7 +36,7 @@ def reset_caches() -> None:
     get_sessionmaker.cache_clear()
     get_settings.cache_clear()
     configure(app)
-    cache.clear()
+    page_cache.clear()
 
 
 def _pg(sql: str) -> None:
