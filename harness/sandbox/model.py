@@ -31,6 +31,8 @@ class RunLimits:
     pids: int = 256
     wall_seconds: float = 1800
     output_bytes: int = 512 * 2**20
+    #: Files and directories allowed under /output (a million empty files is a disk attack too).
+    output_files: int = 10_000
     log_bytes: int = 2**20
     tmpfs_bytes: int = 256 * 2**20
     network_disabled: bool = True

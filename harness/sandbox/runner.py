@@ -1,8 +1,8 @@
 """Run a participant image in the sandbox and turn whatever happens into a typed outcome.
 
-The hardening lives in one place, :func:`_run_kwargs`. A watcher thread samples the
-container's memory (cgroup ``max_usage``) and the size of ``/output`` while it runs, and kills
-it as soon as the output passes its cap, so a container cannot fill the disk. The log is
+The hardening lives in one place, :func:`_run_kwargs`. While the container runs, one thread
+samples its memory (cgroup ``max_usage``), and another measures ``/output`` and kills the
+container as soon as it passes its cap, so a container cannot fill the disk. The log is
 capped twice: the daemon's json-file driver rotates at a few times the cap (so gigabytes on
 stdout never reach the disk), and a log-follower thread keeps only the last ``log_bytes``.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import shutil
 import stat
 import threading
 import time
@@ -30,7 +31,13 @@ log = logging.getLogger(__name__)
 
 RUN_LABEL = "edx-arena.run"
 RESULT_NAME = "result.h5"
-_POLL_SECONDS = 0.25
+#: How often /output is measured (cheap: a bounded walk) and memory is sampled (a daemon call).
+_OUTPUT_POLL_SECONDS = 0.1
+_STATS_POLL_SECONDS = 0.25
+#: An exit code of 128 + SIGKILL with memory this close to the limit is an OOM kill even when
+#: the daemon missed the event (cgroup v1 reports OOMKilled reliably; this is the fallback).
+_OOM_FRACTION = 0.9
+PLATFORM = ("linux", "amd64")
 
 
 def docker_client(timeout: int = 60) -> docker.DockerClient:
@@ -93,10 +100,15 @@ def _run_kwargs(spec: RunSpec, image: ImageInfo, output_dir: Path) -> dict:
         init=True,
         ipc_mode="none",
         # RLIMIT_FSIZE stops any single file at the output cap + 1 byte inside the kernel (the
-        # writer gets EFBIG/SIGXFSZ), so one huge write cannot outrun the 0.25 s watcher poll;
-        # the +1 lets the total exceed the cap, which is then reported as output_too_large.
-        ulimits=[docker.types.Ulimit(name="fsize", soft=lim.output_bytes + 1, hard=lim.output_bytes + 1)],
-        labels={RUN_LABEL: spec.run_id, **spec.labels},
+        # writer gets EFBIG/SIGXFSZ), so one huge write cannot outrun the watcher's poll; the
+        # +1 lets the total exceed the cap, which is then reported as output_too_large. No core
+        # dumps: they would land in the image's WORKDIR, which is left as the image set it.
+        ulimits=[
+            docker.types.Ulimit(name="fsize", soft=lim.output_bytes + 1, hard=lim.output_bytes + 1),
+            docker.types.Ulimit(name="core", soft=0, hard=0),
+        ],
+        # The run label is set last so that caller labels can never hide a run from clean-up.
+        labels={**spec.labels, RUN_LABEL: spec.run_id},
         # The daemon rotates its json-file at 8 × cap (JSON framing costs ~70 B a line), so
         # gigabytes on stdout never reach the disk: at most 16 × cap per run. _LogTail keeps the
         # last ``cap`` bytes in memory and marks the truncation.
@@ -105,57 +117,90 @@ def _run_kwargs(spec: RunSpec, image: ImageInfo, output_dir: Path) -> dict:
             str(Path(spec.input_path).resolve()): {"bind": "/input/measurement.h5", "mode": "ro"},
             str(output_dir.resolve()): {"bind": "/output", "mode": "rw"},
         },
-        working_dir="/tmp",
     )
     if lim.runtime:
         kwargs["runtime"] = lim.runtime
     return kwargs
 
 
-def _tree_size(root: Path) -> int:
-    """Bytes under ``root`` by lstat: symlinks are counted as links, never followed."""
-    total = 0
+def _output_excess(root: Path, *, max_bytes: int, max_entries: int) -> str | None:
+    """Why ``root`` is over its caps, or ``None``; the walk stops as soon as a cap is passed.
+
+    Sizes come from ``lstat``: a symlink counts as a link and is never followed. Counting
+    entries too keeps a container that makes millions of empty files from making this walk
+    (and the caller's clean-up) arbitrarily slow.
+    """
+    total = entries = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         for name in filenames + dirnames:
+            entries += 1
+            if entries > max_entries:
+                return f"/output holds more than {max_entries} files"
             try:
                 total += os.lstat(os.path.join(dirpath, name)).st_size
             except OSError:
                 pass
-    return total
+            if total > max_bytes:
+                return f"/output grew past {max_bytes} bytes"
+    return None
 
 
-class _Watcher(threading.Thread):
-    """Samples peak memory and output size; kills the container when the output is too big."""
+class _PeakMemory(threading.Thread):
+    """Samples the container's memory high-water mark until stopped.
 
-    def __init__(self, container, output_dir: Path, output_cap: int) -> None:
+    Its own thread because a one-shot stats call blocks for up to a second (the daemon's stats
+    collector ticks once a second), which must not delay the output watch. cgroup v1
+    ``max_usage`` is a high-water mark, so one sample a second still sees the peak, except
+    for a rise in the run's last second.
+    """
+
+    def __init__(self, container) -> None:
         super().__init__(daemon=True)
-        self.container, self.output_dir, self.output_cap = container, output_dir, output_cap
-        self.peak_memory: int | None = None
-        self.output_exceeded = False
+        self.container = container
+        self.peak: int | None = None
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
             try:
                 stats = self.container.stats(stream=False, one_shot=True)
-                mem = stats.get("memory_stats") or {}
-                usage = mem.get("max_usage") or mem.get("usage")
-                if usage:
-                    self.peak_memory = max(self.peak_memory or 0, int(usage))
             except (APIError, requests.RequestException, NotFound):
-                pass
-            if _tree_size(self.output_dir) > self.output_cap:
-                self.output_exceeded = True
+                stats = {}
+            mem = stats.get("memory_stats") or {}
+            usage = mem.get("max_usage") or mem.get("usage")
+            if usage:
+                self.peak = max(self.peak or 0, int(usage))
+            self._halt.wait(_STATS_POLL_SECONDS)
+
+    def stop(self) -> None:
+        self._halt.set()  # not joined: an in-flight stats call ends on its own, harmlessly
+
+
+class _OutputWatch(threading.Thread):
+    """Measures /output every ``_OUTPUT_POLL_SECONDS`` and kills the container past its caps."""
+
+    def __init__(self, container, output_dir: Path, limits: RunLimits) -> None:
+        super().__init__(daemon=True)
+        self.container, self.output_dir, self.limits = container, output_dir, limits
+        #: Why the output caps were passed while running (the container was then killed).
+        self.excess: str | None = None
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            excess = _output_excess(self.output_dir, max_bytes=self.limits.output_bytes, max_entries=self.limits.output_files)
+            if excess:
+                self.excess = excess
                 try:
                     self.container.kill()
-                except (APIError, NotFound):
+                except (APIError, NotFound, requests.RequestException):
                     pass
                 return
-            self._halt.wait(_POLL_SECONDS)
+            self._halt.wait(_OUTPUT_POLL_SECONDS)
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(timeout=10)
+        self.join(timeout=30)
 
 
 class _LogTail(threading.Thread):
@@ -203,8 +248,6 @@ def _last_line(text: str) -> str:
 
 
 def _check_output(spec: RunSpec, output_dir: Path) -> tuple[Outcome, str, Path | None]:
-    if _tree_size(output_dir) > spec.limits.output_bytes:
-        return Outcome.output_too_large, f"/output holds more than {spec.limits.output_bytes} bytes", None
     result = output_dir / RESULT_NAME
     try:
         st = os.lstat(result)
@@ -221,12 +264,56 @@ def _check_output(spec: RunSpec, output_dir: Path) -> tuple[Outcome, str, Path |
     return Outcome.succeeded, "the container finished and wrote a valid result", result
 
 
+def _prepare_output(work_dir: Path) -> Path:
+    output_dir = Path(work_dir) / "output"
+    if output_dir.exists() or output_dir.is_symlink():
+        shutil.rmtree(output_dir)  # a retry in the same work_dir starts from an empty /output
+    output_dir.mkdir(parents=True)
+    output_dir.chmod(0o777)  # the sandbox user (65534 or the image's) must be able to write
+    return output_dir
+
+
+def _wait(container, wall_seconds: float) -> tuple[int | None, bool]:
+    """``(exit code, timed out)``; a lost daemon connection is re-raised as a platform failure."""
+    started = time.monotonic()
+    try:
+        return int(container.wait(timeout=wall_seconds)["StatusCode"]), False
+    except requests.RequestException:
+        # The SDK reports its read time-out as ReadTimeout or as a ConnectionError wrapping
+        # one; a dead daemon raises ConnectionError too, but long before the wall time.
+        if time.monotonic() - started < 0.95 * wall_seconds:
+            raise
+    try:
+        container.kill()
+    except APIError as exc:
+        if not exc.is_client_error():  # 409: it exited on its own at the last moment
+            raise
+    try:
+        return int(container.wait(timeout=30)["StatusCode"]), True
+    except NotFound:
+        return None, True
+
+
 def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -> RunResult:
     """Run ``spec.image`` on ``spec.input_path`` under the sandbox; always returns a typed result.
 
-    The container is removed whatever happens. ``work_dir/output`` is created fresh, writable by
-    the sandbox user, and left for the caller to score and then delete.
+    Never raises for a run that went wrong: a platform failure (daemon unreachable, API
+    error, missing input file) is returned as ``platform_error`` so that the caller retries
+    it without charging the participant. The container is removed whatever happens.
+    ``work_dir/output`` is created fresh, writable by the sandbox user, and left for the
+    caller to score and then delete.
+
+    Residual risk: /output is a bind mount, which cannot carry a size cap. RLIMIT_FSIZE stops
+    any single file at the cap inside the kernel, and the watcher kills the container within
+    ``_OUTPUT_POLL_SECONDS`` of the total passing it; a container writing many files at full
+    disk speed can still overshoot by what the disk absorbs in that interval. Deployments that
+    need a hard bound put ``work_dir`` on a filesystem with project quotas.
     """
+    input_path = Path(spec.input_path)
+    if not input_path.is_file():
+        # Docker would silently create a directory in its place; this is never the image's fault.
+        log.error("sandbox run %s: input %s is not a file", spec.run_id, input_path)
+        return RunResult(Outcome.platform_error, "the input measurement is missing on the server (a platform fault, not the image's)")
     try:
         client = client or docker_client()
         image = inspect_image(spec.image, client=client)
@@ -234,60 +321,62 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
         return RunResult(Outcome.image_invalid, exc.message)
     except (DockerException, requests.RequestException) as exc:
         return RunResult(Outcome.platform_error, f"the container platform is unavailable: {type(exc).__name__}")
+    if (image.os, image.architecture) != PLATFORM:
+        return RunResult(Outcome.image_invalid, f"the image is for {image.os}/{image.architecture}; the server runs linux/amd64 images", image_digest=image.id)
+    try:
+        kwargs = _run_kwargs(spec, image, _prepare_output(spec.work_dir))
+    except ImageError as exc:
+        return RunResult(Outcome.image_invalid, exc.message, image_digest=image.id)
+    except OSError as exc:
+        log.error("sandbox run %s: cannot prepare %s: %s", spec.run_id, spec.work_dir, exc)
+        return RunResult(Outcome.platform_error, "the server could not prepare the run's output directory", image_digest=image.id)
     output_dir = Path(spec.work_dir) / "output"
-    output_dir.mkdir(parents=True, exist_ok=False)
-    output_dir.chmod(0o777)  # the sandbox user (65534) must be able to write its result
     container = None
     started = time.monotonic()
     try:
         try:
-            kwargs = _run_kwargs(spec, image, output_dir)
-        except ImageError as exc:
-            return RunResult(Outcome.image_invalid, exc.message, image_digest=image.id)
-        try:
             container = client.containers.create(**kwargs)
             container.start()
-        except (APIError, requests.RequestException) as exc:
-            status = getattr(exc, "status_code", None)
-            if status is not None and 400 <= status < 500:
-                return RunResult(Outcome.image_invalid, f"the image could not be started: {getattr(exc, 'explanation', exc)}", image_digest=image.id)
-            return RunResult(Outcome.platform_error, f"the container could not be started: {type(exc).__name__}", image_digest=image.id)
-        watcher = _Watcher(container, output_dir, spec.limits.output_bytes)
-        watcher.start()
+        except APIError as exc:
+            if exc.is_client_error():  # the daemon refused this image/command, e.g. no such executable
+                return RunResult(Outcome.image_invalid, f"the image could not be started: {exc.explanation or exc}", image_digest=image.id)
+            raise
+        started = time.monotonic()
+        watch, memory = _OutputWatch(container, output_dir, spec.limits), _PeakMemory(container)
         log_tail = _LogTail(container, spec.limits.log_bytes)
-        log_tail.start()
-        timed_out = False
-        exit_code: int | None = None
+        for thread in (watch, memory, log_tail):
+            thread.start()
         try:
-            exit_code = int(container.wait(timeout=spec.limits.wall_seconds)["StatusCode"])
-        except requests.RequestException:  # the SDK's wait time-out surfaces as ConnectionError/ReadTimeout
-            timed_out = True
-            try:
-                container.kill()
-                exit_code = int(container.wait(timeout=30)["StatusCode"])
-            except (APIError, NotFound, requests.RequestException):
-                pass
+            exit_code, timed_out = _wait(container, spec.limits.wall_seconds)
         finally:
-            watcher.stop()
+            watch.stop()
+            memory.stop()
         runtime = time.monotonic() - started
         container.reload()
         oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
         logs = log_tail.text()
-        common = dict(exit_code=exit_code, runtime_seconds=runtime, peak_memory_bytes=watcher.peak_memory, log=logs, image_digest=image.id)
-        if watcher.output_exceeded or _tree_size(output_dir) > spec.limits.output_bytes:
-            return RunResult(Outcome.output_too_large, f"/output grew past {spec.limits.output_bytes} bytes; the run was stopped", **common)
+        peak = memory.peak
+        if oom:  # the cgroup reached its limit by definition, even if no sample caught it
+            peak = max(peak or 0, spec.limits.memory_bytes)
+        common = dict(exit_code=exit_code, runtime_seconds=runtime, peak_memory_bytes=peak, log=logs, image_digest=image.id)
+        # Checked first and whatever the exit code: a writer stopped by RLIMIT_FSIZE or killed
+        # by the watcher exits non-zero, but the cause is the output size.
+        excess = watch.excess or _output_excess(output_dir, max_bytes=spec.limits.output_bytes, max_entries=spec.limits.output_files)
+        if excess:
+            stopped = "; the run was stopped" if watch.excess else ""
+            return RunResult(Outcome.output_too_large, f"{excess} (the cap){stopped}", **common)
         if timed_out:
             return RunResult(Outcome.timeout, f"the container ran longer than {spec.limits.wall_seconds:g} s and was stopped", **common)
-        if oom:
+        if oom or (exit_code == 137 and peak is not None and peak >= _OOM_FRACTION * spec.limits.memory_bytes):
             mib = spec.limits.memory_bytes / 2**20
-            return RunResult(Outcome.oom_killed, f"the container used more than its {mib:.0f} MiB memory limit and was killed", **common)
+            return RunResult(Outcome.oom_killed, f"the container used more than its {mib:.0f} MiB memory limit and was killed (exit code {exit_code})", **common)
         if exit_code != 0:
             return RunResult(Outcome.nonzero_exit, f"the container exited with code {exit_code}; last log line: {_last_line(logs)}", **common)
         outcome, message, path = _check_output(spec, output_dir)
         return RunResult(outcome, message, output_path=path, **common)
     except (DockerException, requests.RequestException) as exc:
         log.exception("sandbox run %s failed on the platform side", spec.run_id)
-        return RunResult(Outcome.platform_error, f"the container platform failed: {type(exc).__name__}", runtime_seconds=time.monotonic() - started)
+        return RunResult(Outcome.platform_error, f"the container platform failed: {type(exc).__name__}", runtime_seconds=time.monotonic() - started, image_digest=image.id)
     finally:
         if container is not None:
             try:
