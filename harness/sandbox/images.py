@@ -17,6 +17,8 @@ from harness.sandbox.runner import PLATFORM, docker_client, inspect_image
 
 _MAX_JSON = 2**20  # manifest and config are small; a huge one is hostile
 _SAVE_HINT = "create it with `docker save IMAGE -o image.tar`"
+#: Image names the platform itself uses; an upload may not claim them even before they exist.
+RESERVED_PREFIXES = ("edx-arena/", "edx-arena-test/")
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,10 @@ def _refuse_taken_tags(client: docker.DockerClient, archive: _Archive) -> None:
         try:
             current = client.images.get(tag).id
         except docker.errors.ImageNotFound:
-            continue
-        if current != archive.image_id:
+            current = None
+        if current is None and tag.startswith(RESERVED_PREFIXES):
+            raise ImageError(f"the archive is tagged {tag!r}, a name reserved for the platform's own images; tag your image with a name of your own and save it again")
+        if current is not None and current != archive.image_id:
             raise ImageError(
                 f"the archive is tagged {tag!r}, a name another image on the server already has; "
                 "tag your image with a name of your own (docker tag IMAGE yourname/solver:v1) and save it again"

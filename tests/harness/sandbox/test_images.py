@@ -38,6 +38,20 @@ def _save(client, ref, path):
     return path
 
 
+def _retagged(saved, path, tag: str):
+    """A copy of a real docker-save archive whose manifest claims ``tag``."""
+    with tarfile.open(saved) as src, tarfile.open(path, "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name == "manifest.json":
+                manifest = json.loads(data)
+                manifest[0]["RepoTags"] = [tag]
+                data = json.dumps(manifest).encode()
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    return path
+
+
 def test_random_bytes_are_not_a_tar(tmp_path):
     p = tmp_path / "x.tar"
     p.write_bytes(os.urandom(4096))
@@ -103,16 +117,17 @@ def test_archive_tagged_as_another_image_is_refused(images, tmp_path):
     client = images
     before = client.images.get(BUSYBOX_USER).id
     saved = _save(client, BUSYBOX, tmp_path / "busybox.tar")
-    forged = tmp_path / "forged.tar"
-    with tarfile.open(saved) as src, tarfile.open(forged, "w") as dst:
-        for member in src.getmembers():
-            data = src.extractfile(member).read() if member.isfile() else None
-            if member.name == "manifest.json":
-                manifest = json.loads(data)
-                manifest[0]["RepoTags"] = [BUSYBOX_USER]
-                data = json.dumps(manifest).encode()
-                member.size = len(data)
-            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    forged = _retagged(saved, tmp_path / "forged.tar", BUSYBOX_USER)
     with pytest.raises(ImageError, match="tagged 'edx-arena-test/busybox-user:latest', a name another image"):
         load_image_archive(forged, max_bytes=CAP, client=client)
     assert client.images.get(BUSYBOX_USER).id == before
+
+
+@pytest.mark.docker
+def test_archive_claiming_a_reserved_name_is_refused(images, tmp_path):
+    client = images
+    saved = _save(client, BUSYBOX, tmp_path / "busybox.tar")
+    forged = _retagged(saved, tmp_path / "forged.tar", "edx-arena/runner:not-built-yet")
+    with pytest.raises(ImageError, match="a name reserved for the platform"):
+        load_image_archive(forged, max_bytes=CAP, client=client)
+    assert not client.images.list(name="edx-arena/runner:not-built-yet")
