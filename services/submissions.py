@@ -35,7 +35,7 @@ from services.settings import get_settings
 
 __all__ = [
     "CHUNK_BYTES", "HDF5_TIERS", "ERROR_CHARS", "stream_to_disk", "check_metadata", "check_quota",
-    "create_hdf5_submission", "get_submission", "claim", "renew_lease", "update_status", "reap_expired",
+    "create_hdf5_submission", "discard_upload", "get_submission", "claim", "renew_lease", "update_status", "reap_expired",
     "stale_queued", "rescore", "queue",
 ]
 
@@ -169,6 +169,12 @@ def create_hdf5_submission(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+
+
+def discard_upload(submission: Submission) -> None:
+    """Remove a submission's stored file when its row could not be committed."""
+    if submission.file_path:
+        Path(submission.file_path).unlink(missing_ok=True)
 
 
 def get_submission(session: Session, *, submission_id: str, viewer: Participant) -> Submission:

@@ -63,6 +63,8 @@ class SubmissionPublic(BaseModel):
     outcome: str | None
     error_message: str | None
     attempt: int
+    #: False when a platform failure gave the quota slot back.
+    charged: bool
     file_sha256: str | None
     image_digest: str | None
     exit_code: int | None

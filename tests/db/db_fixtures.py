@@ -26,7 +26,7 @@ def _forget() -> None:
         cached.cache_clear()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path, monkeypatch):
     name = None
     if request.param == "postgres":

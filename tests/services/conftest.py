@@ -8,7 +8,7 @@ from arena_testing import ORG, drop_backend, make_backend
 from fastapi.testclient import TestClient
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request, tmp_path, monkeypatch):
     b, db_name = make_backend(request.param, tmp_path, monkeypatch)
     yield b

@@ -18,7 +18,7 @@ from arena_testing import ORG, add_participant, download_and_solve, drop_backend
 STACKS = {"embedded": ("sqlite", None), "server": ("postgres", "redis")}
 
 
-@pytest.fixture(params=list(STACKS))
+@pytest.fixture(params=["embedded", pytest.param("server", marks=[pytest.mark.postgres, pytest.mark.redis])])
 def stack(request, tmp_path, monkeypatch):
     kind, broker = STACKS[request.param]
     backend, db_name = make_backend(kind, tmp_path, monkeypatch)
@@ -76,8 +76,7 @@ def _wait(client, headers, ids, timeout=120):
 
 
 @pytest.mark.docker
-@pytest.mark.redis
-@pytest.mark.postgres
+@pytest.mark.slow
 def test_worker_scores_hdf5_and_container_submissions(api, tmp_path):
     import docker
 
@@ -125,8 +124,7 @@ def _broker_empty(stack) -> bool:
     return not any((settings.broker_dir / "queue").iterdir())
 
 
-@pytest.mark.redis
-@pytest.mark.postgres
+@pytest.mark.slow
 def test_duplicate_deliveries_and_rescore_score_once(api, stack, tmp_path):
     from sqlalchemy import func, select
 

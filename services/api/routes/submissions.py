@@ -8,7 +8,7 @@ from sqlalchemy import select
 from db.models import Score
 from services.api.deps import CurrentParticipant, SessionDep
 from services.api.schemas import ContainerCreate, ScoreRow, SubmissionCreated, SubmissionPublic
-from services.submissions import create_hdf5_submission, get_submission, queue
+from services.submissions import create_hdf5_submission, discard_upload, get_submission, queue
 
 router = APIRouter(prefix="/api/v1/submissions", tags=["submissions"])
 
@@ -27,7 +27,11 @@ def submit_result(
     submission = create_hdf5_submission(
         session, participant=participant, tier=tier, upload=file.file, method=method, description=description, source=source
     )
-    session.commit()
+    try:
+        session.commit()
+    except Exception:  # no row: no file either
+        discard_upload(submission)
+        raise
     queue(submission.id, submission.kind)
     return SubmissionCreated(id=submission.id, status=submission.status)
 

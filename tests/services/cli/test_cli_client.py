@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from services.cli.main import app
 
 runner = CliRunner()
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
