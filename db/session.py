@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.settings import get_settings
 
+__all__ = ["make_engine", "get_engine", "get_sessionmaker", "new_session"]
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):

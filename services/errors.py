@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ServiceError", "NotFoundError", "AuthError", "ForbiddenError", "QuotaError", "TooLargeError", "ConflictError",
+    "StorageError",
+]
+
 
 class ServiceError(Exception):
     status = 400

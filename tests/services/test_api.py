@@ -3,7 +3,6 @@ gets its status and exact JSON error, and a rejected upload leaves no row and no
 
 from __future__ import annotations
 
-import io
 from datetime import datetime, timedelta, timezone
 
 import pytest

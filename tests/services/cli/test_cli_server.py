@@ -3,7 +3,6 @@ prints a working token, ``admin seed-tier`` makes an active dataset; errors exit
 
 from __future__ import annotations
 
-from arena_testing import add_participant  # noqa: F401  (loads the services helpers)
 from sqlalchemy import select
 from typer.testing import CliRunner
 
