@@ -1,7 +1,7 @@
 """Run a participant image in the sandbox and turn whatever happens into a typed outcome.
 
 The hardening lives in one place, :func:`_run_kwargs`. While the container runs, one thread
-samples its memory (cgroup ``max_usage``), and another measures ``/output`` and kills the
+samples its memory high-water mark (from the cgroup), and another measures ``/output`` and kills the
 container as soon as it passes its cap, so a container cannot fill the disk. The log is
 capped twice: the daemon's json-file driver rotates at a few times the cap (so gigabytes on
 stdout never reach the disk), and a log-follower thread keeps only the last ``log_bytes``.
@@ -34,6 +34,7 @@ RESULT_NAME = "result.h5"
 #: How often /output is measured (cheap: a bounded walk) and memory is sampled (a daemon call).
 _OUTPUT_POLL_SECONDS = 0.1
 _STATS_POLL_SECONDS = 0.25
+_CGROUP_POLL_SECONDS = 0.05
 #: An exit code of 128 + SIGKILL with memory this close to the limit is an OOM kill even when
 #: the daemon missed the event (cgroup v1 reports OOMKilled reliably; this is the fallback).
 _OOM_FRACTION = 0.9
@@ -145,13 +146,33 @@ def _output_excess(root: Path, *, max_bytes: int, max_entries: int) -> str | Non
     return None
 
 
+def _cgroup_peak_file(container_id: str) -> Path | None:
+    """The container's memory high-water-mark file, when this process shares the daemon's host.
+
+    cgroup v1 (cgroupfs or systemd driver) then v2; ``None`` when the harness runs elsewhere
+    (e.g. in a worker container without the host's /sys/fs/cgroup).
+    """
+    root = Path("/sys/fs/cgroup")
+    for path in (
+        root / "memory" / "docker" / container_id / "memory.max_usage_in_bytes",
+        root / "memory" / "system.slice" / f"docker-{container_id}.scope" / "memory.max_usage_in_bytes",
+        root / "system.slice" / f"docker-{container_id}.scope" / "memory.peak",
+        root / "docker" / container_id / "memory.peak",
+    ):
+        if os.access(path, os.R_OK):
+            return path
+    return None
+
+
 class _PeakMemory(threading.Thread):
     """Samples the container's memory high-water mark until stopped.
 
-    Its own thread because a one-shot stats call blocks for up to a second (the daemon's stats
-    collector ticks once a second), which must not delay the output watch. cgroup v1
-    ``max_usage`` is a high-water mark, so one sample a second still sees the peak, except
-    for a rise in the run's last second.
+    It reads the cgroup's own high-water mark (v1 ``memory.max_usage_in_bytes``, v2
+    ``memory.peak``), so sparse samples still see the peak, except for a rise after the last
+    sample. From the host's cgroup file it samples every ``_CGROUP_POLL_SECONDS``; otherwise
+    through the daemon's stats API, whose one-shot call blocks for up to a second (its
+    collector ticks once a second), hence a thread of its own: a run shorter than that may be
+    reported with its start-up memory only.
     """
 
     def __init__(self, container) -> None:
@@ -160,17 +181,30 @@ class _PeakMemory(threading.Thread):
         self.peak: int | None = None
         self._halt = threading.Event()
 
+    def _record(self, usage) -> None:
+        if usage:
+            self.peak = max(self.peak or 0, int(usage))
+
+    def _from_stats(self) -> None:
+        try:
+            stats = self.container.stats(stream=False, one_shot=True)
+        except (APIError, requests.RequestException, NotFound):
+            return
+        mem = stats.get("memory_stats") or {}
+        self._record(mem.get("max_usage") or mem.get("usage"))
+
     def run(self) -> None:
+        peak_file = _cgroup_peak_file(self.container.id)
         while not self._halt.is_set():
+            if peak_file is None:
+                self._from_stats()
+                self._halt.wait(_STATS_POLL_SECONDS)
+                continue
             try:
-                stats = self.container.stats(stream=False, one_shot=True)
-            except (APIError, requests.RequestException, NotFound):
-                stats = {}
-            mem = stats.get("memory_stats") or {}
-            usage = mem.get("max_usage") or mem.get("usage")
-            if usage:
-                self.peak = max(self.peak or 0, int(usage))
-            self._halt.wait(_STATS_POLL_SECONDS)
+                self._record(peak_file.read_text().strip())
+            except (OSError, ValueError):
+                return  # the cgroup is gone: the container has exited
+            self._halt.wait(_CGROUP_POLL_SECONDS)
 
     def stop(self) -> None:
         self._halt.set()  # not joined: an in-flight stats call ends on its own, harmlessly

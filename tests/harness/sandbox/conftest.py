@@ -74,22 +74,28 @@ def work_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def run(images, measurement, work_dir):
-    """``run(cmd, image=..., validate_output=..., **limit_overrides)`` → RunResult; checks cleanup."""
+    """``run(cmd, image=..., validate_output=..., **limit_overrides)`` → RunResult.
+
+    Checks what every run must satisfy: it ended within its wall time (plus the start-up and
+    clean-up margin), and no container labelled with its run id is left behind.
+    """
     client = images
 
-    def _run(cmd, *, image=BUSYBOX, validate_output=None, work=None, **limit_overrides):
+    def _run(cmd, *, image=BUSYBOX, validate_output=None, work=None, input_path=None, **limit_overrides):
         run_id = f"test-{uuid.uuid4().hex[:12]}"
         limits = RunLimits(**{**SMALL_LIMITS, **limit_overrides})
         spec = RunSpec(
             run_id=run_id,
             image=image,
-            input_path=measurement,
+            input_path=input_path or measurement,
             work_dir=work or work_dir / run_id,
             limits=limits,
             command=[cmd] if isinstance(cmd, str) else cmd,
             validate_output=validate_output,
         )
         result = run_container(spec, client=client)
+        assert result.message
+        assert 0 <= result.runtime_seconds <= limits.wall_seconds + 10, result
         left = client.containers.list(all=True, filters={"label": f"edx-arena.run={run_id}"})
         assert not left, f"container(s) of run {run_id} left behind: {left}"
         _run.last_spec = spec

@@ -21,10 +21,12 @@ def _dir_bytes(root):
 
 
 def test_network_is_disabled(run):
-    r = run("wget -T 3 -q -O- http://1.1.1.1/ || echo NETFAIL; nc -w 2 127.0.0.1 80 </dev/null || echo NCFAIL; exit 7")
+    r = run("echo IFACES $(ls /sys/class/net); wget -T 3 -q -O- http://1.1.1.1/ || echo NETFAIL; "
+            "nc -w 2 127.0.0.1 80 </dev/null || echo NCFAIL; exit 7")
     assert r.outcome == Outcome.nonzero_exit, r
     assert r.exit_code == 7
-    assert "NETFAIL" in r.log
+    assert "IFACES lo\n" in r.log  # network mode none: loopback only
+    assert "NETFAIL" in r.log and "NCFAIL" in r.log
     assert "exited with code 7" in r.message
     assert r.runtime_seconds < 20
 
@@ -34,7 +36,7 @@ def test_fork_bomb_ends_and_next_run_is_unaffected(run):
     r = run("f(){ f|f& }; f; sleep 30", wall_seconds=5)
     assert time.monotonic() - t0 < 20
     assert r.outcome in (Outcome.timeout, Outcome.nonzero_exit), r
-    assert r.message
+    assert "can't fork" in r.log  # the pids limit held
     ok = run("echo ok > /output/result.h5")
     assert ok.outcome == Outcome.succeeded, ok
 
@@ -72,8 +74,9 @@ def test_gigabytes_to_stdout_keep_a_bounded_log(run):
 
 
 def test_write_outside_output_fails(run):
-    r = run("echo x > /etc/evil")
+    r = run("echo x > /input/measurement.h5 || echo INPUT_RO; echo x > /etc/evil")
     assert r.outcome == Outcome.nonzero_exit, r
+    assert "INPUT_RO" in r.log and "Read-only file system" in r.log
     assert "exited with code" in r.message
     assert r.runtime_seconds < 15
 
@@ -151,5 +154,80 @@ def test_reference_runner_succeeds(run, expect):
     )
     assert r.outcome == Outcome.succeeded, (r.message, r.log[-2000:])
     validate_result(r.output_path, expect)
-    assert r.peak_memory_bytes is None or r.peak_memory_bytes > 0
+    assert r.peak_memory_bytes > 20 * 2**20  # python3 + numpy + scipy, sampled from the cgroup
     print(f"reference runner: {r.runtime_seconds:.1f} s, peak memory {r.peak_memory_bytes}")
+
+
+def test_many_files_in_output_are_output_too_large(run):
+    r = run("i=0; while :; do touch /output/f$i; i=$((i+1)); done", output_files=200)
+    assert r.outcome == Outcome.output_too_large, r
+    assert "more than 200 files" in r.message
+    assert r.runtime_seconds < 15
+
+
+def test_many_big_files_are_stopped_soon(run):
+    """Residual risk, measured: RLIMIT_FSIZE bounds each file, the 0.1 s watch bounds the total.
+
+    What passes the cap is what the disk absorbs in one poll interval (~64 MB here); the bound
+    asserted is loose so a fast CI disk does not flake, and is documented in run_container.
+    """
+    r = run("i=0; while :; do dd if=/dev/zero of=/output/f$i bs=1M count=8 2>/dev/null; i=$((i+1)); done", wall_seconds=30)
+    assert r.outcome == Outcome.output_too_large, r
+    assert "the run was stopped" in r.message
+    assert _dir_bytes(run.last_spec.work_dir / "output") < 2**30
+    assert r.runtime_seconds < 10
+
+
+@pytest.mark.parametrize("make", ["mkdir /output/result.h5", "mkfifo /output/result.h5"])
+def test_result_that_is_not_a_regular_file_is_refused(run, make):
+    r = run(make)
+    assert r.outcome == Outcome.invalid_output, r
+    assert "not a regular file" in r.message
+    assert r.output_path is None
+
+
+def test_valid_output_succeeds_and_is_returned(run):
+    seen = []
+    r = run("echo RESULT > /output/result.h5", validate_output=seen.append)
+    assert r.outcome == Outcome.succeeded, r
+    assert r.exit_code == 0
+    assert seen == [r.output_path] and r.output_path.read_text() == "RESULT\n"
+
+
+def test_peak_memory_is_reported(run):
+    # `tail` buffers the 40 MB line; the sleep lets a stats sample see the high-water mark.
+    r = run("head -c 40000000 /dev/zero | tail >/dev/null; sleep 2; echo done")
+    assert r.outcome == Outcome.missing_output, r
+    assert 40_000_000 <= r.peak_memory_bytes <= 64 * 2**20
+
+
+def test_oom_reports_the_limit_as_peak(run):
+    r = run("tail /dev/zero")
+    assert r.outcome == Outcome.oom_killed, r
+    assert r.exit_code == 137
+    assert r.peak_memory_bytes >= 64 * 2**20
+
+
+def test_retry_in_the_same_work_dir_starts_with_empty_output(run, work_dir):
+    first = run("echo stale > /output/leftover; echo ok > /output/result.h5", work=work_dir / "same")
+    assert first.outcome == Outcome.succeeded, first
+    second = run("ls -A /output | wc -l", work=work_dir / "same")
+    assert second.outcome == Outcome.missing_output, second
+    assert second.log.strip() == "0"
+
+
+def test_missing_input_is_a_platform_error(run, tmp_path, images):
+    r = run("true", input_path=tmp_path / "nowhere.h5")
+    assert r.outcome == Outcome.platform_error, r
+    assert "missing on the server" in r.message
+    assert not (tmp_path / "nowhere.h5").exists()  # Docker did not create a directory in its place
+
+
+def test_peak_memory_through_the_stats_api(run, monkeypatch):
+    """A harness that cannot read the host's cgroup files (a worker in a container) asks the daemon."""
+    import harness.sandbox.runner as runner
+
+    monkeypatch.setattr(runner, "_cgroup_peak_file", lambda container_id: None)
+    r = run("head -c 40000000 /dev/zero | tail >/dev/null; sleep 2; echo done")
+    assert r.outcome == Outcome.missing_output, r
+    assert 40_000_000 <= r.peak_memory_bytes <= 64 * 2**20
