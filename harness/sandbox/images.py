@@ -15,6 +15,8 @@ from harness.errors import ImageError
 from harness.sandbox.model import ImageInfo
 from harness.sandbox.runner import PLATFORM, docker_client, inspect_image
 
+__all__ = ["check_image_archive", "load_image_archive", "RESERVED_PREFIXES"]
+
 _MAX_JSON = 2**20  # manifest and config are small; a huge one is hostile
 _SAVE_HINT = "create it with `docker save IMAGE -o image.tar`"
 #: Image names the platform itself uses; an upload may not claim them even before they exist.

@@ -7,6 +7,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Callable
 
+__all__ = ["Outcome", "RunLimits", "ImageInfo", "RunSpec", "RunResult"]
+
 
 class Outcome(StrEnum):
     """Every run ends in exactly one of these."""
@@ -46,6 +48,8 @@ class RunLimits:
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """What the daemon knows of an image; ``id`` (``sha256:…``) is what a run pins."""
+
     id: str
     repo_digest: str | None
     tags: tuple[str, ...]
@@ -62,6 +66,10 @@ class ImageInfo:
 
 @dataclass
 class RunSpec:
+    """One run. ``input_path`` is a host file readable by the sandbox user (mode 0644 on a
+    traversable path); ``work_dir`` is a host directory of this run, whose ``output``
+    subdirectory becomes ``/output``. The run id labels the container (``edx-arena.run``)."""
+
     run_id: str
     image: str
     input_path: Path
@@ -76,6 +84,9 @@ class RunSpec:
 
 @dataclass
 class RunResult:
+    """How a run ended. ``message`` and ``log`` are for the image's owner; ``output_path`` is
+    set only for ``succeeded``."""
+
     outcome: Outcome
     message: str
     exit_code: int | None = None

@@ -1,10 +1,14 @@
 """Run a participant image in the sandbox and turn whatever happens into a typed outcome.
 
 The hardening lives in one place, :func:`_run_kwargs`. While the container runs, one thread
-samples its memory high-water mark (from the cgroup), and another measures ``/output`` and kills the
-container as soon as it passes its cap, so a container cannot fill the disk. The log is
-capped twice: the daemon's json-file driver rotates at a few times the cap (so gigabytes on
-stdout never reach the disk), and a log-follower thread keeps only the last ``log_bytes``.
+samples its memory high-water mark (from the cgroup), and another measures ``/output`` and
+kills the container as soon as it passes its caps, so a container cannot fill the disk. The
+log is capped twice: the daemon's json-file driver rotates at a few times the cap (so
+gigabytes on stdout never reach the disk), and a log-follower thread keeps only the last
+``log_bytes``.
+
+Failures of the platform are returned as ``platform_error`` (the caller retries them, not
+charged), never raised; see :func:`run_container`.
 
 Messages are user-safe: they describe what the container did, never the input's content.
 """
@@ -27,14 +31,18 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from harness.errors import FormatError, ImageError
 from harness.sandbox.model import ImageInfo, Outcome, RunLimits, RunResult, RunSpec
 
+__all__ = ["RUN_LABEL", "PLATFORM", "run_container", "inspect_image", "remove_leftovers", "docker_client"]
+
 log = logging.getLogger(__name__)
 
 RUN_LABEL = "edx-arena.run"
 RESULT_NAME = "result.h5"
-#: How often /output is measured (cheap: a bounded walk) and memory is sampled (a daemon call).
+#: /output is measured this often (a bounded walk); what a container writes between two
+#: measurements is the only overshoot of the output cap.
 _OUTPUT_POLL_SECONDS = 0.1
-_STATS_POLL_SECONDS = 0.25
+#: Memory sampling: the host's cgroup file is a cheap read; the stats API is a daemon call.
 _CGROUP_POLL_SECONDS = 0.05
+_STATS_POLL_SECONDS = 0.25
 #: An exit code of 128 + SIGKILL with memory this close to the limit is an OOM kill even when
 #: the daemon missed the event (cgroup v1 reports OOMKilled reliably; this is the fallback).
 _OOM_FRACTION = 0.9
