@@ -48,8 +48,8 @@ class Entry:
     tiers: dict[str, dict] = field(default_factory=dict)
 
 
-def _chosen(tier: str) -> Select:
-    """Each participant's one entry on ``tier``, with its competition rank (not yet ordered)."""
+def _picked(*tiers: str) -> Select:
+    """Each participant's one scored entry on each of ``tiers`` (unranked)."""
     if get_settings().leaderboard_policy == "latest":
         pick_order = (Submission.created_at.desc(), Submission.id)
     else:
@@ -58,8 +58,9 @@ def _chosen(tier: str) -> Select:
         select(
             Score.score, Score.psnr, Score.ssim,
             Submission.id.label("submission_id"), Submission.method, Submission.source, Submission.kind,
-            Submission.image_digest, Submission.created_at, Participant.name, Participant.team,
-            func.row_number().over(partition_by=Submission.participant_id, order_by=pick_order).label("pick"),
+            Submission.image_digest, Submission.created_at, Submission.tier, Submission.participant_id,
+            Participant.name, Participant.team,
+            func.row_number().over(partition_by=(Submission.participant_id, Submission.tier), order_by=pick_order).label("pick"),
         )
         .join(Submission, Score.submission_id == Submission.id)
         .join(Participant, Submission.participant_id == Participant.id)
@@ -67,58 +68,75 @@ def _chosen(tier: str) -> Select:
         .where(
             Score.scene_id == "",
             Score.scoring_version == SCORER_VERSION,
-            Submission.tier == tier,
+            Submission.tier.in_(tiers),
             Submission.status == Status.scored,
             Dataset.active.is_(True),
         )
         .subquery()
     )
-    return select(
-        candidates,
-        func.rank().over(order_by=candidates.c.score.desc()).label("rank"),
+    return select(candidates).where(candidates.c.pick == 1)
+
+
+def _certified(tier: str, kind: str, image_digest: str | None) -> bool:
+    return tier == "hidden" and kind == Kind.container and bool(image_digest)
+
+
+def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tuple[list[Entry], int]:
+    picked = _picked(tier).subquery()
+    ranked = select(
+        picked,
+        func.rank().over(order_by=picked.c.score.desc()).label("rank"),
         func.count().over().label("total"),  # the board's size, from the same scan
-    ).where(candidates.c.pick == 1)
-
-
-def _entry(tier: str, row) -> Entry:
-    return Entry(
-        rank=row.rank, participant=row.name, team=row.team, method=row.method, source=row.source,
-        score=row.score, psnr=row.psnr, ssim=row.ssim,
-        certified=tier == "hidden" and row.kind == Kind.container and bool(row.image_digest),
-        submission_id=row.submission_id, submitted_at=row.created_at,
-    )
-
-
-def _tier_board(session: Session, tier: str, *, offset: int | None = None, limit: int | None = None) -> tuple[list[Entry], int]:
-    ranked = _chosen(tier).subquery()
+    ).subquery()
     stmt = select(ranked).order_by(ranked.c.rank, ranked.c.created_at, ranked.c.name).offset(offset).limit(limit)
     rows = session.execute(stmt).all()
     if rows:
         total = rows[0].total
     else:  # an empty board, or a page past its end
         total = session.scalar(select(func.count()).select_from(ranked)) if offset else 0
-    return [_entry(tier, row) for row in rows], total
+    entries = [
+        Entry(
+            rank=row.rank, participant=row.name, team=row.team, method=row.method, source=row.source,
+            score=row.score, psnr=row.psnr, ssim=row.ssim, certified=_certified(tier, row.kind, row.image_digest),
+            submission_id=row.submission_id, submitted_at=row.created_at,
+        )
+        for row in rows
+    ]
+    return entries, total
 
 
-def _overall(session: Session) -> list[Entry]:
-    per_tier = {t: {e.participant: e for e in _tier_board(session, t)[0]} for t in BLIND_TIERS}
+def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry], int]:
+    """Participants with an entry on every blind tier, by :func:`harness.scoring.overall_score`.
+
+    One scan picks every participant's entry on the three tiers; only the requested page
+    becomes objects.
+    """
+    by_participant: dict[int, dict] = {}
+    for row in session.execute(_picked(*BLIND_TIERS)):
+        by_participant.setdefault(row.participant_id, {})[row.tier] = row
+    complete = []
+    for mine in by_participant.values():
+        if len(mine) == len(BLIND_TIERS):
+            score = overall_score({t: mine[t].score for t in BLIND_TIERS})
+            latest = max(mine[t].created_at for t in BLIND_TIERS)
+            complete.append((score, latest, mine["public"].name, mine))
+    complete.sort(key=lambda x: (-x[0], x[1], x[2]))
     entries = []
-    for name, public in per_tier["public"].items():
-        if not all(name in per_tier[t] for t in BLIND_TIERS):
+    rank = 0
+    for i, (score, latest, name, mine) in enumerate(complete[: offset + limit]):
+        rank = rank if i and score == complete[i - 1][0] else i + 1
+        if i < offset:
             continue
-        mine = {t: per_tier[t][name] for t in BLIND_TIERS}
-        tiers = {t: {"score": e.score, "psnr": e.psnr, "ssim": e.ssim, "submission_id": e.submission_id} for t, e in mine.items()}
-        hidden = mine["hidden"]
+        public, hidden = mine["public"], mine["hidden"]
+        tiers = {t: {"score": mine[t].score, "psnr": mine[t].psnr, "ssim": mine[t].ssim, "submission_id": mine[t].submission_id}
+                 for t in BLIND_TIERS}
         entries.append(Entry(
-            rank=0, participant=name, team=public.team, method=hidden.method or public.method,
-            source=hidden.source or public.source, score=overall_score({t: e.score for t, e in mine.items()}),
-            psnr=None, ssim=None, certified=hidden.certified, submission_id=None,
-            submitted_at=max(e.submitted_at for e in mine.values()), tiers=tiers,
+            rank=rank, participant=name, team=public.team, method=hidden.method or public.method,
+            source=hidden.source or public.source, score=score, psnr=None, ssim=None,
+            certified=_certified("hidden", hidden.kind, hidden.image_digest), submission_id=None,
+            submitted_at=latest, tiers=tiers,
         ))
-    entries.sort(key=lambda e: (-e.score, e.submitted_at, e.participant))
-    for i, e in enumerate(entries):
-        e.rank = entries[i - 1].rank if i and e.score == entries[i - 1].score else i + 1
-    return entries
+    return entries, len(complete)
 
 
 def leaderboard(session: Session, *, board: str, page: int = 1, per_page: int = 50) -> tuple[list[Entry], int]:
@@ -129,6 +147,5 @@ def leaderboard(session: Session, *, board: str, page: int = 1, per_page: int = 
         raise ServiceError(f"page must be ≥ 1 and per_page between 1 and {MAX_PER_PAGE}")
     offset = (page - 1) * per_page
     if board == "overall":
-        entries = _overall(session)
-        return entries[offset : offset + per_page], len(entries)
+        return _overall(session, offset=offset, limit=per_page)
     return _tier_board(session, board, offset=offset, limit=per_page)
