@@ -141,3 +141,22 @@ def run_submission(session: Session, submission: Submission) -> None:
         score_submission(session, submission, result_path=str(result.output_path))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def remove_orphan_containers(session: Session) -> list[str]:
+    """Remove sandbox containers no live run owns (a worker died mid-run); called at worker start.
+
+    A run is live while its submission is running under an unexpired lease, so another worker's
+    container is kept.
+    """
+    from datetime import datetime, timezone
+
+    from harness.sandbox import remove_leftovers
+
+    now = datetime.now(timezone.utc)
+    live = {
+        f"{s.id}-{s.attempt}"
+        for s in session.scalars(select(Submission).where(Submission.status == Status.running, Submission.kind == Kind.container))
+        if s.lease_expires_at is not None and (s.lease_expires_at if s.lease_expires_at.tzinfo else s.lease_expires_at.replace(tzinfo=timezone.utc)) > now
+    }
+    return remove_leftovers(keep_run_ids=live)

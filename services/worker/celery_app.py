@@ -87,7 +87,8 @@ def _fresh_connections(**_kwargs) -> None:
 def _reap(**_kwargs) -> None:
     # Runs a dead worker left behind are requeued as soon as a worker is back, then every
     # half lease while it runs.
-    from services.worker.tasks import reap_and_requeue, start_reaper
+    from services.worker.tasks import reap_and_requeue, remove_orphans, start_reaper
 
+    remove_orphans()
     reap_and_requeue()
     start_reaper()

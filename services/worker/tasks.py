@@ -131,6 +131,21 @@ def reap_and_requeue(*, include_stale_queued: bool = True) -> list[str]:
     return list(todo)
 
 
+def remove_orphans() -> list[str]:
+    """Remove containers left by dead runs; a worker without Docker access just logs it."""
+    from services.containers import remove_orphan_containers
+
+    try:
+        with new_session() as session:
+            removed = remove_orphan_containers(session)
+    except Exception as exc:  # docker unreachable: HDF5 scoring still works
+        log.warning("could not check for leftover sandbox containers: %s", exc)
+        return []
+    if removed:
+        log.warning("removed %d leftover sandbox container(s): %s", len(removed), ", ".join(removed))
+    return removed
+
+
 def start_reaper() -> threading.Thread:
     """A daemon thread in each worker that reaps expired leases every half lease."""
     period = max(get_settings().lease_seconds / 2, 1.0)

@@ -1,0 +1,38 @@
+"""A starting worker removes sandbox containers no live run owns, and keeps live ones."""
+
+from datetime import datetime, timedelta, timezone
+
+import docker
+import pytest
+
+from db.models import Dataset, Participant, Submission
+from db.session import new_session
+from harness.sandbox import RUN_LABEL
+
+
+@pytest.mark.docker
+def test_orphans_removed_live_kept(client):
+    from services.worker.tasks import remove_orphans
+
+    dk = docker.from_env()
+    with new_session() as s:
+        ds = Dataset(tier="hidden", content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-")
+        who = Participant(name="zed")
+        live = Submission(participant=who, dataset=ds, tier="hidden", kind="container", status="running", attempt=1,
+                          lease_expires_at=datetime.now(timezone.utc) + timedelta(minutes=5))
+        dead = Submission(participant=who, dataset=ds, tier="hidden", kind="container", status="running", attempt=1,
+                          lease_expires_at=datetime.now(timezone.utc) - timedelta(minutes=5))
+        s.add_all([live, dead])
+        s.commit()
+        live_run, dead_run = f"{live.id}-1", f"{dead.id}-1"
+    made = [dk.containers.create("edx-arena-test/busybox:latest", ["sleep 60"], labels={RUN_LABEL: rid}) for rid in (live_run, dead_run)]
+    try:
+        assert remove_orphans() == [dead_run]
+        left = {c.labels[RUN_LABEL] for c in dk.containers.list(all=True, filters={"label": RUN_LABEL})}
+        assert live_run in left and dead_run not in left
+    finally:
+        for c in made:
+            try:
+                c.remove(force=True)
+            except docker.errors.NotFound:
+                pass
