@@ -118,7 +118,7 @@ def run_submission(session: Session, submission: Submission) -> None:
                 input_path=Path(dataset_row.view_path),
                 work_dir=work_dir,
                 limits=limits_from_settings(),
-                labels={"edx-arena.submission": submission.id},
+                labels={"edx-arena.submission": submission.id, **instance_label()},
                 validate_output=lambda p: validate_result(p, expect),
             )
         )
@@ -143,6 +143,13 @@ def run_submission(session: Session, submission: Submission) -> None:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
+def instance_label() -> dict[str, str]:
+    """Identifies this deployment (its database) on a Docker daemon other servers may share."""
+    import hashlib
+
+    return {"edx-arena.instance": hashlib.sha256(get_settings().database_url.encode()).hexdigest()[:16]}
+
+
 def remove_orphan_containers(session: Session) -> list[str]:
     """Remove sandbox containers no live run owns (a worker died mid-run); called at worker start.
 
@@ -159,4 +166,4 @@ def remove_orphan_containers(session: Session) -> list[str]:
         for s in session.scalars(select(Submission).where(Submission.status == Status.running, Submission.kind == Kind.container))
         if s.lease_expires_at is not None and (s.lease_expires_at if s.lease_expires_at.tzinfo else s.lease_expires_at.replace(tzinfo=timezone.utc)) > now
     }
-    return remove_leftovers(keep_run_ids=live)
+    return remove_leftovers(keep_run_ids=live, labels=instance_label())

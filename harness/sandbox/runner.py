@@ -427,12 +427,19 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
                 log.warning("could not remove container of run %s; remove_leftovers will", spec.run_id)
 
 
-def remove_leftovers(*, keep_run_ids=(), client: docker.DockerClient | None = None) -> list[str]:
-    """Remove every container labelled as a sandbox run whose id is not in ``keep_run_ids``."""
+def remove_leftovers(
+    *, keep_run_ids=(), labels: dict[str, str] | None = None, client: docker.DockerClient | None = None
+) -> list[str]:
+    """Remove every container labelled as a sandbox run whose id is not in ``keep_run_ids``.
+
+    ``labels`` narrows the sweep (e.g. to one deployment's instance label), so two servers
+    sharing a daemon never remove each other's runs.
+    """
     client = client or docker_client()
     keep = set(keep_run_ids)
     removed = []
-    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+    selector = [RUN_LABEL] + [f"{k}={v}" for k, v in (labels or {}).items()]
+    for container in client.containers.list(all=True, filters={"label": selector}):
         run_id = container.labels.get(RUN_LABEL, "")
         if run_id in keep:
             continue

@@ -12,6 +12,7 @@ from harness.sandbox import RUN_LABEL
 
 @pytest.mark.docker
 def test_orphans_removed_live_kept(client):
+    from services.containers import instance_label
     from services.worker.tasks import remove_orphans
 
     dk = docker.from_env()
@@ -25,11 +26,14 @@ def test_orphans_removed_live_kept(client):
         s.add_all([live, dead])
         s.commit()
         live_run, dead_run = f"{live.id}-1", f"{dead.id}-1"
-    made = [dk.containers.create("edx-arena-test/busybox:latest", ["sleep 60"], labels={RUN_LABEL: rid}) for rid in (live_run, dead_run)]
+    mine = {**instance_label()}
+    made = [dk.containers.create("edx-arena-test/busybox:latest", ["sleep 60"], labels={RUN_LABEL: rid, **mine}) for rid in (live_run, dead_run)]
+    # another deployment's container on the same daemon is never touched
+    made.append(dk.containers.create("edx-arena-test/busybox:latest", ["sleep 60"], labels={RUN_LABEL: "other-1", "edx-arena.instance": "elsewhere"}))
     try:
         assert remove_orphans() == [dead_run]
         left = {c.labels[RUN_LABEL] for c in dk.containers.list(all=True, filters={"label": RUN_LABEL})}
-        assert live_run in left and dead_run not in left
+        assert live_run in left and "other-1" in left and dead_run not in left
     finally:
         for c in made:
             try:
