@@ -15,6 +15,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from harness.sandbox.model import Outcome  # noqa: F401 - the one list of outcomes (design §5), re-exported
+
 
 __all__ = [
     "Base", "Role", "Status", "Kind", "Outcome", "TERMINAL", "Participant", "ApiToken", "Dataset",
@@ -50,20 +52,6 @@ TERMINAL = (Status.scored, Status.failed)
 class Kind(StrEnum):
     hdf5 = "hdf5"
     container = "container"
-
-
-class Outcome(StrEnum):
-    """How a run ended: the sandbox's outcomes (design §5), for HDF5 scoring runs too."""
-
-    succeeded = "succeeded"
-    timeout = "timeout"
-    oom_killed = "oom_killed"
-    nonzero_exit = "nonzero_exit"
-    missing_output = "missing_output"
-    invalid_output = "invalid_output"
-    output_too_large = "output_too_large"
-    image_invalid = "image_invalid"
-    platform_error = "platform_error"
 
 
 class Participant(Base):
