@@ -41,6 +41,7 @@ from harness.tiers import PRESETS, SPEC_PARAMETERS, TIERS, Preset
 from ._atomic import atomic_hdf5
 from ._layout import FORMAT_VERSION, LINES_DTYPE, MEASUREMENT_FORMAT, SPEC_TRUE_PREFIX
 from ._safety import (
+    check_format_version,
     MISSING,
     SCENE_ID_PATTERN,
     check_readable_dataset,
@@ -187,13 +188,7 @@ def _read_header(f: h5py.File) -> _Header:
             where="/",
             rule="format",
         )
-    version = read_int_attr(f, "format_version", "/", required=False)
-    if version != FORMAT_VERSION:
-        raise FormatError(
-            f"the root group has format_version {version}; this server reads {FORMAT_VERSION}",
-            where="/",
-            rule="format_version",
-        )
+    check_format_version(f, FORMAT_VERSION)
     operator_version = read_string_attr(f, "operator_version", "/")
     if operator_version != OPERATOR_VERSION:
         raise FormatError(

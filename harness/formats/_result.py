@@ -29,6 +29,7 @@ from harness.tiers import SPEC_PARAMETERS
 from ._atomic import atomic_hdf5
 from ._layout import FORMAT_VERSION, RESULT_FORMAT
 from ._safety import (
+    check_format_version,
     SCENE_ID_PATTERN,
     check_readable_dataset,
     check_size,
@@ -184,14 +185,7 @@ def _check_root(f: h5py.File) -> None:
             where="/",
             rule="format",
         )
-    version = read_int_attr(f, "format_version", "/", required=False)
-    if version != FORMAT_VERSION:
-        found = "no 'format_version' attribute" if version is None else f"format_version {version}"
-        raise FormatError(
-            f"the root group has {found}; this server reads format_version = {FORMAT_VERSION}",
-            where="/",
-            rule="format_version",
-        )
+    check_format_version(f, FORMAT_VERSION)
     method = read_string_attr(f, "method", "/", required=False)
     if method is not None and len(method) > MAX_METHOD_CHARS:
         raise FormatError(

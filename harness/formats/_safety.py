@@ -439,3 +439,15 @@ def read_float_attr(obj: h5py.HLObject, name: str, where: str, *, fix: str = "")
             rule="nonfinite",
         )
     return number
+
+
+def check_format_version(f: h5py.File, expected: int) -> None:
+    """The root ``format_version`` attribute must equal ``expected`` (both file formats)."""
+    version = read_int_attr(f, "format_version", "/", required=False)
+    if version != expected:
+        found = "no 'format_version' attribute" if version is None else f"format_version {version}"
+        raise FormatError(
+            f"the root group has {found}; this server reads format_version = {expected}",
+            where="/",
+            rule="format_version",
+        )
