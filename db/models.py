@@ -19,7 +19,7 @@ from harness.sandbox.model import Outcome  # noqa: F401 - the one list of outcom
 
 
 __all__ = [
-    "Base", "Role", "Status", "Kind", "Outcome", "TERMINAL", "Participant", "ApiToken", "Dataset",
+    "Base", "Role", "Status", "Kind", "Trust", "Outcome", "TERMINAL", "Participant", "ApiToken", "Dataset",
     "Submission", "Run", "Score", "utcnow",
 ]
 
@@ -52,6 +52,15 @@ TERMINAL = (Status.scored, Status.failed)
 class Kind(StrEnum):
     hdf5 = "hdf5"
     container = "container"
+    #: A Python script (or zip with ``main.py``) run in the reference base image.
+    script = "script"
+
+
+class Trust(StrEnum):
+    """An organizer's override of the automatic Certified rule (design §7)."""
+
+    granted = "granted"
+    revoked = "revoked"
 
 
 class Participant(Base):
@@ -122,6 +131,12 @@ class Submission(Base):
     runtime_seconds: Mapped[float | None] = mapped_column(Float)
     peak_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     log_tail: Mapped[str | None] = mapped_column(Text)
+    #: Organizer's mark: a reference baseline is shown on boards but does not compete.
+    baseline: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    #: ``None``: the automatic Certified rule; otherwise a :class:`Trust` set by an organizer.
+    trust: Mapped[str | None] = mapped_column(String(20))
+    #: Script submissions: the stored ``.py`` or ``.zip``.
+    script_path: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -167,5 +182,10 @@ class Score(Base):
     ssim: Mapped[float] = mapped_column(Float)
     consistency: Mapped[float] = mapped_column(Float)
     metrics: Mapped[dict] = mapped_column(JSON)
+    #: 95 % block-bootstrap interval of ``score`` (None for rows scored before intervals).
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
+    #: Per-tile sufficient statistics behind the interval, reused by paired comparisons.
+    tile_stats: Mapped[dict | None] = mapped_column(JSON)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the images EDX Arena needs, locally and offline (no registry is needed):
-#   edx-arena/base:bookworm      Debian minbase + python3-numpy/scipy/h5py (debootstrap + docker import)
+#   edx-arena/base:bookworm      Debian minbase + python3-numpy/scipy/h5py/skimage (debootstrap + docker import)
 #   edx-arena/runner:latest      the reference solver image (Dockerfile.runner)
 #   edx-arena-test/busybox       FROM scratch + busybox-static, USER root (hostile tests)
 #   edx-arena-test/busybox-user  the same with USER 1000
@@ -46,8 +46,8 @@ if ! have edx-arena/base:bookworm; then
     [ "$(id -u)" = 0 ] || die "debootstrap needs root: run this script as root once (the root filesystem is then cached in $cache)"
     command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap"
     root=$(mktemp -d)
-    log "debootstrap bookworm minbase with python3-numpy, python3-scipy, python3-h5py (a few minutes, once; log: var/log/debootstrap.log)"
-    debootstrap --variant=minbase --include=python3-numpy,python3-scipy,python3-h5py bookworm "$root" >var/log/debootstrap.log 2>&1 \
+    log "debootstrap bookworm minbase with python3-numpy, python3-scipy, python3-h5py, python3-skimage (a few minutes, once; log: var/log/debootstrap.log)"
+    debootstrap --variant=minbase --include=python3-numpy,python3-scipy,python3-h5py,python3-skimage bookworm "$root" >var/log/debootstrap.log 2>&1 \
       || { tail -20 var/log/debootstrap.log >&2; rm -rf "$root"; die "debootstrap failed"; }
     tar -C "$root" -cf "$cache.tmp" . && mv "$cache.tmp" "$cache"
     rm -rf "$root"

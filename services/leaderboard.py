@@ -46,6 +46,14 @@ class Entry:
     submitted_at: datetime | None
     #: Overall board only: ``{tier: {"score", "psnr", "ssim", "submission_id"}}``.
     tiers: dict[str, dict] = field(default_factory=dict)
+    #: 95 % bootstrap interval of ``score`` (issue 10); None when the row has none.
+    ci_low: float | None = None
+    ci_high: float | None = None
+    #: Adjacent entries the paired bootstrap cannot separate share a tie group (None: not tied).
+    tie_group: int | None = None
+    #: An organizer-marked reference baseline: shown, but not competing (issue 9).
+    baseline: bool = False
+    description: str = ""
 
 
 def _picked(*tiers: str) -> Select:

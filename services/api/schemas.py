@@ -91,6 +91,11 @@ class EntryPublic(BaseModel):
     submission_id: str | None
     submitted_at: datetime | None
     tiers: dict[str, dict] = {}
+    ci_low: float | None = None
+    ci_high: float | None = None
+    tie_group: int | None = None
+    baseline: bool = False
+    description: str = ""
 
 
 class DatasetSeed(BaseModel):
