@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import make_dataset, make_result
+from format_testing import make_dataset, make_result
 from harness.dataset import Result, SceneResult, content_hash
 from harness.errors import FileTooLargeError, FormatError
 from harness.formats import (
