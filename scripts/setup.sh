@@ -15,6 +15,8 @@ command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 command -v wrk >/dev/null || need_pkgs+=(wrk)
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
+# A local registry for the image-link tests (tests/services/test_registry.py starts its own on loopback).
+command -v docker-registry >/dev/null || need_pkgs+=(docker-registry)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     log "missing system packages: ${need_pkgs[*]} (run as root or install them: apt-get install ${need_pkgs[*]})"; exit 1
