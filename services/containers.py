@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from db.models import Kind, Participant, Score, Status, Submission
 from harness.errors import ImageError
-from harness.formats import ResultExpectation, read_measurement, validate_result
+from harness.formats import validate_result
 from harness.sandbox import Outcome, RunLimits, RunSpec, inspect_image, load_image_archive, run_container
-from services.datasets import active_dataset
+from services.datasets import active_dataset, prefetch_scoring_dataset, result_expectation
 from services.evaluation import score_submission
 from services.settings import get_settings
 from services.submissions import check_metadata, check_quota, stream_to_disk, update_status
@@ -106,7 +106,8 @@ def run_submission(session: Session, submission: Submission) -> None:
         return
     settings = get_settings()
     dataset_row = submission.dataset
-    expect = ResultExpectation.for_dataset(read_measurement(dataset_row.view_path), max_bytes=settings.sandbox_output_bytes)
+    expect = result_expectation(dataset_row, max_bytes=settings.sandbox_output_bytes)
+    prefetch_scoring_dataset(dataset_row)  # decompress the truth while the container runs
     work_dir = settings.storage_dir / "runs" / f"{submission.id}-{submission.attempt}"
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)

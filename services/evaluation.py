@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 from db.models import Kind, Outcome, Score, Status, Submission, utcnow
 from harness import HARNESS_VERSION
 from harness.errors import FormatError
-from harness.formats import read_measurement, read_result
+from harness.formats import read_result
 from harness.scoring import SCORER_VERSION, TierScore, score_tier
-from services.datasets import result_expectation
+from services.datasets import result_expectation, scoring_dataset
 from services.settings import get_settings
 from services.submissions import update_status
 
@@ -77,7 +77,7 @@ def score_submission(session: Session, submission: Submission, *, result_path: s
         update_status(submission, status=Status.failed, outcome=Outcome.invalid_output, error_message=exc.message)
         session.commit()
         return
-    dataset = read_measurement(dataset_row.full_path)
+    dataset = scoring_dataset(dataset_row)
     score = score_tier(dataset, result)
     session.add_all(_rows(submission, score, dataset_hash=dataset.content_hash,
                           operator_version=dataset.operator_version, started=started))

@@ -9,6 +9,8 @@ row slab of a contiguous dataset, at a time), so memory stays bounded by
 
 from __future__ import annotations
 
+import errno
+
 import contextlib
 import itertools
 import math
@@ -96,11 +98,14 @@ def show_name(name: str | bytes, *, limit: int = 64) -> str:
 
 
 def check_size(path: str | os.PathLike, max_bytes: int | None) -> int:
-    """``os.stat`` the file (never opening it) and apply the size cap; returns the size."""
+    """``os.stat`` the file (never opening it) and apply the size cap; returns the size.
+
+    A missing file raises :class:`FileNotFoundError`: a stored file that vanished is a
+    platform failure, not something the sender can fix."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise FormatError("the file does not exist", rule="missing_file") from None
+        raise FileNotFoundError(errno.ENOENT, "no such file", os.fspath(path)) from None
     if not stat.S_ISREG(st.st_mode):
         raise FormatError("the upload is not a regular file", rule="not_hdf5")
     if max_bytes is not None and st.st_size > max_bytes:
@@ -150,9 +155,13 @@ def open_hdf5(path: str | os.PathLike) -> Iterator[h5py.File]:
 
     An empty file, a text file and a file with no HDF5 signature are "not an HDF5 file";
     a file with a signature that libhdf5 cannot open (truncated, corrupt superblock) is
-    rejected with the same message and the reason.
+    rejected with the same message and the reason. A missing file is not a format problem
+    of the sender's: it raises :class:`FileNotFoundError` (an ``OSError``, which the services
+    treat as a platform failure).
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
     try:
         signature = h5py.is_hdf5(path)
     except (OSError, ValueError):

@@ -442,3 +442,10 @@ def test_write_result_rejects_bad_scene_ids_and_ranks(tmp_path):
     with pytest.raises(ValueError, match=r"must be \(E, H, W\); got shape \(6, 16\)"):
         write_result(bad_rank, tmp_path / "r.h5")
     assert not (tmp_path / "r.h5").exists()
+
+
+def test_a_missing_file_is_not_blamed_on_the_sender(tmp_path, expect):
+    # A stored file that vanished is the platform's fault (retried, not charged), not "not HDF5".
+    for read in (validate_result, read_result):
+        with pytest.raises(FileNotFoundError, match="no such file"):
+            read(tmp_path / "gone.h5", expect)
