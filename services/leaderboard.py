@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, case, func, literal, select
 from sqlalchemy.orm import Session
 
-from db.models import Dataset, Kind, Participant, Score, Status, Submission
+from db.models import Dataset, Kind, Participant, Score, Status, Submission, Trust
 from harness.scoring import SCORER_VERSION, overall_score
 from harness.tiers import BLIND_TIERS, TIERS
 from services.errors import ServiceError
@@ -33,7 +33,8 @@ MAX_PER_PAGE = 500
 
 @dataclass
 class Entry:
-    rank: int
+    #: None for a reference baseline: shown at its score, outside the ranking.
+    rank: int | None
     participant: str
     team: str
     method: str
@@ -67,8 +68,10 @@ def _picked(*tiers: str) -> Select:
             Score.score, Score.psnr, Score.ssim,
             Submission.id.label("submission_id"), Submission.method, Submission.source, Submission.kind,
             Submission.image_digest, Submission.created_at, Submission.tier, Submission.participant_id,
+            Submission.baseline, Submission.trust, Submission.description,
             Participant.name, Participant.team,
-            func.row_number().over(partition_by=(Submission.participant_id, Submission.tier), order_by=pick_order).label("pick"),
+            # A participant's entries compete as one; each baseline method of theirs is its own entry.
+            func.row_number().over(partition_by=(Submission.participant_id, Submission.tier, _baseline_key()), order_by=pick_order).label("pick"),
         )
         .join(Submission, Score.submission_id == Submission.id)
         .join(Participant, Submission.participant_id == Participant.id)
@@ -85,18 +88,30 @@ def _picked(*tiers: str) -> Select:
     return select(candidates).where(candidates.c.pick == 1)
 
 
-def _certified(tier: str, kind: str, image_digest: str | None) -> bool:
-    return tier == "hidden" and kind == Kind.container and bool(image_digest)
+def _baseline_key():
+    """'' for a competing entry, the method name for a reference baseline."""
+    return case((Submission.baseline.is_(True), literal("b:") + Submission.method), else_=literal(""))
+
+
+def _certified(tier: str, kind: str, image_digest: str | None, trust: str | None = None) -> bool:
+    """Automatic: a Hidden score from a run the server made itself (an image, or a script in the
+    pinned base image) with its digest recorded. An organizer's trust mark overrides it."""
+    if trust == Trust.granted:
+        return True
+    if trust == Trust.revoked:
+        return False
+    return tier == "hidden" and kind in (Kind.container, Kind.script) and bool(image_digest)
 
 
 def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tuple[list[Entry], int]:
     picked = _picked(tier).subquery()
     ranked = select(
         picked,
-        func.rank().over(order_by=picked.c.score.desc()).label("rank"),
+        # Baselines are ranked apart (then shown unranked), so they never displace a participant.
+        func.rank().over(partition_by=picked.c.baseline, order_by=picked.c.score.desc()).label("rank"),
         func.count().over().label("total"),  # the board's size, from the same scan
     ).subquery()
-    stmt = select(ranked).order_by(ranked.c.rank, ranked.c.created_at, ranked.c.name).offset(offset).limit(limit)
+    stmt = select(ranked).order_by(ranked.c.score.desc(), ranked.c.baseline, ranked.c.created_at, ranked.c.name).offset(offset).limit(limit)
     rows = session.execute(stmt).all()
     if rows:
         total = rows[0].total
@@ -104,9 +119,10 @@ def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tupl
         total = session.scalar(select(func.count()).select_from(ranked)) if offset else 0
     entries = [
         Entry(
-            rank=row.rank, participant=row.name, team=row.team, method=row.method, source=row.source,
-            score=row.score, psnr=row.psnr, ssim=row.ssim, certified=_certified(tier, row.kind, row.image_digest),
-            submission_id=row.submission_id, submitted_at=row.created_at,
+            rank=None if row.baseline else row.rank, participant=row.name, team=row.team, method=row.method, source=row.source,
+            score=row.score, psnr=row.psnr, ssim=row.ssim, certified=_certified(tier, row.kind, row.image_digest, row.trust),
+            submission_id=row.submission_id, submitted_at=row.created_at, baseline=bool(row.baseline),
+            description=row.description,
         )
         for row in rows
     ]
@@ -119,30 +135,37 @@ def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry],
     One scan picks every participant's entry on the three tiers; only the requested page
     becomes objects.
     """
-    by_participant: dict[int, dict] = {}
+    by_participant: dict[tuple, dict] = {}
     for row in session.execute(_picked(*BLIND_TIERS)):
-        by_participant.setdefault(row.participant_id, {})[row.tier] = row
+        key = (row.participant_id, row.method if row.baseline else None)  # a baseline: the same method on every tier
+        by_participant.setdefault(key, {})[row.tier] = row
     complete = []
     for mine in by_participant.values():
         if len(mine) == len(BLIND_TIERS):
             score = overall_score({t: mine[t].score for t in BLIND_TIERS})
             latest = max(mine[t].created_at for t in BLIND_TIERS)
-            complete.append((score, latest, mine["public"].name, mine))
-    complete.sort(key=lambda x: (-x[0], x[1], x[2]))
+            baseline = all(bool(mine[t].baseline) for t in BLIND_TIERS)
+            complete.append((score, baseline, latest, mine["public"].name, mine))
+    complete.sort(key=lambda x: (-x[0], x[1], x[2], x[3]))
     entries = []
-    rank = 0
-    for i, (score, latest, name, mine) in enumerate(complete[: offset + limit]):
-        rank = rank if i and score == complete[i - 1][0] else i + 1
+    rank = ranked = 0
+    previous = None
+    for i, (score, baseline, latest, name, mine) in enumerate(complete[: offset + limit]):
+        if not baseline:  # baselines are shown unranked and do not count towards ranks
+            ranked += 1
+            rank = rank if previous is not None and score == previous else ranked
+            previous = score
         if i < offset:
             continue
         public, hidden = mine["public"], mine["hidden"]
         tiers = {t: {"score": mine[t].score, "psnr": mine[t].psnr, "ssim": mine[t].ssim, "submission_id": mine[t].submission_id}
                  for t in BLIND_TIERS}
         entries.append(Entry(
-            rank=rank, participant=name, team=public.team, method=hidden.method or public.method,
+            participant=name, team=public.team, method=hidden.method or public.method,
             source=hidden.source or public.source, score=score, psnr=None, ssim=None,
-            certified=_certified("hidden", hidden.kind, hidden.image_digest), submission_id=None,
-            submitted_at=latest, tiers=tiers,
+            certified=_certified("hidden", hidden.kind, hidden.image_digest, hidden.trust), submission_id=None,
+            submitted_at=latest, tiers=tiers, rank=None if baseline else rank, baseline=baseline,
+            description=hidden.description or public.description,
         ))
     return entries, len(complete)
 

@@ -79,7 +79,8 @@ class SubmissionPublic(BaseModel):
 
 class EntryPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-    rank: int
+    #: None for a reference baseline (shown, not ranked).
+    rank: int | None
     participant: str
     team: str
     method: str
