@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     sandbox_output_bytes: int = 512 * 2**20
     sandbox_log_bytes: int = 2**20
     sandbox_runtime: str | None = None
+    #: What owners see of a Hidden-tier run's log (harness.sandbox.disclosure): ``failures``
+    #: (a filtered tail of failed runs only), ``always``, ``never`` or ``full``.
+    hidden_log_policy: Literal["failures", "always", "never", "full"] = "failures"
 
     @field_validator("database_url")
     @classmethod

@@ -13,7 +13,15 @@ import time
 
 import pytest
 import redis
-from arena_testing import ORG, add_participant, download_and_solve, drop_backend, make_backend
+from arena_testing import (
+    ORG,
+    add_participant,
+    download_and_solve,
+    drop_backend,
+    make_backend,
+)
+
+from harness.scoring import SCORER_VERSION
 
 STACKS = {"embedded": ("sqlite", None), "server": ("postgres", "redis")}
 
@@ -99,10 +107,12 @@ def test_worker_scores_hdf5_and_container_submissions(api, tmp_path):
         assert s["status"] == "scored" and s["outcome"] == "succeeded", s
         tier_rows = [x for x in s["scores"] if x["scene_id"] == ""]
         assert len(tier_rows) == 1 and len(s["scores"]) == 4 and 0 < tier_rows[0]["score"] < 1
-        assert tier_rows[0]["scoring_version"] == "edx-score-v1"
+        assert tier_rows[0]["scoring_version"] == SCORER_VERSION
     hidden = states["hidden"]
     assert hidden["image_digest"].startswith("sha256:") and hidden["exit_code"] == 0 and hidden["runtime_seconds"] > 0
-    assert "wrote /output/result.h5" in hidden["log_tail"]
+    # The owner of a successful Hidden run sees no log (it could carry the hidden data); the organizer does.
+    assert "not shown to its owner when the run succeeds" in hidden["log_tail"]
+    assert "wrote /output/result.h5" in api.get(f"/api/v1/submissions/{ids['hidden']}", headers=ORG).json()["log_tail"]
     broken = states["broken"]
     assert broken["status"] == "failed" and broken["outcome"] == "missing_output"
     assert broken["error_message"] == "the container exited 0 but wrote no /output/result.h5"

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from db.models import Score
 from services.api.deps import CurrentParticipant, SessionDep
 from services.api.schemas import ContainerCreate, ScoreRow, SubmissionCreated, SubmissionPublic
+from services.disclosure import visible_log
 from services.submissions import create_hdf5_submission, discard_upload, get_submission, queue
 
 router = APIRouter(prefix="/api/v1/submissions", tags=["submissions"])
@@ -75,5 +76,6 @@ def read_submission(submission_id: str, session: SessionDep, participant: Curren
     submission = get_submission(session, submission_id=submission_id, viewer=participant)
     scores = session.scalars(select(Score).where(Score.submission_id == submission.id).order_by(Score.id)).all()
     public = SubmissionPublic.model_validate(submission)
+    public.log_tail = visible_log(submission, participant)
     public.scores = [ScoreRow.model_validate(s) for s in scores]
     return public
