@@ -1,21 +1,29 @@
-"""Image intake: check a ``docker save`` archive before the daemon loads it."""
+"""Image intake: check a ``docker save`` archive before the daemon loads it, or pull an image
+link from an allow-listed registry (:func:`pull_image`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import tarfile
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+import requests
 
 from harness.errors import ImageError
 from harness.sandbox.model import ImageInfo
 from harness.sandbox.runner import PLATFORM, docker_client, inspect_image
 
-__all__ = ["check_image_archive", "load_image_archive", "RESERVED_PREFIXES"]
+__all__ = [
+    "check_image_archive", "load_image_archive", "RESERVED_PREFIXES", "ImageReference", "parse_reference", "registry_of",
+    "pull_image",
+]
 
 _MAX_JSON = 2**20  # manifest and config are small; a huge one is hostile
 _SAVE_HINT = "create it with `docker save IMAGE -o image.tar`"
@@ -130,3 +138,143 @@ def load_image_archive(path: str | os.PathLike, *, max_bytes: int, client: docke
     if info.id != archive.image_id:
         raise ImageError("the loaded image does not match the archive's config; " + _SAVE_HINT)
     return info
+
+
+# ---- Image links: pull from an allow-listed registry --------------------------------------
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(
+    rf"^(?:(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?)/)?"
+    rf"(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    """A parsed image reference ``[registry/]path[:tag][@digest]`` (Docker's grammar)."""
+
+    registry: str | None
+    path: str
+    tag: str | None
+    digest: str | None
+
+    @property
+    def repository(self) -> str:
+        return f"{self.registry}/{self.path}" if self.registry else self.path
+
+    def __str__(self) -> str:
+        return self.repository + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
+
+
+def parse_reference(ref: str) -> ImageReference:
+    """Split ``ref``; the first component is a registry host when it has a ``.`` or ``:`` or is
+    ``localhost`` (Docker's rule), so ``team/solver:1`` is a plain local name."""
+    match = _REFERENCE.match(ref)
+    if not match or len(ref) > 500:
+        raise ImageError(f"{ref[:100]!r} is not a valid image reference (expected [registry/]name[:tag][@sha256:digest])")
+    domain, path = match["domain"], match["path"]
+    if domain and not ("." in domain or ":" in domain or domain == "localhost"):
+        domain, path = None, f"{domain}/{path}"  # e.g. "team/solver": a repository path, not a host
+    return ImageReference(domain, path, match["tag"], match["digest"])
+
+
+def registry_of(ref: str) -> str | None:
+    """The registry host (``host[:port]``) ``ref`` names, or ``None`` for a plain local name."""
+    try:
+        return parse_reference(ref).registry
+    except ImageError:
+        return None
+
+
+def _allowed(reference: ImageReference, allowlist: Sequence[str]) -> bool:
+    """Each entry is ``host[:port]`` or ``host[:port]/path-prefix``; hosts compare case-insensitively."""
+    repo = f"{reference.registry.lower()}/{reference.path}"
+    for entry in allowlist:
+        entry = entry.strip().rstrip("/")
+        if not entry:
+            continue
+        host, _, prefix = entry.partition("/")
+        wanted = f"{host.lower()}/{prefix}" if prefix else host.lower()
+        if repo == wanted or repo.startswith(wanted + "/"):
+            return True
+    return False
+
+
+def _pull_failure(ref: str, exc: docker.errors.APIError) -> ImageError:
+    detail = str(exc.explanation or exc)
+    low = detail.lower()
+    if exc.status_code == 404 or "manifest unknown" in low or "not found" in low:
+        why = "the registry has no such image or tag"
+    elif exc.status_code in (401, 403) or "unauthorized" in low or "denied" in low or "authentication required" in low or "no basic auth" in low:
+        why = "the registry refused access (a private image?); make the image pullable without credentials"
+    else:
+        why = "the pull failed"
+    return ImageError(f"cannot pull {ref!r}: {why} ({detail[:300]})")
+
+
+def _remove_quietly(client: docker.DockerClient, ref: str) -> None:
+    try:
+        client.images.remove(ref)
+    except docker.errors.APIError:
+        pass
+
+
+def pull_image(ref: str, *, allowlist: Sequence[str], max_bytes: int, timeout: float) -> tuple[ImageInfo, str]:
+    """Pull ``ref`` from an allow-listed registry and pin it; returns ``(info, pinned reference)``.
+
+    The tag is resolved to its manifest digest first and the pull is by that digest, so what
+    runs is exactly what was resolved even if the tag moves meanwhile; the pinned reference is
+    ``registry/path:tag@sha256:…``. The image must offer linux/amd64, be at most ``max_bytes``
+    (announced layer sizes abort the pull early; the pulled image's size is checked at the
+    end) and arrive within ``timeout`` seconds. Every failure is an :class:`ImageError`
+    (outcome ``image_invalid``) with a message for the participant.
+    """
+    reference = parse_reference(ref)
+    if reference.registry is None:
+        raise ImageError(f"{ref!r} names no registry; a link looks like registry.example:5000/team/solver:1.2")
+    if not _allowed(reference, allowlist):
+        allowed = ", ".join(a.strip() for a in allowlist if a.strip()) or "none are configured"
+        raise ImageError(f"the registry {reference.registry!r} is not on this server's allow-list (allowed: {allowed})")
+    deadline = time.monotonic() + timeout
+    client = docker_client(timeout=max(1, int(timeout)))
+    try:
+        try:
+            data = client.images.get_registry_data(str(reference))
+        except docker.errors.APIError as exc:
+            raise _pull_failure(ref, exc) from None
+        digest = reference.digest or data.id
+        if not any(p.get("os") == PLATFORM[0] and p.get("architecture") == PLATFORM[1] for p in data.attrs.get("Platforms") or [{}]):
+            offered = ", ".join(f"{p.get('os')}/{p.get('architecture')}" for p in data.attrs.get("Platforms") or [])
+            raise ImageError(f"{ref!r} offers {offered or 'no platform'}; the server runs linux/amd64 images")
+        pinned_repo = f"{reference.repository}@{digest}"
+        announced: dict[str, int] = {}
+        try:
+            for event in client.api.pull(reference.repository, tag=digest, stream=True, decode=True, platform="linux/amd64"):
+                if "error" in event:
+                    raise ImageError(f"cannot pull {ref!r}: {str(event['error'])[:300]}")
+                total = (event.get("progressDetail") or {}).get("total")
+                if event.get("status") == "Downloading" and total:
+                    announced[event.get("id", "")] = int(total)
+                    if sum(announced.values()) > max_bytes:
+                        _remove_quietly(client, pinned_repo)
+                        raise ImageError(f"{ref!r} is over the {max_bytes} byte image cap (its layers alone are larger); the pull was stopped")
+                if time.monotonic() > deadline:
+                    raise ImageError(f"pulling {ref!r} took longer than {timeout:g} s (the pull time-out); the pull was stopped")
+        except docker.errors.APIError as exc:
+            raise _pull_failure(ref, exc) from None
+        except requests.RequestException:
+            raise ImageError(f"pulling {ref!r} took longer than {timeout:g} s (the pull time-out) or the registry stopped answering") from None
+        info = inspect_image(pinned_repo, client=client)
+        if info.size > max_bytes:
+            _remove_quietly(client, pinned_repo)
+            raise ImageError(f"{ref!r} is {info.size} bytes; the image cap is {max_bytes} bytes")
+        if (info.os, info.architecture) != PLATFORM:
+            raise ImageError(f"the image is for {info.os}/{info.architecture}; the server runs linux/amd64 images")
+        pinned = f"{reference.repository}{':' + reference.tag if reference.tag else ''}@{digest}"
+        return info, pinned
+    except requests.RequestException:
+        raise ImageError(f"the registry behind {ref!r} did not answer within {timeout:g} s (the pull time-out)") from None
+    finally:
+        client.close()  # an aborted pull's stream is dropped, so the daemon cancels it

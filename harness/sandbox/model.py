@@ -78,6 +78,9 @@ class RunSpec:
     labels: dict[str, str] = field(default_factory=dict)
     command: list[str] | None = None
     environment: dict[str, str] | None = None
+    #: Extra host paths bound read-only into the container, ``{host path: container path}``
+    #: (a script submission's files at ``/submission``).
+    read_only_mounts: dict[str, str] = field(default_factory=dict)
     #: Called on ``/output/result.h5``; a ``FormatError`` makes the outcome ``invalid_output``.
     validate_output: Callable[[Path], None] | None = None
 

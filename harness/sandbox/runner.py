@@ -125,6 +125,7 @@ def _run_kwargs(spec: RunSpec, image: ImageInfo, output_dir: Path) -> dict:
         volumes={
             str(Path(spec.input_path).resolve()): {"bind": "/input/measurement.h5", "mode": "ro"},
             str(output_dir.resolve()): {"bind": "/output", "mode": "rw"},
+            **{str(Path(host).resolve()): {"bind": inside, "mode": "ro"} for host, inside in spec.read_only_mounts.items()},
         },
     )
     if lim.runtime:
