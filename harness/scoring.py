@@ -1,4 +1,5 @@
-"""Scoring, version ``edx-score-v1`` (design §6).
+"""Scoring, version ``edx-score-v2`` (design §6): the ``edx-score-v1`` point scores, unchanged,
+each with a 95 % block-bootstrap interval (issue 10, :mod:`harness.uncertainty`).
 
 Per scene, with ground truth ``x`` (E, H, W), the participant's maps ``x̂`` and corrected
 spec ``θ̂``, the true spec ``θ``, the measurement ``y`` and the noiseless expected counts
@@ -34,6 +35,15 @@ track the range is {0}, so θ̂ is the nominal spec whatever the participant wro
 A tier score is the mean over its scenes of every term; the overall score is the mean of the
 Public, Dev and Hidden tier scores and exists only when all three are present.
 
+**Intervals (v2).** Scoring a scene also keeps per-tile sufficient statistics
+(:class:`harness.uncertainty.TileStats`: 16 × 16-pixel tiles; squared errors, the per-pixel
+SSIM map summed per tile, consistency residual and reference norms). :func:`score_tier`
+resamples the tiles of each scene B = 1000 times with a seed derived from the dataset hash
+and the scene id, so every entry of a tier shares resamples, and reports the percentile
+interval of every scene and of the tier score; the tier's score replicates
+(:attr:`TierScore.draws`) let two entries be compared pairwise and the overall interval be
+built (:func:`overall_draws`). v1 and v2 give bit-identical point scores for the same inputs.
+
 All functions are pure (arrays in, numbers out, no I/O); they validate shapes first, then
 promote to float64, then compute.
 """
@@ -41,7 +51,8 @@ promote to float64, then compute.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 import numpy as np
@@ -50,6 +61,19 @@ from skimage.metrics import structural_similarity
 from harness.dataset import Result, Scene, SceneResult, TierDataset
 from harness.forward import ForwardModel, Spec
 from harness.tiers import BLIND_TIERS, REFERENCE_ROWS, SPEC_PARAMETERS, TIER_RANGES
+from harness.uncertainty import (
+    CONFIDENCE,
+    N_RESAMPLES,
+    TILE_SIZE,
+    Draws,
+    TileStats,
+    mean_draws,
+    percentile_interval,
+    resample_counts,
+    resample_seed,
+    scene_draws,
+    tile_stats,
+)
 
 __all__ = [
     "SCORER_VERSION",
@@ -67,9 +91,11 @@ __all__ = [
     "score_scene",
     "score_tier",
     "overall_score",
+    "overall_draws",
+    "resample_key",
 ]
 
-SCORER_VERSION = "edx-score-v1"
+SCORER_VERSION = "edx-score-v2"
 #: Which consistency is scored: ``"noiseless"`` (against ȳ = H(θ) x, design §6); the
 #: ``"measured"`` variant (against the noisy y) is reported only.
 SCORED_CONSISTENCY = "noiseless"
@@ -191,18 +217,25 @@ def ssim_maps(x_true: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
 
 
 def _ssim_2d(a: np.ndarray, b: np.ndarray) -> float:
-    return float(
-        structural_similarity(
-            a,
-            b,
-            data_range=_DATA_RANGE,
-            win_size=SSIM_WIN_SIZE,
-            gaussian_weights=False,
-            use_sample_covariance=True,
-            K1=_SSIM_K1,
-            K2=_SSIM_K2,
-        )
+    return _ssim_2d_full(a, b)[0]
+
+
+def _ssim_2d_full(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
+    """The mean SSIM and the per-pixel SSIM map (H, W); the mean is the map's mean over the
+    interior ``(SSIM_WIN_SIZE − 1) // 2`` pixels from the border (scikit-image's own crop),
+    the same number ``full=False`` returns."""
+    mssim, smap = structural_similarity(
+        a,
+        b,
+        data_range=_DATA_RANGE,
+        win_size=SSIM_WIN_SIZE,
+        gaussian_weights=False,
+        use_sample_covariance=True,
+        K1=_SSIM_K1,
+        K2=_SSIM_K2,
+        full=True,
     )
+    return float(mssim), smap
 
 
 def _consistency_from_sums(residual_sq: float, reference_sq: float) -> float:
@@ -267,6 +300,10 @@ class SceneScore:
     scored (noiseless) variant, ``consistency_measured`` the reported one; ``spec_error`` maps
     each parameter to ``|θ̂_clamped − θ|``; ``per_element`` maps each element to
     ``{"psnr", "ssim"}``; ``spec_clamped`` names the parameters of θ̂ clamped to the range.
+
+    v2: ``tile_stats`` are the per-tile sums the bootstrap resamples (None when not kept);
+    ``ci_low`` / ``ci_high`` the 95 % interval of the scene's leaderboard score (blind, or
+    standard on the Standard track), set by :func:`score_tier` (None without intervals).
     """
 
     scene_id: str
@@ -281,8 +318,12 @@ class SceneScore:
     per_element: dict[str, dict[str, float]]
     nonfinite_count: int
     spec_clamped: tuple[str, ...] = field(default=())
+    tile_stats: TileStats | None = field(default=None, repr=False, compare=False)
+    ci_low: float | None = None
+    ci_high: float | None = None
 
     def as_dict(self) -> dict:
+        """JSON-ready scores (the tile statistics are separate: :meth:`TileStats.as_json`)."""
         return {
             "scene_id": self.scene_id,
             "psnr": float(self.psnr),
@@ -296,6 +337,8 @@ class SceneScore:
             "per_element": {e: {k: float(v) for k, v in d.items()} for e, d in self.per_element.items()},
             "nonfinite_count": int(self.nonfinite_count),
             "spec_clamped": list(self.spec_clamped),
+            "ci_low": None if self.ci_low is None else float(self.ci_low),
+            "ci_high": None if self.ci_high is None else float(self.ci_high),
         }
 
 
@@ -305,6 +348,11 @@ class TierScore:
 
     :attr:`score` is the leaderboard score: ``blind`` for Public/Dev/Hidden, ``standard``
     for the Standard track.
+
+    v2: ``ci_low`` / ``ci_high`` are the :data:`~harness.uncertainty.CONFIDENCE` percentile
+    interval of :attr:`score`; ``draws`` its B bootstrap replicates (every term), paired with
+    any other result scored against the dataset whose resamples ``resample_key`` names.
+    All three are None (and ``n_resamples`` 0) when intervals were not asked for.
     """
 
     tier: str
@@ -316,10 +364,21 @@ class TierScore:
     consistency_measured: float
     standard: float
     blind: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    draws: Draws | None = field(default=None, repr=False, compare=False)
+    resample_key: str = ""
+    n_resamples: int = 0
+    confidence: float = CONFIDENCE
 
     @property
     def score(self) -> float:
         return self.standard if self.tier == "standard" else self.blind
+
+    @property
+    def score_draws(self) -> np.ndarray | None:
+        """The B replicates of :attr:`score` (None without intervals)."""
+        return None if self.draws is None else self.draws.score(self.tier)
 
     def as_dict(self) -> dict:
         return {
@@ -334,6 +393,12 @@ class TierScore:
             "consistency_measured": float(self.consistency_measured),
             "standard": float(self.standard),
             "blind": float(self.blind),
+            "ci_low": None if self.ci_low is None else float(self.ci_low),
+            "ci_high": None if self.ci_high is None else float(self.ci_high),
+            "confidence": float(self.confidence),
+            "n_resamples": int(self.n_resamples),
+            "tile_size": TILE_SIZE,
+            "resample_key": self.resample_key,
             "scenes": [s.as_dict() for s in self.scenes],
         }
 
@@ -358,11 +423,14 @@ def _residual_sums(
     y_bar: np.ndarray | None,
     m_true: np.ndarray,
     m_hat: np.ndarray,
-) -> tuple[float, float, float, float]:
-    """``‖ȳ − ŷ‖², ‖ȳ‖², ‖y − ŷ‖², ‖y‖²`` with ``ŷ = x̂ · M(θ̂)``, in pixel blocks.
+    per_pixel: bool = False,
+) -> tuple[float, float, float, float, np.ndarray | None, np.ndarray | None]:
+    """``‖ȳ − ŷ‖², ‖ȳ‖², ‖y − ŷ‖², ‖y‖²`` with ``ŷ = x̂ · M(θ̂)``, in pixel blocks, and with
+    ``per_pixel`` also ``Σ_c (ȳ − ŷ)²`` and ``Σ_c ȳ²`` per pixel, shape (H·W,) (else None).
 
     One pass over y, no full-size temporaries: the same sums as the cube formulas, each
-    block's matrix product computed once and reused for both residuals.
+    block's matrix product computed once and reused for both residuals. The four totals are
+    accumulated exactly as in v1 (the per-pixel sums are extra), so point scores do not move.
     """
     e, h, w = x_hat.shape
     p = h * w
@@ -373,6 +441,8 @@ def _residual_sums(
     ybf = None if y_bar is None else y_bar.reshape(p, c)
     step = max(1, _BLOCK_ELEMENTS // c)
     sums = [0.0, 0.0, 0.0, 0.0]
+    res_px = np.empty(p) if per_pixel else None
+    ref_px = np.empty(p) if per_pixel else None
     for start in range(0, p, step):
         block = slice(start, min(p, start + step))
         pred = xh[:, block].T @ m_hat
@@ -385,9 +455,13 @@ def _residual_sums(
         else:
             ref = np.asarray(ybf[block], dtype=np.float64)  # may be the caller's memory: read only
         sums[1] += float(np.vdot(ref.ravel(), ref.ravel()))
+        if ref_px is not None:
+            np.einsum("pc,pc->p", ref, ref, out=ref_px[block])
         np.subtract(ref, pred, out=pred)
         sums[0] += float(np.vdot(pred.ravel(), pred.ravel()))
-    return sums[0], sums[1], sums[2], sums[3]
+        if res_px is not None:
+            np.einsum("pc,pc->p", pred, pred, out=res_px[block])
+    return sums[0], sums[1], sums[2], sums[3], res_px, ref_px
 
 
 def score_scene(
@@ -397,8 +471,9 @@ def score_scene(
     operator: ForwardModel,
     ranges: Mapping[str, tuple[float, float]] | None = None,
     y_bar: np.ndarray | None = None,
+    keep_tile_stats: bool = True,
 ) -> SceneScore:
-    """Score one scene with ``edx-score-v1`` (formulas in the module docstring).
+    """Score one scene with ``edx-score-v2`` (formulas in the module docstring).
 
     Parameters
     ----------
@@ -413,6 +488,9 @@ def score_scene(
         of the Public, Dev and Hidden ranges.
     y_bar : ndarray, optional
         (H, W, C) precomputed noiseless counts ``H(θ) x``; computed when omitted.
+    keep_tile_stats : bool
+        Keep the per-tile sums the bootstrap needs (:attr:`SceneScore.tile_stats`); the
+        point scores are the same either way.
 
     Raises
     ------
@@ -450,14 +528,16 @@ def score_scene(
     d = a - b
     mse_el = np.einsum("ehw,ehw->e", d, d) / (d.shape[1] * d.shape[2])
     psnr_db = _psnr_from_mse(float(mse_el.mean()))
-    ssim_el = ssim_maps(a, b)
+    full_ssim = [_ssim_2d_full(a[e], b[e]) for e in range(a.shape[0])]
+    ssim_el = np.array([m for m, _ in full_ssim], dtype=np.float64)
     ssim_mean = float(ssim_el.mean())
     p_norm = psnr_norm(psnr_db)
 
     # Data terms on the whole scene, with θ̂ kept inside the published ranges.
     spec_used, clamped = clamp_spec(result.spec, _all_blind_ranges() if ranges is None else ranges)
-    res_bar, ref_bar, res_y, ref_y = _residual_sums(
-        x_true, x_hat, y, y_bar, operator.matrix(scene.spec_true), operator.matrix(spec_used)
+    res_bar, ref_bar, res_y, ref_y, res_px, ref_px = _residual_sums(
+        x_true, x_hat, y, y_bar, operator.matrix(scene.spec_true), operator.matrix(spec_used),
+        per_pixel=keep_tile_stats,
     )
     cons = _consistency_from_sums(res_bar, ref_bar)
     cons_measured = _consistency_from_sums(res_y, ref_y)
@@ -479,17 +559,50 @@ def score_scene(
         },
         nonfinite_count=nonfinite,
         spec_clamped=clamped,
+        tile_stats=None if res_px is None else tile_stats(
+            np.einsum("ehw,ehw->hw", d, d),
+            np.stack([smap for _, smap in full_ssim]),
+            res_px.reshape(h, w),
+            ref_px.reshape(h, w),
+            image_row_offset=REFERENCE_ROWS,
+            ssim_pad=(SSIM_WIN_SIZE - 1) // 2,
+            tile_size=TILE_SIZE,
+        ),
     )
 
 
-def score_tier(dataset: TierDataset, result: Result) -> TierScore:
-    """Score every scene of a tier and average each term over the scenes.
+def resample_key(dataset_hash: str, scene_ids: list[str], *, n_resamples: int) -> str:
+    """Names a tier's resamples: two tier scores with the same key have paired draws.
+
+    ``sha256("<dataset_hash>|<scene ids>|<B>|<tile size>")``, first 16 hex digits.
+    """
+    text = f"{dataset_hash}|{','.join(scene_ids)}|{n_resamples}|{TILE_SIZE}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def score_tier(
+    dataset: TierDataset,
+    result: Result,
+    *,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> TierScore:
+    """Score every scene of a tier and average each term over the scenes; with
+    ``n_resamples > 0`` also the block-bootstrap interval of every scene and of the tier.
+
+    Scene *s* is resampled with :func:`~harness.uncertainty.resample_counts` seeded by
+    ``resample_seed(dataset.content_hash, s)``; the tier's replicates are the mean of its
+    scenes' (scenes resampled independently), the interval their percentile interval at
+    ``confidence``. ``n_resamples=0`` skips the bootstrap (point scores only, as v1).
 
     Raises
     ------
     ValueError
-        The dataset has no truth, or the result's scene ids differ from the dataset's.
+        The dataset has no truth, or the result's scene ids differ from the dataset's, or
+        ``n_resamples`` is negative.
     """
+    if n_resamples < 0:
+        raise ValueError(f"n_resamples must be ≥ 0; got {n_resamples}")
     if not dataset.has_truth:
         raise ValueError(f"the {dataset.tier} dataset has no truth; score against the organizer's copy")
     expected = dataset.scene_ids
@@ -498,10 +611,26 @@ def score_tier(dataset: TierDataset, result: Result) -> TierScore:
     if missing or extra:
         raise ValueError(f"result scenes must be exactly {expected}; missing {missing}, unknown {extra}")
     operator = dataset.operator()
+    with_ci = n_resamples > 0
     scores = [
-        score_scene(scene, result.scenes[scene.scene_id], operator=operator, ranges=dataset.ranges)
+        score_scene(scene, result.scenes[scene.scene_id], operator=operator, ranges=dataset.ranges,
+                    keep_tile_stats=with_ci)
         for scene in dataset.scenes
     ]
+    tier_draws = None
+    tier_ci: tuple[float | None, float | None] = (None, None)
+    if with_ci:
+        per_scene = []
+        for i, s in enumerate(scores):
+            counts = resample_counts(
+                s.tile_stats.n_tiles, n_resamples=n_resamples, seed=resample_seed(dataset.content_hash, s.scene_id)
+            )
+            draws = scene_draws(s.tile_stats, counts)
+            lo, hi = percentile_interval(draws.score(dataset.tier), confidence=confidence)
+            scores[i] = replace(s, ci_low=lo, ci_high=hi)
+            per_scene.append(draws)
+        tier_draws = mean_draws(per_scene)
+        tier_ci = percentile_interval(tier_draws.score(dataset.tier), confidence=confidence)
 
     def mean(attr: str) -> float:
         return float(np.mean([getattr(s, attr) for s in scores]))
@@ -516,6 +645,12 @@ def score_tier(dataset: TierDataset, result: Result) -> TierScore:
         consistency_measured=mean("consistency_measured"),
         standard=mean("standard"),
         blind=mean("blind"),
+        ci_low=tier_ci[0],
+        ci_high=tier_ci[1],
+        draws=tier_draws,
+        resample_key=resample_key(dataset.content_hash, dataset.scene_ids, n_resamples=n_resamples) if with_ci else "",
+        n_resamples=n_resamples,
+        confidence=confidence,
     )
 
 
@@ -538,3 +673,18 @@ def overall_score(tier_scores: Mapping[str, float | None]) -> float | None:
             raise ValueError(f"tier score for {tier!r} must be finite; got {value!r}")
         values.append(float(value))
     return sum(values) / len(values)
+
+
+def overall_draws(tier_draws: Mapping[str, np.ndarray | None]) -> np.ndarray | None:
+    """Replicates of :func:`overall_score`: the mean of the Public, Dev and Hidden tier score
+    draws (each tier resampled independently); ``None`` unless all three are present with
+    the same number of replicates."""
+    arrays = []
+    for tier in BLIND_TIERS:
+        value = tier_draws.get(tier)
+        if value is None:
+            return None
+        arrays.append(np.asarray(value, dtype=np.float64))
+    if len({a.shape for a in arrays}) != 1:
+        return None
+    return (arrays[0] + arrays[1] + arrays[2]) / 3.0

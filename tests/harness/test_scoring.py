@@ -402,7 +402,7 @@ def test_score_tier_is_the_mean_of_scene_scores(dataset) -> None:
         assert getattr(t, attr) == pytest.approx(np.mean([getattr(s, attr) for s in singles]), rel=1e-12)
     assert t.score == t.blind
     d = json.loads(json.dumps(t.as_dict(), allow_nan=False))
-    assert d["scorer_version"] == SCORER_VERSION == "edx-score-v1"
+    assert d["scorer_version"] == SCORER_VERSION == "edx-score-v2"
     assert d["scored_consistency"] == SCORED_CONSISTENCY == "noiseless"
     assert d["tier"] == "public" and len(d["scenes"]) == 3
 

@@ -33,7 +33,7 @@ def test_build_export_solve_score(files):
     assert r.exit_code == 0, r.output
     scores = json.loads(r.output)
     assert scores["tier"] == "dev" and len(scores["scenes"]) == 3
-    assert 0 < scores["blind"] < 1 and scores["scorer_version"] == "edx-score-v1"
+    assert 0 < scores["blind"] < 1 and scores["scorer_version"] == "edx-score-v2"
 
 
 def test_invalid_result_exits_3_with_the_reason(files, tmp_path):
