@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     sandbox_output_bytes: int = 512 * 2**20
     sandbox_log_bytes: int = 2**20
     sandbox_runtime: str | None = None
+
+    # Image links (design §5): registries a Hidden-tier image may be pulled from, comma
+    # separated, each ``host[:port]`` or ``host[:port]/path-prefix``; empty: no pulls at all.
+    registry_allowlist: str = ""
+    #: A pull (resolve + download) taking longer is stopped and refused.
+    pull_timeout_seconds: float = Field(default=300, gt=0)
+    # Python script submissions: the reference base image they run in, and the upload cap.
+    script_image: str = "edx-arena/base:bookworm"
+    max_script_bytes: int = Field(default=16 * 2**20, gt=0)
     #: What owners see of a Hidden-tier run's log (harness.sandbox.disclosure): ``failures``
     #: (a filtered tail of failed runs only), ``always``, ``never`` or ``full``.
     hidden_log_policy: Literal["failures", "always", "never", "full"] = "failures"
@@ -91,6 +100,11 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
+
+    @property
+    def registries(self) -> list[str]:
+        """The allow-list as entries (``EDX_REGISTRY_ALLOWLIST``, comma separated)."""
+        return [e.strip() for e in self.registry_allowlist.split(",") if e.strip()]
 
     def quota(self, tier: str) -> int:
         """Daily submissions allowed on ``tier``; 0 means unlimited."""
