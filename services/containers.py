@@ -1,13 +1,28 @@
-"""Hidden-tier container submissions: intake, the sandboxed run, then scoring.
+"""Hidden-tier submissions that the server runs: intake, the sandboxed run, then scoring.
 
-A run pins the image by its content-addressed id. An image whose digest was already scored on
-the same dataset is not run again: its score rows are copied to the new submission
-(grand-challenge-style caching), still recorded as a submission of its own.
+Three ways in, one sandbox (design §3, §5):
+
+- an image reference (``{"image": ...}``). The rule: a reference whose first component is a
+  registry host (it has a ``.`` or ``:``, or is ``localhost``, e.g.
+  ``registry.example:5000/team/solver:1.2``) is a *link*: pulled if the registry is on
+  ``EDX_REGISTRY_ALLOWLIST``, refused otherwise. Any other reference (``team/solver:1``,
+  ``sha256:…``) names an image the server's daemon already has and is only looked up
+  locally, never pulled.
+- a ``docker save`` archive upload;
+- a Python script (one ``.py``, or a zip with ``main.py``) run as ``python3 /submission/main.py``
+  in the reference base image (``EDX_SCRIPT_IMAGE``), its files bound read-only.
+
+A run pins the image by its content-addressed id (a link is also recorded with its manifest
+digest, ``registry/path:tag@sha256:…``). Work already done is not redone: an image whose id
+was already scored on the same dataset, or the same script file in the same base image, gets
+the earlier run's score rows copied (grand-challenge-style caching), still recorded as a
+submission of its own.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import BinaryIO
@@ -16,9 +31,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Kind, Participant, Score, Status, Submission
-from harness.errors import ImageError
+from harness.errors import ImageError, PlatformError
 from harness.formats import validate_result
-from harness.sandbox import Outcome, RunLimits, RunSpec, inspect_image, load_image_archive, run_container
+from harness.sandbox import (
+    Outcome, RunLimits, RunSpec, inspect_image, load_image_archive, pull_image, registry_of, run_container,
+)
+from harness.sandbox.scripts import MOUNT_POINT, check_script, script_command, unpack_script
 from services.datasets import active_dataset, prefetch_scoring_dataset, result_expectation
 from services.evaluation import score_submission
 from services.settings import get_settings
@@ -33,13 +51,14 @@ class RetryRun(Exception):
     """A platform failure: the task should be retried; the participant is not charged."""
 
 
-def _new_submission(session: Session, *, participant: Participant, image: str, digest: str, method: str, description: str, source: str) -> Submission:
+def _new_submission(session: Session, *, participant: Participant, image: str, digest: str, method: str, description: str,
+                    source: str, kind: str = Kind.container, file_sha256: str | None = None) -> Submission:
     check_metadata(method=method, description=description, source=source)
     check_quota(session, participant=participant, tier=TIER)
     dataset = active_dataset(session, TIER)
     submission = Submission(
-        participant=participant, dataset=dataset, tier=TIER, kind=Kind.container, image=image,
-        image_digest=digest, method=method, description=description, source=source,
+        participant=participant, dataset=dataset, tier=TIER, kind=kind, image=image,
+        image_digest=digest, method=method, description=description, source=source, file_sha256=file_sha256,
     )
     session.add(submission)
     session.flush()
@@ -47,11 +66,56 @@ def _new_submission(session: Session, *, participant: Participant, image: str, d
 
 
 def create_container_submission(session: Session, *, participant: Participant, image: str, method: str = "", description: str = "", source: str = "") -> Submission:
-    """An image the server's daemon already has, by name:tag or id."""
-    info = inspect_image(image)  # ImageError → 422 image_invalid
+    """An image link (pulled from an allow-listed registry) or an image the daemon already has.
+
+    See the module docstring for the rule that tells them apart.
+    """
+    # Cheap refusals first: a pull can take minutes.
+    check_metadata(method=method, description=description, source=source)
+    check_quota(session, participant=participant, tier=TIER)
+    active_dataset(session, TIER)
+    settings = get_settings()
+    if registry_of(image):
+        info, pinned = pull_image(image, allowlist=settings.registries, max_bytes=settings.max_image_bytes,
+                                  timeout=settings.pull_timeout_seconds)
+        return _new_submission(session, participant=participant, image=pinned, digest=info.id, method=method,
+                               description=description, source=source)
+    try:
+        info = inspect_image(image)
+    except ImageError as exc:
+        raise ImageError(f"{exc.message}, or link it from an allowed registry (registry.example:5000/team/solver:1.2)") from None
     if (info.os, info.architecture) != ("linux", "amd64"):
         raise ImageError(f"the image is for {info.os}/{info.architecture}; the server runs linux/amd64 images")
     return _new_submission(session, participant=participant, image=image, digest=info.id, method=method, description=description, source=source)
+
+
+def create_script_submission(session: Session, *, participant: Participant, upload: BinaryIO, method: str = "", description: str = "", source: str = "") -> Submission:
+    """A Python script or a zip with ``main.py``: streamed with a cap, checked, stored, then
+    pinned to the base image's id (flushed, not committed; the caller commits, then queues).
+
+    A bad archive raises ``ImageError`` (422) and leaves nothing behind.
+    """
+    check_metadata(method=method, description=description, source=source)
+    check_quota(session, participant=participant, tier=TIER)
+    active_dataset(session, TIER)
+    settings = get_settings()
+    try:
+        base = inspect_image(settings.script_image)
+    except ImageError:
+        raise PlatformError(f"the script base image {settings.script_image} is not installed on this server; tell the organizers") from None
+    uploads = settings.storage_dir / "uploads"
+    path, sha256, _ = stream_to_disk(upload, directory=uploads, max_bytes=settings.max_script_bytes)
+    try:
+        kind = check_script(path)
+        submission = _new_submission(session, participant=participant, image=settings.script_image, digest=base.id, method=method,
+                                     description=description, source=source, kind=Kind.script, file_sha256=sha256)
+        final = uploads / f"{submission.id}.{kind}"
+        os.replace(path, final)
+        submission.script_path = str(final)
+        return submission
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def create_archive_submission(session: Session, *, participant: Participant, upload: BinaryIO, method: str = "", description: str = "", source: str = "") -> Submission:
@@ -77,10 +141,14 @@ def limits_from_settings() -> RunLimits:
 
 
 def _reuse(session: Session, submission: Submission) -> bool:
-    """Copy the scores of an earlier run of the same image digest on the same dataset."""
+    """Copy the scores of an earlier run of the same image digest (and, for a script, the same
+    script file) on the same dataset."""
+    same = [Submission.image_digest == submission.image_digest, Submission.kind == submission.kind]
+    if submission.kind == Kind.script:
+        same.append(Submission.file_sha256 == submission.file_sha256)
     previous = session.scalar(
         select(Submission).where(
-            Submission.image_digest == submission.image_digest,
+            *same,
             Submission.dataset_id == submission.dataset_id,
             Submission.status == Status.scored,
             Submission.id != submission.id,
@@ -93,7 +161,8 @@ def _reuse(session: Session, submission: Submission) -> bool:
         session.add(Score(submission_id=submission.id, **copy))
     submission.exit_code, submission.runtime_seconds = previous.exit_code, previous.runtime_seconds
     submission.peak_memory_bytes = previous.peak_memory_bytes
-    submission.log_tail = f"identical image {submission.image_digest[:19]} already ran on this dataset; its result was reused"
+    what = "script" if submission.kind == Kind.script else f"image {submission.image_digest[:19]}"
+    submission.log_tail = f"identical {what} already ran on this dataset; its result was reused"
     update_status(submission, status=Status.scored, outcome=Outcome.succeeded)
     return True
 
@@ -112,17 +181,26 @@ def run_submission(session: Session, submission: Submission) -> None:
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
     try:
-        result = run_container(
-            RunSpec(
-                run_id=f"{submission.id}-{submission.attempt}",
-                image=submission.image_digest or submission.image,
-                input_path=Path(dataset_row.view_path),
-                work_dir=work_dir,
-                limits=limits_from_settings(),
-                labels={"edx-arena.submission": submission.id, **instance_label()},
-                validate_output=lambda p: validate_result(p, expect),
-            )
+        spec = RunSpec(
+            run_id=f"{submission.id}-{submission.attempt}",
+            image=submission.image_digest or submission.image,
+            input_path=Path(dataset_row.view_path),
+            work_dir=work_dir,
+            limits=limits_from_settings(),
+            labels={"edx-arena.submission": submission.id, **instance_label()},
+            validate_output=lambda p: validate_result(p, expect),
         )
+        if submission.kind == Kind.script:
+            try:
+                files = unpack_script(submission.script_path, work_dir / "submission")
+            except ImageError as exc:
+                update_status(submission, status=Status.failed, outcome=Outcome.image_invalid, error_message=exc.message)
+                return
+            spec.command = script_command()
+            spec.read_only_mounts = {str(files): MOUNT_POINT}
+            # A writable HOME for libraries that cache there; the root filesystem is read-only.
+            spec.environment = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "MPLCONFIGDIR": "/tmp"}
+        result = run_container(spec)
         submission.exit_code = result.exit_code
         submission.runtime_seconds = result.runtime_seconds
         submission.peak_memory_bytes = result.peak_memory_bytes
@@ -164,7 +242,7 @@ def remove_orphan_containers(session: Session) -> list[str]:
     now = datetime.now(timezone.utc)
     live = {
         f"{s.id}-{s.attempt}"
-        for s in session.scalars(select(Submission).where(Submission.status == Status.running, Submission.kind == Kind.container))
+        for s in session.scalars(select(Submission).where(Submission.status == Status.running, Submission.kind.in_((Kind.container, Kind.script))))
         if s.lease_expires_at is not None and (s.lease_expires_at if s.lease_expires_at.tzinfo else s.lease_expires_at.replace(tzinfo=timezone.utc)) > now
     }
     return remove_leftovers(keep_run_ids=live, labels=instance_label())

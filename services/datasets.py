@@ -43,15 +43,24 @@ def check_tier(tier: str) -> str:
     return tier
 
 
-def _store(session: Session, tier: str, dataset: TierDataset, *, seed: int | None) -> Dataset:
+def _check_truth_choice(tier: str, with_truth: bool) -> None:
+    if with_truth and tier != "standard":
+        raise ServiceError(
+            "with_truth is the organizer's choice on the standard tier only; the public tier always "
+            "includes its truth and the dev and hidden tiers never do"
+        )
+
+
+def _store(session: Session, tier: str, dataset: TierDataset, *, seed: int | None, with_truth: bool = False) -> Dataset:
     """Write both files, then make the dataset the tier's active one (flushed, not committed)."""
     folder = get_settings().storage_dir / "datasets" / tier / uuid.uuid4().hex
     folder.mkdir(parents=True)
     full, view = folder / "full.h5", folder / "view.h5"
     try:
         write_measurement(dataset, full, include_truth=True)
-        # Public participants get the truth; Dev participants and Hidden containers never do.
-        public = tier == "public"
+        # Public participants get the truth; Dev participants and Hidden containers never do;
+        # on the Standard track it is the organizer's choice (default: no truth).
+        public = tier == "public" or (tier == "standard" and with_truth)
         write_measurement(dataset.participant_view(with_truth=public), view, include_truth=public)
         expectation = ResultExpectation.for_dataset(dataset, max_bytes=1).as_dict()
         del expectation["max_bytes"]  # a setting, applied when a result is checked
@@ -75,21 +84,26 @@ def _store(session: Session, tier: str, dataset: TierDataset, *, seed: int | Non
     return row
 
 
-def seed_tier(session: Session, *, tier: str, seed: int, preset: str = "default") -> Dataset:
-    """Generate a tier's scenes from ``seed`` and make it the tier's active dataset."""
+def seed_tier(session: Session, *, tier: str, seed: int, preset: str = "default", with_truth: bool = False) -> Dataset:
+    """Generate a tier's scenes from ``seed`` and make it the tier's active dataset.
+
+    ``with_truth`` (Standard tier only) puts the truth in the participants' download too.
+    """
     check_tier(tier)
+    _check_truth_choice(tier, with_truth)
     if preset not in PRESETS:
         raise ServiceError(f"unknown preset {preset!r}; presets are {', '.join(PRESETS)}")
-    return _store(session, tier, build_tier(tier, seed=seed, preset=preset), seed=seed)
+    return _store(session, tier, build_tier(tier, seed=seed, preset=preset), seed=seed, with_truth=with_truth)
 
 
-def upload_tier(session: Session, *, tier: str, path: Path) -> Dataset:
+def upload_tier(session: Session, *, tier: str, path: Path, with_truth: bool = False) -> Dataset:
     """Validate an organizer's full dataset file (with truth) and make it the active one.
 
     Raises ``FormatError`` (nothing stored) when the file is not a valid measurement file
     with truth for ``tier``.
     """
     check_tier(tier)
+    _check_truth_choice(tier, with_truth)
     validate_measurement(path, max_bytes=get_settings().max_image_bytes, require_truth=True)
     dataset = read_measurement(path)
     if dataset.tier != tier:
@@ -98,7 +112,7 @@ def upload_tier(session: Session, *, tier: str, path: Path) -> Dataset:
             f"upload it to the {dataset.tier} tier or build it for {tier!r}",
             rule="tier",
         )
-    return _store(session, tier, dataset, seed=None)
+    return _store(session, tier, dataset, seed=None, with_truth=with_truth)
 
 
 def active_dataset(session: Session, tier: str) -> Dataset:

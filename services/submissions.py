@@ -346,7 +346,7 @@ def queue(submission_id: str, kind: str) -> bool:
     """
     from services.worker.tasks import run_submission_task, score_submission_task
 
-    task = run_submission_task if kind == Kind.container else score_submission_task
+    task = run_submission_task if kind in (Kind.container, Kind.script) else score_submission_task
     try:
         task.apply_async((submission_id,), retry=True, retry_policy={"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5})
     except Exception:

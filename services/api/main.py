@@ -54,6 +54,8 @@ class BodyCapMiddleware:
             return settings.max_upload_bytes + _ENVELOPE_BYTES
         if path.endswith("/container/archive") or path.endswith("/dataset/upload"):
             return settings.max_image_bytes + _ENVELOPE_BYTES
+        if path.rstrip("/") == "/api/v1/submissions/script":
+            return settings.max_script_bytes + _ENVELOPE_BYTES
         return _OTHER_BODY_BYTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -102,6 +102,8 @@ class EntryPublic(BaseModel):
 class DatasetSeed(BaseModel):
     seed: int = Field(ge=0, lt=2**63)
     preset: str = "default"
+    #: Standard tier only: include the truth in the participants' download (default: no).
+    with_truth: bool = False
 
 
 class DatasetPublic(BaseModel):
@@ -153,3 +155,76 @@ class ParticipantPublic(BaseModel):
     team: str
     role: str
     tokens: list[TokenPublic]
+
+
+class ProvenanceScore(BaseModel):
+    """One tier score row's provenance (design §6): what was scored, by what, against what."""
+
+    model_config = ConfigDict(from_attributes=True)
+    scoring_version: str
+    operator_version: str
+    harness_version: str
+    dataset_hash: str
+    #: The result file's sha256, or the run image's id.
+    submission_hash: str
+    score: float
+    started_at: datetime
+    ended_at: datetime
+
+
+class ProvenanceRun(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    attempt: int
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str | None
+    exit_code: int | None
+    runtime_seconds: float | None
+    peak_memory_bytes: int | None
+
+
+class ProvenancePublic(BaseModel):
+    """What a leaderboard entry links to: who, what method, which exact file or image, which
+    dataset, and the versions that scored it. Never the log or the hidden data."""
+
+    id: str
+    participant: str
+    team: str
+    tier: str
+    kind: str
+    method: str
+    description: str
+    source: str
+    status: str
+    outcome: str | None
+    baseline: bool
+    trust: str | None
+    certified: bool
+    #: HDF5 results and scripts: the uploaded file's sha256.
+    file_sha256: str | None
+    #: Images: the reference (a link pinned as ``registry/path:tag@sha256:…``); scripts: the base image.
+    image: str | None
+    #: The content-addressed id of the image that ran (``sha256:…``).
+    image_digest: str | None
+    dataset_hash: str
+    dataset_preset: str
+    created_at: datetime
+    finished_at: datetime | None
+    scores: list[ProvenanceScore]
+    runs: list[ProvenanceRun]
+
+
+class BaselineUpdate(BaseModel):
+    baseline: bool
+
+
+class TrustUpdate(BaseModel):
+    #: ``granted`` / ``revoked`` override the automatic Certified rule; ``null`` restores it.
+    trust: Literal["granted", "revoked"] | None
+
+
+class MarksPublic(BaseModel):
+    id: str
+    baseline: bool
+    trust: str | None
+    certified: bool

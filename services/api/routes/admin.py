@@ -3,13 +3,14 @@
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
-from fastapi import APIRouter, File, UploadFile, status
+from fastapi import APIRouter, File, Form, UploadFile, status
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from db.models import Participant, Role
 from services.api.deps import OrganizerDep, SessionDep
 from services.api.schemas import (
+    BaselineUpdate, MarksPublic, TrustUpdate,
     DatasetPublic, DatasetSeed, ParticipantCreate, ParticipantCreated, ParticipantPublic, Page, SubmissionCreated,
     TokenCreate, TokenCreated, TokenPublic,
 )
@@ -25,18 +26,21 @@ router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 @router.post("/tiers/{tier}/dataset", status_code=status.HTTP_201_CREATED)
 def generate_dataset(tier: str, body: DatasetSeed, session: SessionDep, _: OrganizerDep) -> DatasetPublic:
     """Generate the tier's scenes from a seed and make them the active dataset."""
-    row = seed_tier(session, tier=tier, seed=body.seed, preset=body.preset)
+    row = seed_tier(session, tier=tier, seed=body.seed, preset=body.preset, with_truth=body.with_truth)
     session.commit()
     return DatasetPublic.model_validate(row)
 
 
 @router.post("/tiers/{tier}/dataset/upload", status_code=status.HTTP_201_CREATED)
-def upload_dataset(tier: str, file: Annotated[UploadFile, File()], session: SessionDep, _: OrganizerDep) -> DatasetPublic:
+def upload_dataset(
+    tier: str, file: Annotated[UploadFile, File()], session: SessionDep, _: OrganizerDep,
+    with_truth: Annotated[bool, Form(description="standard tier only: include the truth in the download")] = False,
+) -> DatasetPublic:
     """Upload a full dataset file (with truth), validated before it replaces the active one."""
     settings = get_settings()
     path, _, _ = stream_to_disk(file.file, directory=settings.storage_dir / "uploads", max_bytes=settings.max_image_bytes)
     try:
-        row = upload_tier(session, tier=tier, path=path)
+        row = upload_tier(session, tier=tier, path=path, with_truth=with_truth)
         session.commit()
     finally:
         path.unlink(missing_ok=True)
@@ -94,3 +98,23 @@ def rescore_submission(submission_id: str, session: SessionDep, _: OrganizerDep)
     session.commit()
     queue(submission.id, submission.kind)
     return SubmissionCreated(id=submission.id, status=submission.status)
+
+
+@router.put("/submissions/{submission_id}/baseline")
+def mark_baseline(submission_id: str, body: BaselineUpdate, session: SessionDep, _: OrganizerDep) -> MarksPublic:
+    """Mark (or unmark) a reference baseline: shown on its boards at its score, unranked, not competing."""
+    from services.metadata import certified, set_baseline
+
+    submission = set_baseline(session, submission_id=submission_id, baseline=body.baseline)
+    session.commit()
+    return MarksPublic(id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=certified(submission))
+
+
+@router.put("/submissions/{submission_id}/trust")
+def mark_trust(submission_id: str, body: TrustUpdate, session: SessionDep, _: OrganizerDep) -> MarksPublic:
+    """Grant or revoke the trust badge (overriding the automatic Certified rule), or ``null`` to restore the rule."""
+    from services.metadata import certified, set_trust
+
+    submission = set_trust(session, submission_id=submission_id, trust=body.trust)
+    session.commit()
+    return MarksPublic(id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=certified(submission))

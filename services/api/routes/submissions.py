@@ -1,13 +1,18 @@
-"""Submissions: HDF5 results (Public, Dev, Standard), container images (Hidden), status."""
+"""Submissions: HDF5 results (Public, Dev, Standard), container images and Python scripts
+(Hidden), status, and public provenance."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, UploadFile, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
-from db.models import Score
+from db.models import Participant, Score
 from services.api.deps import CurrentParticipant, SessionDep
-from services.api.schemas import ContainerCreate, ScoreRow, SubmissionCreated, SubmissionPublic
+from services.api.schemas import (
+    ContainerCreate, ProvenancePublic, ProvenanceRun, ProvenanceScore, ScoreRow, SubmissionCreated, SubmissionPublic,
+)
+from services.auth import authenticate
 from services.disclosure import visible_log
 from services.submissions import create_hdf5_submission, discard_upload, get_submission, queue
 
@@ -68,6 +73,62 @@ def submit_container_archive(
     session.commit()
     queue(submission.id, submission.kind)
     return SubmissionCreated(id=submission.id, status=submission.status)
+
+
+@router.post("/script", status_code=status.HTTP_202_ACCEPTED)
+def submit_script(
+    session: SessionDep,
+    participant: CurrentParticipant,
+    file: Annotated[UploadFile, File(description="a .py file, or a zip with main.py at its top level")],
+    method: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    source: Annotated[str, Form()] = "",
+) -> SubmissionCreated:
+    """Submit a Python script to the Hidden tier: run as ``python3 /submission/main.py`` in the
+    reference base image (numpy, scipy, h5py, scikit-image), reading ``/input/measurement.h5``
+    and writing ``/output/result.h5``, under the same sandbox as an image."""
+    from services.containers import create_script_submission
+
+    submission = create_script_submission(
+        session, participant=participant, upload=file.file, method=method, description=description, source=source
+    )
+    try:
+        session.commit()
+    except Exception:  # no row: no file either
+        from pathlib import Path
+
+        Path(submission.script_path).unlink(missing_ok=True)
+        raise
+    queue(submission.id, submission.kind)
+    return SubmissionCreated(id=submission.id, status=submission.status)
+
+
+_optional_bearer = HTTPBearer(auto_error=False)
+
+
+def _viewer(session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)]) -> Participant | None:
+    return None if credentials is None else authenticate(session, credentials.credentials)
+
+
+@router.get("/{submission_id}/provenance")
+def read_provenance(
+    submission_id: str, session: SessionDep, viewer: Annotated[Participant | None, Depends(_viewer)]
+) -> ProvenancePublic:
+    """Where a scored entry comes from: method, file sha256 or image digest, dataset hash and the
+    versions of every score row. Public once scored; before that, owner or organizer only."""
+    from services.metadata import certified, provenance_of
+
+    submission, rows = provenance_of(session, submission_id=submission_id, viewer=viewer)
+    return ProvenancePublic(
+        id=submission.id, participant=submission.participant.name, team=submission.participant.team,
+        tier=submission.tier, kind=submission.kind, method=submission.method, description=submission.description,
+        source=submission.source, status=submission.status, outcome=submission.outcome, baseline=submission.baseline,
+        trust=submission.trust, certified=certified(submission), file_sha256=submission.file_sha256,
+        image=submission.image, image_digest=submission.image_digest, dataset_hash=submission.dataset.content_hash,
+        dataset_preset=submission.dataset.preset, created_at=submission.created_at, finished_at=submission.finished_at,
+        scores=[ProvenanceScore.model_validate(r) for r in rows],
+        runs=[ProvenanceRun.model_validate(r) for r in submission.runs],
+    )
 
 
 @router.get("/{submission_id}")
