@@ -1,5 +1,16 @@
 """Scoring a stored result: read the dataset with truth and the result, score, record rows.
 
+Each row also carries its 95 % bootstrap interval (``ci_low``, ``ci_high``) and, in
+``tile_stats`` (JSON), what later comparisons need without rescoring:
+
+- a scene row: ``{"kind": "scene", "seed", **TileStats.as_json()}``, the per-tile sums its
+  interval was resampled from, and the seed of its resamples;
+- the tier row: ``{"kind": "tier", "resample_key", "n_resamples", "confidence",
+  "tile_size", "draws"}``, ``draws`` being the B bootstrap replicates of the tier score
+  (:func:`harness.uncertainty.encode_draws`, base64 little-endian float64). Rows with the
+  same ``resample_key`` were resampled identically, so their draws are paired (the
+  leaderboard's ties and the overall interval use them).
+
 Idempotent per (submission, scoring version): the rows of a version are written once (a
 unique constraint backs it up against a concurrent duplicate), and a later scoring version
 adds its own rows beside them: rescoring never overwrites.
@@ -19,11 +30,12 @@ from harness import HARNESS_VERSION
 from harness.errors import FormatError
 from harness.formats import read_result
 from harness.scoring import SCORER_VERSION, TierScore, score_tier
+from harness.uncertainty import TILE_SIZE, encode_draws, resample_seed
 from services.datasets import result_expectation, scoring_dataset
 from services.settings import get_settings
 from services.submissions import update_status
 
-__all__ = ["already_scored", "score_submission"]
+__all__ = ["already_scored", "score_submission", "tier_tile_stats"]
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +46,24 @@ def already_scored(session: Session, submission_id: str, *, version: str = SCORE
     ) is not None
 
 
+def tier_tile_stats(score: TierScore) -> dict | None:
+    """The tier row's ``tile_stats``: the paired score draws and how they were resampled."""
+    draws = score.score_draws
+    if draws is None:
+        return None
+    return {
+        "kind": "tier",
+        "resample_key": score.resample_key,
+        "n_resamples": score.n_resamples,
+        "confidence": score.confidence,
+        "tile_size": TILE_SIZE,
+        "draws": encode_draws(draws),
+    }
+
+
 def _rows(submission: Submission, score: TierScore, *, dataset_hash: str, operator_version: str, started: datetime) -> list[Score]:
-    """One tier row (``scene_id == ""``) and one row per scene, each with its provenance."""
+    """One tier row (``scene_id == ""``) and one row per scene, each with its provenance and
+    interval."""
     ended = utcnow()
     common = dict(
         submission_id=submission.id,
@@ -49,12 +77,17 @@ def _rows(submission: Submission, score: TierScore, *, dataset_hash: str, operat
     )
     rows = [
         Score(scene_id="", score=score.score, blind=score.blind, standard=score.standard, psnr=score.psnr,
-              ssim=score.ssim, consistency=score.consistency, metrics=score.as_dict(), **common)
+              ssim=score.ssim, consistency=score.consistency, metrics=score.as_dict(),
+              ci_low=score.ci_low, ci_high=score.ci_high, tile_stats=tier_tile_stats(score), **common)
     ]
     for s in score.scenes:
         scene_score = s.standard if submission.tier == "standard" else s.blind
+        stats = None if s.tile_stats is None else {
+            "kind": "scene", "seed": resample_seed(dataset_hash, s.scene_id), **s.tile_stats.as_json()
+        }
         rows.append(Score(scene_id=s.scene_id, score=scene_score, blind=s.blind, standard=s.standard, psnr=s.psnr,
-                          ssim=s.ssim, consistency=s.consistency, metrics=s.as_dict(), **common))
+                          ssim=s.ssim, consistency=s.consistency, metrics=s.as_dict(),
+                          ci_low=s.ci_low, ci_high=s.ci_high, tile_stats=stats, **common))
     return rows
 
 

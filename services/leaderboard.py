@@ -9,18 +9,33 @@ PSNR / SSIM side by side. A Hidden entry from an image the server ran itself car
 Certified badge.
 
 The choice of entry and the ranking run in SQL (window functions, on SQLite and PostgreSQL).
+
+**Intervals and ties (issue 10).** Each entry carries the 95 % block-bootstrap interval of
+its score (``ci_low``, ``ci_high``): a tier entry's is stored on its score row; an overall
+entry's is the percentile interval of the mean of its three tier score draws. Competing
+entries next to each other in rank order (baselines left out) whose paired bootstrap
+probability of one beating the other lies within [2.5 %, 97.5 %] are tied; ties chain into
+groups, and every member of a group carries the group's ``tie_group``: the 1-based position
+(among competing entries, in rank order) of the group's first entry, the same on every page.
+Ranks stay the classic ranks; ``leaderboard_ties=false`` turns the tie marks off. Only the
+draws of the requested page and its neighbours are read (from the tier rows' ``tile_stats``).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Callable
+
+import numpy as np
 
 from sqlalchemy import Select, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from db.models import Dataset, Kind, Participant, Score, Status, Submission, Trust
-from harness.scoring import SCORER_VERSION, overall_score
+from harness.scoring import SCORER_VERSION, overall_draws, overall_score
+from harness.uncertainty import CONFIDENCE, decode_draws, percentile_interval, tie_groups
 from harness.tiers import BLIND_TIERS, TIERS
 from services.errors import ServiceError
 from services.settings import get_settings
@@ -45,12 +60,15 @@ class Entry:
     certified: bool
     submission_id: str | None
     submitted_at: datetime | None
-    #: Overall board only: ``{tier: {"score", "psnr", "ssim", "submission_id"}}``.
+    #: Overall board only: ``{tier: {"score", "psnr", "ssim", "submission_id", "ci_low", "ci_high"}}``.
     tiers: dict[str, dict] = field(default_factory=dict)
-    #: 95 % bootstrap interval of ``score`` (issue 10); None when the row has none.
+    #: 95 % bootstrap interval of ``score`` (issue 10); None when the row has none. Not
+    #: necessarily symmetric around ``score``.
     ci_low: float | None = None
     ci_high: float | None = None
-    #: Adjacent entries the paired bootstrap cannot separate share a tie group (None: not tied).
+    #: Adjacent competing entries the paired bootstrap cannot separate at 95 % share a tie
+    #: group: the 1-based rank-order position of the group's first entry. None: not tied
+    #: (or a baseline, or ties turned off).
     tie_group: int | None = None
     #: An organizer-marked reference baseline: shown, but not competing (issue 9).
     baseline: bool = False
@@ -65,7 +83,7 @@ def _picked(*tiers: str) -> Select:
         pick_order = (Score.score.desc(), Submission.created_at, Submission.id)
     candidates = (
         select(
-            Score.score, Score.psnr, Score.ssim,
+            Score.score, Score.psnr, Score.ssim, Score.ci_low, Score.ci_high,
             Submission.id.label("submission_id"), Submission.method, Submission.source, Submission.kind,
             Submission.image_digest, Submission.created_at, Submission.tier, Submission.participant_id,
             Submission.baseline, Submission.trust, Submission.description,
@@ -109,6 +127,10 @@ def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tupl
         picked,
         # Baselines are ranked apart (then shown unranked), so they never displace a participant.
         func.rank().over(partition_by=picked.c.baseline, order_by=picked.c.score.desc()).label("rank"),
+        # Rank order among competing entries, as displayed: the positions tie groups are named by.
+        func.row_number().over(
+            partition_by=picked.c.baseline, order_by=(picked.c.score.desc(), picked.c.created_at, picked.c.name)
+        ).label("position"),
         func.count().over().label("total"),  # the board's size, from the same scan
     ).subquery()
     stmt = select(ranked).order_by(ranked.c.score.desc(), ranked.c.baseline, ranked.c.created_at, ranked.c.name).offset(offset).limit(limit)
@@ -122,11 +144,71 @@ def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tupl
             rank=None if row.baseline else row.rank, participant=row.name, team=row.team, method=row.method, source=row.source,
             score=row.score, psnr=row.psnr, ssim=row.ssim, certified=_certified(tier, row.kind, row.image_digest, row.trust),
             submission_id=row.submission_id, submitted_at=row.created_at, baseline=bool(row.baseline),
-            description=row.description,
+            description=row.description, ci_low=row.ci_low, ci_high=row.ci_high,
         )
         for row in rows
     ]
+    competing = {row.position: entry for row, entry in zip(rows, entries) if not row.baseline}
+    if competing and get_settings().leaderboard_ties:
+
+        def draws_at(lo: int, hi: int) -> dict[int, np.ndarray | None]:
+            window = session.execute(
+                select(ranked.c.position, ranked.c.submission_id)
+                .where(ranked.c.baseline.is_(False), ranked.c.position.between(lo, hi))
+            ).all()
+            by_id = _tier_draws(session, [sid for _, sid in window])
+            return {position: by_id.get(sid) for position, sid in window}
+
+        for position, group in _page_groups(competing, draws_at).items():
+            competing[position].tie_group = group
     return entries, total
+
+
+def _tier_draws(session: Session, submission_ids: list[str]) -> dict[str, np.ndarray]:
+    """Paired score draws of these submissions' current tier rows (rows without draws, or
+    resampled differently from the majority, are left out: they cannot be paired)."""
+    if not submission_ids:
+        return {}
+    rows = session.execute(
+        select(Score.submission_id, Score.tile_stats).where(
+            Score.submission_id.in_(submission_ids), Score.scene_id == "", Score.scoring_version == SCORER_VERSION
+        )
+    ).all()
+    stats = {sid: ts for sid, ts in rows if isinstance(ts, dict) and ts.get("kind") == "tier" and ts.get("draws")}
+    keys = Counter(ts.get("resample_key") for ts in stats.values())
+    if not keys:
+        return {}
+    key = keys.most_common(1)[0][0]
+    out = {}
+    for sid, ts in stats.items():
+        if ts.get("resample_key") == key:
+            try:
+                out[sid] = decode_draws(ts["draws"])
+            except ValueError:  # a damaged row shows untied rather than failing the board
+                continue
+    return out
+
+
+def _page_groups(
+    page: dict[int, Entry], draws_at: Callable[[int, int], dict[int, np.ndarray | None]]
+) -> dict[int, int | None]:
+    """Tie groups of the page's competing entries, keyed by position (1-based rank order).
+
+    The group of the page's first entry may start before the page: the window reaches back
+    until a separated pair (or the top of the board) bounds it; one entry past the page
+    decides whether the last one is tied with its successor.
+    """
+    first, last = min(page), max(page)
+    lo = max(1, first - 8)
+    while True:
+        draws = draws_at(lo, last + 1)
+        positions = range(lo, max(draws, default=last) + 1)
+        groups = tie_groups([draws.get(p) for p in positions])
+        reaches_back = groups[first - lo] == 0 if first - lo < len(groups) else False
+        if lo == 1 or not reaches_back:
+            break
+        lo = max(1, lo - 4 * (first - lo + 1))
+    return {p: (None if groups[p - lo] is None else lo + groups[p - lo]) for p in page if p - lo < len(groups)}
 
 
 def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry], int]:
@@ -158,7 +240,8 @@ def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry],
         if i < offset:
             continue
         public, hidden = mine["public"], mine["hidden"]
-        tiers = {t: {"score": mine[t].score, "psnr": mine[t].psnr, "ssim": mine[t].ssim, "submission_id": mine[t].submission_id}
+        tiers = {t: {"score": mine[t].score, "psnr": mine[t].psnr, "ssim": mine[t].ssim, "submission_id": mine[t].submission_id,
+                     "ci_low": mine[t].ci_low, "ci_high": mine[t].ci_high}
                  for t in BLIND_TIERS}
         entries.append(Entry(
             participant=name, team=public.team, method=hidden.method or public.method,
@@ -167,7 +250,46 @@ def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry],
             submitted_at=latest, tiers=tiers, rank=None if baseline else rank, baseline=baseline,
             description=hidden.description or public.description,
         ))
+    _overall_intervals(session, complete, entries, offset=offset)
     return entries, len(complete)
+
+
+def _overall_intervals(session: Session, complete: list[tuple], entries: list[Entry], *, offset: int) -> None:
+    """Overall intervals of the page's entries and, among competing entries, tie groups.
+
+    An overall entry's draws are the mean of its three tier score draws
+    (:func:`harness.scoring.overall_draws`), paired across entries tier by tier.
+    """
+    cache: dict[int, np.ndarray | None] = {}
+
+    def draws_of(indices: list[int]) -> None:
+        todo = [i for i in indices if i not in cache]
+        # One read per tier: each tier's entries are paired among themselves (their own resample key).
+        by_tier = {t: _tier_draws(session, [complete[i][4][t].submission_id for i in todo]) for t in BLIND_TIERS}
+        for i in todo:
+            cache[i] = overall_draws({t: by_tier[t].get(complete[i][4][t].submission_id) for t in BLIND_TIERS})
+
+    page = list(range(offset, offset + len(entries)))
+    draws_of(page)
+    for i, entry in zip(page, entries):
+        if cache[i] is not None:
+            entry.ci_low, entry.ci_high = percentile_interval(cache[i], confidence=CONFIDENCE)
+    if not get_settings().leaderboard_ties:
+        return
+    # Positions among competing entries, in rank order (the overall list is already sorted).
+    competing = [i for i, c in enumerate(complete) if not c[1]]
+    position_of = {i: p + 1 for p, i in enumerate(competing)}
+    on_page = {position_of[i]: entry for i, entry in zip(page, entries) if i in position_of}
+    if not on_page:
+        return
+
+    def draws_at(lo: int, hi: int) -> dict[int, np.ndarray | None]:
+        window = competing[lo - 1: hi]
+        draws_of(window)
+        return {position_of[i]: cache[i] for i in window}
+
+    for position, group in _page_groups(on_page, draws_at).items():
+        on_page[position].tie_group = group
 
 
 def leaderboard(session: Session, *, board: str, page: int = 1, per_page: int = 50) -> tuple[list[Entry], int]:

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     quota_dev: int = Field(default=5, ge=0)
     quota_hidden: int = Field(default=2, ge=0)
     leaderboard_policy: Literal["best", "latest"] = "best"
+    #: Mark adjacent entries the paired bootstrap cannot separate as tied (False: classic ranks only).
+    leaderboard_ties: bool = True
     #: A board is recomputed at most this often per API process (0: on every request).
     leaderboard_cache_seconds: float = Field(default=2.0, ge=0)
 

@@ -49,6 +49,9 @@ class ScoreRow(BaseModel):
     ssim: float
     consistency: float
     metrics: dict
+    #: 95 % block-bootstrap interval of ``score`` (None for rows scored before edx-score-v2).
+    ci_low: float | None = None
+    ci_high: float | None = None
 
 
 class SubmissionPublic(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 from arena_testing import reset_caches
 
@@ -12,6 +13,7 @@ from sqlalchemy import update
 from db.models import Dataset, Participant, Score, Submission
 from db.session import new_session
 from harness.scoring import SCORER_VERSION
+from harness.uncertainty import encode_draws, percentile_interval
 from services.leaderboard import leaderboard
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -24,15 +26,21 @@ def _world(session):
     return datasets
 
 
-def _scored(session, datasets, who: Participant, tier: str, score: float, *, minutes: int, status="scored", kind="hdf5", version=SCORER_VERSION):
+def _scored(session, datasets, who: Participant, tier: str, score: float, *, minutes: int, status="scored", kind="hdf5", version=SCORER_VERSION,
+            draws: np.ndarray | None = None, baseline: bool = False):
     sub = Submission(participant=who, dataset=datasets[tier], tier=tier, kind=kind, status=status, method=f"{who.name}-{score}",
-                     created_at=T0 + timedelta(minutes=minutes), image_digest="sha256:x" if kind == "container" else None)
+                     created_at=T0 + timedelta(minutes=minutes), image_digest="sha256:x" if kind == "container" else None,
+                     baseline=baseline)
     session.add(sub)
     session.flush()
     if status == "scored":
+        # As services.evaluation records them: the interval in columns, the paired draws in tile_stats.
+        ci = (None, None) if draws is None else percentile_interval(draws)
+        stats = None if draws is None else {"kind": "tier", "resample_key": f"key-{tier}", "n_resamples": len(draws),
+                                            "confidence": 0.95, "tile_size": 16, "draws": encode_draws(draws)}
         session.add(Score(submission_id=sub.id, scene_id="", scoring_version=version, operator_version="v", harness_version="0",
                           dataset_hash="h", submission_hash="s", score=score, blind=score, standard=score, psnr=20 + score,
-                          ssim=score, consistency=score, metrics={}, started_at=T0))
+                          ssim=score, consistency=score, metrics={}, started_at=T0, ci_low=ci[0], ci_high=ci[1], tile_stats=stats))
     return sub
 
 
@@ -122,3 +130,104 @@ def test_scores_on_a_replaced_dataset_leave_the_board(world, client):
         s.commit()
         entries, count = leaderboard(s, board="dev")
     assert (entries, count) == ([], 0)
+
+
+# -- intervals and statistical ties (issue 10) ---------------------------------------------
+
+B = 1000
+
+
+def _noise(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, 1.0, B)
+
+
+@pytest.fixture
+def tie_world(client):
+    """Six dev entries, best first: p1 alone; p2, p3, p4 within noise of each other (p2 and
+    p4 apart, joined through p3); p5 and p6 identical; a baseline inside the p2–p4 group."""
+    with new_session() as s:
+        datasets = _world(s)
+        people = {n: Participant(name=n, team=n.upper()) for n in ("p1", "p2", "p3", "p4", "p5", "p6", "ref")}
+        s.add_all(people.values())
+        s.flush()
+        shared = _noise(0)
+        plan = [("p1", 0.90, 0.90 + 0.001 * shared), ("p2", 0.80, 0.80 + 0.01 * _noise(1)),
+                ("p3", 0.79, 0.79 + 0.01 * _noise(2)), ("p4", 0.78, 0.78 + 0.01 * _noise(3)),
+                ("p5", 0.60, 0.60 + 0.01 * shared), ("p6", 0.60, 0.60 + 0.01 * shared)]
+        for minutes, (name, score, draws) in enumerate(plan):
+            _scored(s, datasets, people[name], "dev", score, minutes=minutes, draws=draws)
+        _scored(s, datasets, people["ref"], "dev", 0.795, minutes=9, draws=0.795 + 0.01 * _noise(1), baseline=True)
+        s.commit()
+        return {name: draws for name, _, draws in plan}
+
+
+def test_entries_carry_their_interval_and_tie_group(tie_world):
+    with new_session() as s:
+        entries, count = leaderboard(s, board="dev")
+    assert count == 7
+    view = [(e.participant, e.rank, e.tie_group) for e in entries]
+    assert view == [("p1", 1, None), ("p2", 2, 2), ("ref", None, None), ("p3", 3, 2), ("p4", 4, 2), ("p5", 5, 5), ("p6", 5, 5)]
+    for e in entries:
+        if e.participant != "ref":
+            assert (e.ci_low, e.ci_high) == percentile_interval(tie_world[e.participant])
+            assert e.ci_low < e.score < e.ci_high
+
+
+def test_tie_groups_are_the_same_on_every_page(tie_world):
+    """A group's id is its first entry's position, found before the page if need be."""
+    with new_session() as s:
+        one_per_page = [leaderboard(s, board="dev", page=p, per_page=1)[0][0] for p in range(1, 8)]
+        two_per_page = [e for p in range(1, 5) for e in leaderboard(s, board="dev", page=p, per_page=2)[0]]
+    expected = [None, 2, None, 2, 2, 5, 5]
+    assert [e.tie_group for e in one_per_page] == expected
+    assert [e.tie_group for e in two_per_page] == expected
+
+
+def test_classic_ranks_only_when_ties_are_off(tie_world, monkeypatch):
+    monkeypatch.setenv("EDX_LEADERBOARD_TIES", "false")
+    reset_caches()
+    with new_session() as s:
+        entries, _ = leaderboard(s, board="dev")
+    assert all(e.tie_group is None for e in entries)
+    assert all(e.ci_low is not None for e in entries)  # intervals are shown either way
+
+
+def test_rows_without_draws_show_no_interval_and_no_tie(world):
+    with new_session() as s:
+        entries, _ = leaderboard(s, board="dev")
+    assert [(e.participant, e.score, e.ci_low, e.tie_group) for e in entries][:2] == [("ann", 0.80, None, None), ("ben", 0.80, None, None)]
+
+
+@pytest.fixture
+def overall_world(client):
+    """Three complete participants: a and b close on every tier, c far behind."""
+    with new_session() as s:
+        datasets = _world(s)
+        people = {n: Participant(name=n, team=n.upper()) for n in ("a", "b", "c")}
+        s.add_all(people.values())
+        s.flush()
+        tier_draws = {}
+        for t_i, tier in enumerate(("public", "dev", "hidden")):
+            for p_i, (name, level) in enumerate((("a", 0.80), ("b", 0.799), ("c", 0.5))):
+                draws = level + 0.01 * _noise(10 * t_i + p_i)
+                tier_draws[name, tier] = draws
+                _scored(s, datasets, people[name], tier, level, minutes=p_i, draws=draws)
+        s.commit()
+        return tier_draws
+
+
+def test_overall_interval_combines_the_tier_draws(overall_world, client):
+    with new_session() as s:
+        entries, count = leaderboard(s, board="overall")
+    assert count == 3 and [(e.participant, e.tie_group) for e in entries] == [("a", 1), ("b", 1), ("c", None)]
+    for e in entries:
+        mean = sum(overall_world[e.participant, t] for t in ("public", "dev", "hidden")) / 3
+        assert (e.ci_low, e.ci_high) == pytest.approx(percentile_interval(mean), abs=1e-12)
+        assert e.tiers["dev"]["ci_low"] == percentile_interval(overall_world[e.participant, "dev"])[0]
+    body = client.get("/api/v1/leaderboard", params={"tier": "overall"}).json()
+    first = body["data"][0]
+    assert first["tie_group"] == 1 and first["ci_low"] == pytest.approx(entries[0].ci_low)
+    assert first["ci_low"] < first["score"] < first["ci_high"]
+    with new_session() as s:
+        page2, _ = leaderboard(s, board="overall", page=2, per_page=1)
+    assert (page2[0].participant, page2[0].tie_group) == ("b", 1)
