@@ -85,3 +85,23 @@ def test_import_own_truth_maps(files, tmp_path):
     ds = read_measurement(out)
     assert ds.scene_ids == ["grain"] and ds.has_truth
     assert abs(ds.scenes[0].x_true[:, 4:] - x[:, 4:]).max() < 1e-6
+
+
+def test_score_with_intervals_matches_the_server_seeds(files):
+    """``score --ci``: the same intervals the server records (seeds from the dataset hash)."""
+    from harness.formats import ResultExpectation, read_measurement, read_result
+    from harness.scoring import score_tier
+
+    full, _, result = files
+    r = runner.invoke(app, ["score", "--dataset", str(full), "--result", str(result), "--json", "--ci"])
+    assert r.exit_code == 0, r.output
+    scores = json.loads(r.output)
+    dataset = read_measurement(full)
+    expected = score_tier(dataset, read_result(result, ResultExpectation.for_dataset(dataset, max_bytes=2**30)))
+    assert (scores["ci_low"], scores["ci_high"]) == (expected.ci_low, expected.ci_high)
+    assert scores["ci_low"] < scores["blind"] < scores["ci_high"] and scores["n_resamples"] == 1000
+    plain = json.loads(runner.invoke(app, ["score", "--dataset", str(full), "--result", str(result), "--json"]).output)
+    assert plain["ci_low"] is None and plain["blind"] == scores["blind"]
+    table = runner.invoke(app, ["score", "--dataset", str(full), "--result", str(result), "--ci"])
+    half = (expected.ci_high - expected.ci_low) / 2
+    assert table.exit_code == 0 and "95 %" in table.output and f"±{half:.4f}" in table.output
