@@ -34,7 +34,7 @@ from db.models import Kind, Participant, Score, Status, Submission
 from harness.errors import ImageError, PlatformError
 from harness.formats import validate_result
 from harness.sandbox import (
-    Outcome, RunLimits, RunSpec, inspect_image, load_image_archive, pull_image, registry_of, run_container,
+    Outcome, RunLimits, RunSpec, inspect_image, load_image_archive, parse_reference, pull_image, run_container,
 )
 from harness.sandbox.scripts import MOUNT_POINT, check_script, script_command, unpack_script
 from services.datasets import active_dataset, prefetch_scoring_dataset, result_expectation
@@ -75,7 +75,7 @@ def create_container_submission(session: Session, *, participant: Participant, i
     check_quota(session, participant=participant, tier=TIER)
     active_dataset(session, TIER)
     settings = get_settings()
-    if registry_of(image):
+    if parse_reference(image).registry:  # an invalid reference is refused here, before the daemon sees it
         info, pinned = pull_image(image, allowlist=settings.registries, max_bytes=settings.max_image_bytes,
                                   timeout=settings.pull_timeout_seconds)
         return _new_submission(session, participant=participant, image=pinned, digest=info.id, method=method,

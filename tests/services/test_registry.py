@@ -1,0 +1,297 @@
+"""Image links against a real registry (Debian's ``docker-registry``, started on a free
+loopback port with its own storage; dockerd treats 127.0.0.0/8 registries as insecure-allowed).
+
+A link from an allow-listed registry is pulled, pinned by manifest digest and scored on the
+Hidden board; a link outside the allow-list, a missing or private image, an image over the
+size cap and a registry that never answers are refused with a clear error and nothing
+recorded. Plain local names keep working without any pull.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import docker
+import pytest
+from arena_testing import ORG, add_participant, reset_caches
+from sqlalchemy import func, select
+from worker_testing import api, error, stack, wait_finished, worker  # noqa: F401
+
+from db.models import Submission
+from db.session import new_session
+from harness.scoring import SCORER_VERSION
+
+pytestmark = pytest.mark.docker
+
+BASE = "edx-arena-test/busybox-user:latest"
+#: bcrypt of a password nobody sends: the private registry only ever sees anonymous pulls.
+HTPASSWD = "reader:$2b$05$abcdefghijklmnopqrstuuOQiyCxlgf/oeuTqixKmWdcYUh4Hjl0a\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_registry(root: Path, *, private: bool = False):
+    if shutil.which("docker-registry") is None:
+        pytest.fail("docker-registry is not installed; run scripts/setup.sh (Debian package docker-registry)")
+    port = _free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    auth = ""
+    if private:
+        (root / "htpasswd").write_text(HTPASSWD)
+        auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {root / 'htpasswd'}\n"
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {root / 'storage'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
+    )
+    log = open(root / "registry.log", "wb")
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            break
+        except urllib.error.HTTPError:  # 401 from the private one: it is up
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"docker-registry did not start: {(root / 'registry.log').read_text()[-500:]}")
+    return proc, f"127.0.0.1:{port}", log
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    proc, host, log = _start_registry(tmp_path_factory.mktemp("registry"))
+    yield host
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def private_registry(tmp_path_factory):
+    proc, host, log = _start_registry(tmp_path_factory.mktemp("private-registry"), private=True)
+    yield host
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def dk():
+    client = docker.from_env(timeout=120)
+    client.images.get(BASE)  # built by scripts/build-images.sh --test-only
+    return client
+
+
+def _push(dk, image: str, repo: str, tag: str) -> str:
+    """Push ``image`` as ``repo:tag``, then drop the local tag so a submission really pulls."""
+    dk.images.get(image).tag(repo, tag)
+    for event in dk.images.push(repo, tag=tag, stream=True, decode=True):
+        assert "error" not in event, event
+    dk.images.remove(f"{repo}:{tag}")
+    return f"{repo}:{tag}"
+
+
+def _build(dk, files: dict[str, bytes], dockerfile: str) -> str:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in {"Dockerfile": dockerfile.encode(), **files}.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    tag = f"edx-arena-test/linked-{uuid.uuid4().hex[:8]}:latest"
+    image, _ = dk.images.build(fileobj=buf, custom_context=True, tag=tag, network_mode="none", rm=True)
+    return tag
+
+
+def _forget(dk, *refs: str) -> None:
+    for ref in refs:
+        try:
+            dk.images.remove(ref, force=True)
+        except docker.errors.APIError:
+            pass
+
+
+def _count() -> int:
+    with new_session() as s:
+        return s.scalar(select(func.count()).select_from(Submission))
+
+
+def _hidden_result(tmp_path: Path) -> bytes:
+    """A result for the active Hidden dataset, made on the test's side: the linked image only
+    has to deliver it (this test is about transport, not solving)."""
+    from db.models import Dataset
+    from harness.formats import read_measurement, write_result
+    from harness.solvers import solve_dataset
+
+    with new_session() as s:
+        view = s.scalar(select(Dataset.view_path).where(Dataset.tier == "hidden", Dataset.active.is_(True)))
+    out = tmp_path / "result.h5"
+    write_result(solve_dataset(read_measurement(view), solver="nnls"), out)
+    return out.read_bytes()
+
+
+@pytest.fixture
+def allow(stack, registry, monkeypatch):
+    monkeypatch.setenv("EDX_REGISTRY_ALLOWLIST", f"registry.example:5000, {registry}/team")
+    reset_caches()
+    return registry
+
+
+@pytest.mark.slow
+def test_linked_image_is_pulled_pinned_and_scored(allow, api, dk, tmp_path):
+    registry = allow
+    alice = add_participant(api, "alice")
+    built = _build(dk, {"result.h5": _hidden_result(tmp_path)},
+                   f'FROM {BASE}\nCOPY result.h5 /result.h5\nCMD ["cp /result.h5 /output/result.h5 && echo delivered"]\n')
+    link = _push(dk, built, f"{registry}/team/solver", "1.2")
+    try:
+        r = api.post("/api/v1/submissions/container", headers=alice,
+                     json={"image": link, "method": "linked solver", "source": "https://example.org/solver", "description": "nnls, shipped"})
+        assert r.status_code == 202, r.text
+        sid = r.json()["id"]
+        s = wait_finished(api, alice, {"link": sid})["link"]
+        assert s["status"] == "scored" and s["outcome"] == "succeeded", s
+        built_id = dk.images.get(built).id
+        assert s["image_digest"] == built_id  # the run pinned exactly the pushed image
+        manifest = dk.images.get_registry_data(link).id
+        with new_session() as session:
+            assert session.get(Submission, sid).image == f"{link}@{manifest}"
+        tier_row = next(x for x in s["scores"] if x["scene_id"] == "")
+        assert 0 < tier_row["score"] < 1
+
+        entry = api.get("/api/v1/leaderboard", params={"tier": "hidden"}).json()["data"][0]
+        assert (entry["participant"], entry["method"], entry["source"], entry["description"]) == (
+            "alice", "linked solver", "https://example.org/solver", "nnls, shipped")
+        assert entry["certified"] is True and entry["rank"] == 1 and entry["submission_id"] == sid
+        prov = api.get(f"/api/v1/submissions/{sid}/provenance").json()
+        assert prov["image"] == f"{link}@{manifest}" and prov["image_digest"] == built_id
+        assert prov["scores"][0]["submission_hash"] == built_id and prov["scores"][0]["scoring_version"] == SCORER_VERSION
+    finally:
+        _forget(dk, link, f"{registry}/team/solver@{dk.images.get_registry_data(link).id}", built)
+
+
+# ---- refusals: at intake, nothing recorded ------------------------------------------------------
+
+
+@pytest.fixture
+def hidden(client):
+    r = client.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 5, "preset": "small"}, headers=ORG)
+    assert r.status_code == 201, r.text
+    return client
+
+
+@pytest.fixture(scope="module")
+def pushed(dk, registry):
+    link = _push(dk, BASE, f"{registry}/team/busybox", "1")
+    yield link
+    _forget(dk, link)
+
+
+def _link(client, headers, image: str):
+    return client.post("/api/v1/submissions/container", json={"image": image, "method": "m"}, headers=headers)
+
+
+def test_link_outside_the_allow_list_is_refused(hidden, monkeypatch, registry, pushed):
+    alice = add_participant(hidden, "alice")
+    error(_link(hidden, alice, pushed), 422, "image_invalid",
+          f"the registry '{registry}' is not on this server's allow-list (allowed: none are configured)")
+    monkeypatch.setenv("EDX_REGISTRY_ALLOWLIST", f"registry.example:5000,{registry}/team")
+    reset_caches()
+    # the path prefix counts: /team/ is allowed, /other/ is not
+    error(_link(hidden, alice, f"{registry}/other/solver:1"), 422, "image_invalid",
+          f"the registry '{registry}' is not on this server's allow-list (allowed: registry.example:5000, {registry}/team)")
+    error(_link(hidden, alice, "Not A Reference!"), 422, "image_invalid",
+          "'Not A Reference!' is not a valid image reference (expected [registry/]name[:tag][@sha256:digest])")
+    assert _count() == 0
+
+
+def test_missing_private_and_oversized_images_are_refused(hidden, monkeypatch, registry, private_registry, pushed, dk):
+    alice = add_participant(hidden, "alice")
+    monkeypatch.setenv("EDX_REGISTRY_ALLOWLIST", f"{registry},{private_registry}")
+    reset_caches()
+    body = error(_link(hidden, alice, f"{registry}/team/busybox:no-such-tag"), 422, "image_invalid")
+    assert body["message"].startswith(f"cannot pull '{registry}/team/busybox:no-such-tag': the registry has no such image or tag (")
+    body = error(_link(hidden, alice, f"{registry}/nobody/nothing:1"), 422, "image_invalid")
+    assert "the registry has no such image or tag" in body["message"]
+    body = error(_link(hidden, alice, f"{private_registry}/team/secret:1"), 422, "image_invalid")
+    assert body["message"].startswith(f"cannot pull '{private_registry}/team/secret:1': the registry refused access (a private image?)"), body
+
+    size = dk.images.get(BASE).attrs["Size"]
+    monkeypatch.setenv("EDX_MAX_IMAGE_BYTES", "100000")
+    reset_caches()
+    error(_link(hidden, alice, pushed), 422, "image_invalid", f"{pushed!r} is {size} bytes; the image cap is 100000 bytes")
+    manifest = dk.images.get_registry_data(pushed).id
+    with pytest.raises(docker.errors.ImageNotFound):  # the refused pull is not kept
+        dk.images.get(f"{pushed.rsplit(':', 1)[0]}@{manifest}")
+    assert _count() == 0
+
+
+def test_registry_that_never_answers_times_out(hidden, monkeypatch):
+    """A listener that accepts connections and then says nothing: the pull time-out ends it."""
+    alice = add_participant(hidden, "alice")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    host = f"127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        monkeypatch.setenv("EDX_REGISTRY_ALLOWLIST", host)
+        monkeypatch.setenv("EDX_PULL_TIMEOUT_SECONDS", "3")
+        reset_caches()
+        started = time.monotonic()
+        body = error(_link(hidden, alice, f"{host}/team/slow:1"), 422, "image_invalid")
+        assert time.monotonic() - started < 15
+        assert "(the pull time-out)" in body["message"] and "3 s" in body["message"], body
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        silent.close()
+    assert _count() == 0
+
+
+def test_plain_local_names_are_looked_up_not_pulled(hidden, monkeypatch, registry):
+    alice = add_participant(hidden, "alice")
+    monkeypatch.setenv("EDX_REGISTRY_ALLOWLIST", registry)
+    reset_caches()
+    r = _link(hidden, alice, BASE)
+    assert r.status_code == 202, r.text
+    s = hidden.get(f"/api/v1/submissions/{r.json()['id']}", headers=alice).json()
+    assert s["image_digest"] == docker.from_env().images.get(BASE).id
+    error(_link(hidden, alice, "team/not-here:1"), 422, "image_invalid",
+          "no image 'team/not-here:1' on the server; upload it as a docker save archive, "
+          "or link it from an allowed registry (registry.example:5000/team/solver:1.2)")
+    assert _count() == 1
