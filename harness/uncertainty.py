@@ -75,6 +75,8 @@ __all__ = [
     "percentile_interval",
     "prob_greater",
     "tie_groups",
+    "inseparable",
+    "groups_from_links",
     "encode_draws",
     "decode_draws",
 ]
@@ -381,17 +383,38 @@ def tie_groups(draws: Sequence[np.ndarray | None], *, confidence: float = CONFID
         Per entry, the index of its group's first entry, or ``None`` when it is tied with
         neither neighbour.
     """
-    lo, hi = (1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0
-    starts: list[int] = list(range(len(draws)))
-    tied = [False] * len(draws)
-    for i in range(1, len(draws)):
-        a, b = draws[i - 1], draws[i]
-        if a is None or b is None or a.shape != b.shape:
-            continue
-        if lo <= prob_greater(a, b) <= hi:
-            starts[i] = starts[i - 1]
-            tied[i] = tied[i - 1] = True
-    return [starts[i] if tied[i] else None for i in range(len(draws))]
+    if not draws:
+        return []
+    return groups_from_links(
+        [inseparable(draws[i - 1], draws[i], confidence=confidence) for i in range(1, len(draws))]
+    )
+
+
+def inseparable(
+    draws_a: np.ndarray | None, draws_b: np.ndarray | None, *, confidence: float = CONFIDENCE
+) -> bool:
+    """True when the paired bootstrap cannot separate A and B at level γ:
+    ``(1 − γ)/2 ≤ P(A beats B) ≤ (1 + γ)/2`` (equivalently, the percentile interval of the
+    paired difference a* − b* contains 0). False when either has no draws or they differ in
+    length (not paired)."""
+    if draws_a is None or draws_b is None or np.shape(draws_a) != np.shape(draws_b):
+        return False
+    p = prob_greater(draws_a, draws_b)
+    return (1.0 - confidence) / 2.0 <= p <= (1.0 + confidence) / 2.0
+
+
+def groups_from_links(links: Sequence[bool]) -> list[int | None]:
+    """Tie groups from the links between neighbours: ``links[i]`` says entries *i* and
+    *i + 1* are tied (n − 1 links for n ≥ 1 entries). Per entry, the index of the first entry
+    of its chain of links, or ``None`` when neither of its links holds."""
+    n = len(links) + 1
+    starts = list(range(n))
+    tied = [False] * n
+    for i, link in enumerate(links):
+        if link:
+            starts[i + 1] = starts[i]
+            tied[i] = tied[i + 1] = True
+    return [starts[i] if tied[i] else None for i in range(n)]
 
 
 def encode_draws(draws: np.ndarray) -> str:

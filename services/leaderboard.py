@@ -17,16 +17,21 @@ entries next to each other in rank order (baselines left out) whose paired boots
 probability of one beating the other lies within [2.5 %, 97.5 %] are tied; ties chain into
 groups, and every member of a group carries the group's ``tie_group``: the 1-based position
 (among competing entries, in rank order) of the group's first entry, the same on every page.
-Ranks stay the classic ranks; ``leaderboard_ties=false`` turns the tie marks off. Only the
-draws of the requested page and its neighbours are read (from the tier rows' ``tile_stats``).
+Ranks stay the classic ranks; ``leaderboard_ties=false`` turns the tie marks off.
+
+Each verdict on a pair of neighbours is kept per process (a score row is written once per
+submission and scoring version, so it never changes); draws are read from the tier rows'
+``tile_stats`` only for pairs not judged yet: the page, its successor, and the entries before
+it back to the first separated pair.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Hashable
 
 import numpy as np
 
@@ -35,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Dataset, Kind, Participant, Score, Status, Submission, Trust
 from harness.scoring import SCORER_VERSION, overall_draws, overall_score
-from harness.uncertainty import CONFIDENCE, decode_draws, percentile_interval, tie_groups
+from harness.uncertainty import CONFIDENCE, decode_draws, inseparable, percentile_interval
 from harness.tiers import BLIND_TIERS, TIERS
 from services.errors import ServiceError
 from services.settings import get_settings
@@ -150,23 +155,32 @@ def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tupl
     ]
     competing = {row.position: entry for row, entry in zip(rows, entries) if not row.baseline}
     if competing and get_settings().leaderboard_ties:
-
-        def draws_at(lo: int, hi: int) -> dict[int, np.ndarray | None]:
-            window = session.execute(
-                select(ranked.c.position, ranked.c.submission_id)
-                .where(ranked.c.baseline.is_(False), ranked.c.position.between(lo, hi))
-            ).all()
-            by_id = _tier_draws(session, [sid for _, sid in window])
-            return {position: by_id.get(sid) for position, sid in window}
-
-        for position, group in _page_groups(competing, draws_at).items():
+        # Submission ids in rank order up to one past the page: ids only, the draws stay in
+        # the database until a pair needs judging.
+        order = session.execute(
+            select(ranked.c.submission_id)
+            .where(ranked.c.baseline.is_(False), ranked.c.position <= max(competing) + 1)
+            .order_by(ranked.c.position)
+        ).scalars().all()
+        for position, group in _page_groups(competing, list(order), lambda ids: _tier_draws(session, ids)).items():
             competing[position].tie_group = group
     return entries, total
 
 
-def _tier_draws(session: Session, submission_ids: list[str]) -> dict[str, np.ndarray]:
-    """Paired score draws of these submissions' current tier rows (rows without draws, or
-    resampled differently from the majority, are left out: they cannot be paired)."""
+#: Verdicts already reached in this process: (key of the higher entry, key of the lower) →
+#: tied. Keys name score rows that never change, so a verdict never goes stale.
+_LINKS: OrderedDict[tuple, bool] = OrderedDict()
+_LINKS_MAX = 200_000
+_LINKS_LOCK = threading.Lock()
+#: Overall intervals by the triple of tier submission ids (immutable for the same reason).
+_OVERALL_CI: OrderedDict[tuple, tuple[float | None, float | None]] = OrderedDict()
+
+Loader = Callable[[list], dict]
+
+
+def _tier_draws(session: Session, submission_ids: list[str]) -> dict[str, tuple[str, np.ndarray]]:
+    """``{submission id: (resample key, score draws)}`` of these submissions' current tier
+    rows; rows without draws (or damaged ones, which then show untied) are left out."""
     if not submission_ids:
         return {}
     rows = session.execute(
@@ -174,41 +188,70 @@ def _tier_draws(session: Session, submission_ids: list[str]) -> dict[str, np.nda
             Score.submission_id.in_(submission_ids), Score.scene_id == "", Score.scoring_version == SCORER_VERSION
         )
     ).all()
-    stats = {sid: ts for sid, ts in rows if isinstance(ts, dict) and ts.get("kind") == "tier" and ts.get("draws")}
-    keys = Counter(ts.get("resample_key") for ts in stats.values())
-    if not keys:
-        return {}
-    key = keys.most_common(1)[0][0]
     out = {}
-    for sid, ts in stats.items():
-        if ts.get("resample_key") == key:
+    for sid, ts in rows:
+        if isinstance(ts, dict) and ts.get("kind") == "tier" and ts.get("draws"):
             try:
-                out[sid] = decode_draws(ts["draws"])
-            except ValueError:  # a damaged row shows untied rather than failing the board
+                out[sid] = (str(ts.get("resample_key")), decode_draws(ts["draws"]))
+            except ValueError:
                 continue
     return out
 
 
-def _page_groups(
-    page: dict[int, Entry], draws_at: Callable[[int, int], dict[int, np.ndarray | None]]
-) -> dict[int, int | None]:
+def _links(pairs: list[tuple[Hashable, Hashable]], load: Loader) -> list[bool]:
+    """Whether each (higher, lower) pair is tied: inseparable paired draws under the same
+    resample key. Pairs not judged before are judged together, with one ``load`` of draws."""
+    with _LINKS_LOCK:
+        known = {p: _LINKS[p] for p in pairs if p in _LINKS}
+    missing = [p for p in pairs if p not in known]
+    if missing:
+        loaded = load(list({k for p in missing for k in p}))
+        for a, b in missing:
+            da, db = loaded.get(a), loaded.get(b)
+            known[a, b] = da is not None and db is not None and da[0] == db[0] and inseparable(da[1], db[1], confidence=CONFIDENCE)
+        with _LINKS_LOCK:
+            for p in missing:
+                _LINKS[p] = known[p]
+            while len(_LINKS) > _LINKS_MAX:
+                _LINKS.popitem(last=False)
+    return [known[p] for p in pairs]
+
+
+def _page_groups(page: dict[int, Entry], order: list[Hashable], load: Loader) -> dict[int, int | None]:
     """Tie groups of the page's competing entries, keyed by position (1-based rank order).
 
-    The group of the page's first entry may start before the page: the window reaches back
-    until a separated pair (or the top of the board) bounds it; one entry past the page
-    decides whether the last one is tied with its successor.
+    ``order`` holds the keys of the competing entries from position 1 to at least one past
+    the page. The page's links (and the one to its successor) are judged first; then, while
+    the chain reaching the page's first entry holds, the links before it in growing batches,
+    so that the first entry's group is named by its true first member.
     """
     first, last = min(page), max(page)
-    lo = max(1, first - 8)
-    while True:
-        draws = draws_at(lo, last + 1)
-        positions = range(lo, max(draws, default=last) + 1)
-        groups = tie_groups([draws.get(p) for p in positions])
-        reaches_back = groups[first - lo] == 0 if first - lo < len(groups) else False
-        if lo == 1 or not reaches_back:
+    links: dict[int, bool] = {}  # links[p]: positions p and p + 1 are tied
+
+    def judge(positions: list[int]) -> None:
+        todo = [p for p in positions if p not in links and p + 1 <= len(order)]
+        for p, tied in zip(todo, _links([(order[p - 1], order[p]) for p in todo], load)):
+            links[p] = tied
+        for p in positions:
+            links.setdefault(p, False)  # no successor on the board
+
+    judge(list(range(first, last + 1)))
+    start, batch = first, 16
+    while start > 1:
+        span = list(range(max(1, start - batch), start))
+        judge(span)
+        broken = [p for p in span if not links[p]]
+        if broken:
             break
-        lo = max(1, lo - 4 * (first - lo + 1))
-    return {p: (None if groups[p - lo] is None else lo + groups[p - lo]) for p in page if p - lo < len(groups)}
+        start, batch = span[0], batch * 2
+    groups: dict[int, int | None] = {}
+    for p in range(first, last + 1):
+        head = p
+        while head > 1 and links.get(head - 1):
+            head -= 1
+        tied = head < p or links[p]
+        groups[p] = head if tied else None
+    return {p: groups[p] for p in page}
 
 
 def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry], int]:
@@ -258,38 +301,48 @@ def _overall_intervals(session: Session, complete: list[tuple], entries: list[En
     """Overall intervals of the page's entries and, among competing entries, tie groups.
 
     An overall entry's draws are the mean of its three tier score draws
-    (:func:`harness.scoring.overall_draws`), paired across entries tier by tier.
+    (:func:`harness.scoring.overall_draws`), paired across entries tier by tier; its key is
+    the triple of its tier submission ids.
     """
-    cache: dict[int, np.ndarray | None] = {}
 
-    def draws_of(indices: list[int]) -> None:
-        todo = [i for i in indices if i not in cache]
-        # One read per tier: each tier's entries are paired among themselves (their own resample key).
-        by_tier = {t: _tier_draws(session, [complete[i][4][t].submission_id for i in todo]) for t in BLIND_TIERS}
-        for i in todo:
-            cache[i] = overall_draws({t: by_tier[t].get(complete[i][4][t].submission_id) for t in BLIND_TIERS})
+    def key(i: int) -> tuple[str, ...]:
+        return tuple(complete[i][4][t].submission_id for t in BLIND_TIERS)
+
+    def load(keys: list[tuple[str, ...]]) -> dict[tuple, tuple[tuple, np.ndarray]]:
+        by_tier = [_tier_draws(session, [k[j] for k in keys]) for j in range(len(BLIND_TIERS))]
+        out = {}
+        for k in keys:
+            parts = [by_tier[j].get(k[j]) for j in range(len(BLIND_TIERS))]
+            if all(p is not None for p in parts):
+                draws = overall_draws({t: p[1] for t, p in zip(BLIND_TIERS, parts)})
+                if draws is not None:
+                    out[k] = (tuple(p[0] for p in parts), draws)
+        return out
 
     page = list(range(offset, offset + len(entries)))
-    draws_of(page)
+    with _LINKS_LOCK:
+        known = {key(i): _OVERALL_CI[key(i)] for i in page if key(i) in _OVERALL_CI}
+    missing = [key(i) for i in page if key(i) not in known]
+    if missing:
+        loaded = load(missing)
+        for k in missing:
+            known[k] = percentile_interval(loaded[k][1], confidence=CONFIDENCE) if k in loaded else (None, None)
+        with _LINKS_LOCK:
+            for k in missing:
+                _OVERALL_CI[k] = known[k]
+            while len(_OVERALL_CI) > _LINKS_MAX:
+                _OVERALL_CI.popitem(last=False)
     for i, entry in zip(page, entries):
-        if cache[i] is not None:
-            entry.ci_low, entry.ci_high = percentile_interval(cache[i], confidence=CONFIDENCE)
+        entry.ci_low, entry.ci_high = known[key(i)]
     if not get_settings().leaderboard_ties:
         return
-    # Positions among competing entries, in rank order (the overall list is already sorted).
-    competing = [i for i, c in enumerate(complete) if not c[1]]
+    competing = [i for i, c in enumerate(complete) if not c[1]]  # rank order: the list is sorted
     position_of = {i: p + 1 for p, i in enumerate(competing)}
     on_page = {position_of[i]: entry for i, entry in zip(page, entries) if i in position_of}
-    if not on_page:
-        return
-
-    def draws_at(lo: int, hi: int) -> dict[int, np.ndarray | None]:
-        window = competing[lo - 1: hi]
-        draws_of(window)
-        return {position_of[i]: cache[i] for i in window}
-
-    for position, group in _page_groups(on_page, draws_at).items():
-        on_page[position].tie_group = group
+    if on_page:
+        order = [key(i) for i in competing[: max(on_page) + 1]]
+        for position, group in _page_groups(on_page, order, load).items():
+            on_page[position].tie_group = group
 
 
 def leaderboard(session: Session, *, board: str, page: int = 1, per_page: int = 50) -> tuple[list[Entry], int]:

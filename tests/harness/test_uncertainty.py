@@ -23,6 +23,8 @@ from harness.uncertainty import (
     TileStats,
     decode_draws,
     encode_draws,
+    groups_from_links,
+    inseparable,
     mean_draws,
     percentile_interval,
     prob_greater,
@@ -258,7 +260,9 @@ def test_tie_groups_chain_adjacent_entries_and_skip_missing_draws():
     e = base - 10.0  # clearly last
     assert tie_groups([a, b, c, d, e]) == [None, 1, 1, 1, None]
     assert tie_groups([b, None, c]) == [None, None, None]  # no draws, never tied
-    assert tie_groups([]) == []
+    assert tie_groups([]) == [] and tie_groups([a]) == [None]
+    assert groups_from_links([True, False, False, True, True]) == [0, 0, None, 3, 3, 3]
+    assert inseparable(b, c) and not inseparable(a, b) and not inseparable(b, None)
     with pytest.raises(ValueError, match="paired draws"):
         prob_greater(np.zeros(3), np.zeros(4))
 

@@ -231,3 +231,21 @@ def test_overall_interval_combines_the_tier_draws(overall_world, client):
     with new_session() as s:
         page2, _ = leaderboard(s, board="overall", page=2, per_page=1)
     assert (page2[0].participant, page2[0].tie_group) == ("b", 1)
+
+
+def test_long_tie_chains_are_named_by_their_first_entry_on_deep_pages(client):
+    """40 entries in two dense chains (positions 1–20 and 21–40): a page deep in a chain walks
+    back to the chain's first entry, cold (draws read) and warm (verdicts kept) alike."""
+    with new_session() as s:
+        datasets = _world(s)
+        for i in range(40):
+            who = Participant(name=f"q{i:02d}", team="")
+            s.add(who)
+            level = 0.8 - 0.0005 * i - (0.2 if i >= 20 else 0.0)
+            _scored(s, datasets, who, "dev", level, minutes=i, draws=level + 0.01 * _noise(100 + i))
+        s.commit()
+    expected = [1] * 20 + [21] * 20
+    with new_session() as s:
+        for _ in range(2):
+            pages = [e for p in range(6, 0, -1) for e in reversed(leaderboard(s, board="dev", page=p, per_page=7)[0])]
+            assert [e.tie_group for e in reversed(pages)] == expected
