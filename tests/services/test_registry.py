@@ -25,7 +25,7 @@ import docker
 import pytest
 from arena_testing import ORG, add_participant, reset_caches
 from sqlalchemy import func, select
-from worker_testing import api, error, stack, wait_finished, worker  # noqa: F401
+from worker_testing import error, wait_finished
 
 from db.models import Submission
 from db.session import new_session

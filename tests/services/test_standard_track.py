@@ -7,7 +7,7 @@ from __future__ import annotations
 import h5py
 import pytest
 from arena_testing import ORG, add_participant, download_and_solve
-from worker_testing import api, error, stack, wait_finished, worker  # noqa: F401
+from worker_testing import error, wait_finished
 
 from harness.tiers import SPEC_PARAMETERS
 

@@ -1,7 +1,7 @@
 """Fixtures for end-to-end tests through the real API and a real Celery worker process, on the
 embedded stack (SQLite + filesystem broker) and the server stack (PostgreSQL + Redis).
 
-Import the fixtures into a test module: ``from worker_testing import api, stack, worker  # noqa: F401``.
+``tests/services/conftest.py`` imports the fixtures, so any services test can ask for ``api``.
 """
 
 from __future__ import annotations
