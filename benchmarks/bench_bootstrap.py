@@ -14,7 +14,15 @@ Measured in the same run, interleaved so machine load hits every side alike:
 
 Target: bootstrap (tile statistics + 1000 resamples) < 10 s.
 
-    .venv/bin/python benchmarks/bench_bootstrap.py [--repeats 5]
+Second part (``--board N``, 0 skips it): what tie groups cost a leaderboard computation
+(uncached by the page cache). A throw-away SQLite database gets N participants with one
+scored entry per blind tier, each tier row carrying 1000 draws (levels uniform in
+[0.3, 0.9], draw spread 0.005: dense boards, long tie chains, the worst case for the
+walk-back). Pages 1, 2, 5 and 10 (50 entries) are computed with ties on and, as the
+baseline, off; "cold" is a fresh process's first pass (draws read, verdicts made), "warm"
+the second (verdicts kept).
+
+    .venv/bin/python benchmarks/bench_bootstrap.py [--repeats 5] [--board 1000]
 """
 
 from __future__ import annotations
@@ -52,9 +60,75 @@ def _timed(fn) -> tuple[float, object]:
     return time.perf_counter() - t0, value
 
 
+def _board(n: int) -> str:
+    """Leaderboard computation times with tie groups on and off (markdown table)."""
+    import os
+    import tempfile
+    import uuid
+    from datetime import datetime, timezone
+
+    os.environ.update(EDX_DATA_DIR=tempfile.mkdtemp(prefix="edx-bench-ties-"), EDX_ENVIRONMENT="development")
+    os.environ.pop("EDX_DATABASE_URL", None)
+    from sqlalchemy import insert
+
+    from db.migrate import upgrade_to_head
+    from db.models import Dataset, Participant, Score, Submission
+    from db.session import new_session
+    from harness.scoring import SCORER_VERSION
+    from harness.uncertainty import encode_draws
+    from services import leaderboard as board_module
+    from services.settings import get_settings
+
+    get_settings.cache_clear()
+    upgrade_to_head()
+    rng = np.random.default_rng(0)
+    t0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    with new_session() as s:
+        datasets = {t: Dataset(tier=t, content_hash=f"{i}" * 64, operator_version="v", preset="default", full_path="-",
+                               view_path="-") for i, t in enumerate(("public", "dev", "hidden"))}
+        s.add_all(datasets.values())
+        s.flush()
+        s.execute(insert(Participant), [{"name": f"p{i:04d}", "team": "", "role": "participant", "created_at": t0} for i in range(n)])
+        ids = [pid for (pid,) in s.execute(Participant.__table__.select().with_only_columns(Participant.id))]
+        subs, scores = [], []
+        for pid in ids:
+            for tier, dataset in datasets.items():
+                sid, level = str(uuid.uuid4()), float(rng.uniform(0.3, 0.9))
+                draws = level + 0.005 * rng.normal(size=N_RESAMPLES)
+                lo, hi = percentile_interval(draws)
+                subs.append(dict(id=sid, participant_id=pid, dataset_id=dataset.id, tier=tier, kind="hdf5", method="m",
+                                 description="", source="", status="scored", outcome="succeeded", attempt=1, charged=True,
+                                 created_at=t0))
+                scores.append(dict(submission_id=sid, scene_id="", scoring_version=SCORER_VERSION, operator_version="v",
+                                   harness_version="0", dataset_hash="h", submission_hash="s", score=level, blind=level,
+                                   standard=level, psnr=20.0, ssim=0.5, consistency=0.5, metrics={}, started_at=t0,
+                                   ended_at=t0, ci_low=lo, ci_high=hi,
+                                   tile_stats={"kind": "tier", "resample_key": tier, "n_resamples": N_RESAMPLES,
+                                               "confidence": 0.95, "tile_size": 16, "draws": encode_draws(draws)}))
+        s.execute(insert(Submission), subs)
+        s.execute(insert(Score), scores)
+        s.commit()
+    lines = ["| board | ties | cold median (ms) | warm median (ms) |", "|---|---|---|---|"]
+    for ties in ("false", "true"):
+        os.environ["EDX_LEADERBOARD_TIES"] = ties
+        get_settings.cache_clear()
+        board_module._LINKS.clear()
+        board_module._OVERALL_CI.clear()
+        for name in ("dev", "overall"):
+            times = []
+            for page in (1, 2, 5, 10) * 2:
+                with new_session() as s:
+                    dt, _ = _timed(lambda: board_module.leaderboard(s, board=name, page=page, per_page=50))
+                times.append(dt * 1e3)
+            lines.append(f"| {name} | {'on' if ties == 'true' else 'off (baseline)'} | "
+                         f"{statistics.median(times[:4]):.1f} | {statistics.median(times[4:]):.1f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--board", type=int, default=1000, help="participants on the tie benchmark's boards (0: skip)")
     args = parser.parse_args()
 
     op = ForwardModel("default")
@@ -115,6 +189,9 @@ resamples, {args.repeats} interleaved repeats, medians.
 - score {full.blind:.4f}, 95 % interval [{interval[0]:.4f}, {interval[1]:.4f}]
 """
     )
+    if args.board:
+        print(f"Tie groups on a board of {args.board} participants (one entry per blind tier), pages 1, 2, 5, 10 of 50:\n")
+        print(_board(args.board))
 
 
 if __name__ == "__main__":
