@@ -295,3 +295,39 @@ def test_plain_local_names_are_looked_up_not_pulled(hidden, monkeypatch, registr
           "no image 'team/not-here:1' on the server; upload it as a docker save archive, "
           "or link it from an allowed registry (registry.example:5000/team/solver:1.2)")
     assert _count() == 1
+
+
+def test_link_whose_layers_are_not_here_is_downloaded_or_stopped_at_the_cap(hidden, monkeypatch, registry, dk):
+    """The other tests' images share their layers with local ones; this one has a fresh 3 MB layer
+    that only the registry holds, so the pull really downloads it (and the cap can stop it)."""
+    import os
+
+    alice = add_participant(hidden, "alice")
+    built = _build(dk, {"blob.bin": os.urandom(3 * 2**20)}, f"FROM {BASE}\nCOPY blob.bin /blob.bin\n")
+    built_id = dk.images.get(built).id
+    link = _push(dk, built, f"{registry}/team/fresh", "1")
+    manifest = dk.images.get_registry_data(link).id
+    pinned = f"{registry}/team/fresh@{manifest}"
+    _forget(dk, built)  # now no local copy of the fresh layer
+    with pytest.raises(docker.errors.ImageNotFound):
+        dk.images.get(built_id)
+    try:
+        monkeypatch.setenv("EDX_REGISTRY_ALLOWLIST", registry)
+        monkeypatch.setenv("EDX_MAX_IMAGE_BYTES", str(5 * 2**20 // 2))
+        reset_caches()
+        body = error(_link(hidden, alice, link), 422, "image_invalid")
+        # stopped early, from the layer sizes the registry announced
+        assert body["message"] == f"{link!r} is over the {5 * 2**20 // 2} byte image cap (its layers alone are larger); the pull was stopped"
+        with pytest.raises(docker.errors.ImageNotFound):
+            dk.images.get(pinned)
+        assert _count() == 0
+
+        monkeypatch.setenv("EDX_MAX_IMAGE_BYTES", str(64 * 2**20))
+        reset_caches()
+        r = _link(hidden, alice, link)
+        assert r.status_code == 202, r.text
+        s = hidden.get(f"/api/v1/submissions/{r.json()['id']}", headers=alice).json()
+        assert s["image_digest"] == built_id  # the same content, now downloaded
+        assert dk.images.get(pinned).id == built_id
+    finally:
+        _forget(dk, pinned, built_id)
