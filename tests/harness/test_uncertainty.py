@@ -287,3 +287,11 @@ def test_mean_and_overall_draws():
 def test_negative_resamples_are_refused(dev):
     with pytest.raises(ValueError, match="n_resamples must be ≥ 0"):
         score_tier(dev, _truth(dev), n_resamples=-1)
+
+
+def test_standard_track_intervals_are_of_the_standard_score():
+    ds = build_tier("standard", seed=3, preset="small")
+    t = score_tier(ds, _noisy(ds, 0.03, seed=1))
+    assert t.score == t.standard and np.array_equal(t.score_draws, t.draws.standard)
+    assert (t.ci_low, t.ci_high) == percentile_interval(t.draws.standard)
+    assert t.ci_low <= t.standard <= t.ci_high and not t.ci_low <= t.blind <= t.ci_high
