@@ -11,15 +11,15 @@ Politis & Romano 1994 for the paired use).
 row-major (tile ``k = (i // 16) * ceil(W / 16) + j // 16``); edge tiles are smaller when H
 or W is not a multiple of 16. Tile *k* holds the sufficient statistics of every score term:
 
-=================  ===============================================================================
-``n_image[k]``     pixels of *k* in the scored (cropped, rows ≥ ``image_row_offset``) region
-``sse[k]``         ``Σ_e Σ_{p∈k} (x_e,p − x̂_e,p)²`` over the cropped region (all elements)
-``n_ssim[k]``      pixels of *k* where the SSIM map is averaged (the cropped map less a
-                   ``ssim_pad`` border, as scikit-image does)
-``ssim_sum[k, e]`` ``Σ_{p∈k} S_e(p)``: the per-pixel SSIM map of element *e* summed over those pixels
-``residual_sq[k]`` ``Σ_{p∈k} Σ_c (ȳ − H(θ̂) x̂)²_{p,c}``  (counts², whole scene)
-``reference_sq[k]`` ``Σ_{p∈k} Σ_c ȳ²_{p,c}``
-=================  ===============================================================================
+====================  ===========================================================================
+``n_image[k]``        pixels of *k* in the scored (cropped, rows ≥ ``image_row_offset``) region
+``sse[k]``            ``Σ_e Σ_{p∈k} (x_e,p − x̂_e,p)²`` over the cropped region (all elements)
+``n_ssim[k]``         pixels of *k* where the SSIM map is averaged (the cropped map less a
+                      ``ssim_pad`` border, as scikit-image does)
+``ssim_sum[k, e]``    ``Σ_{p∈k} S_e(p)``: element *e*'s per-pixel SSIM map summed over those pixels
+``residual_sq[k]``    ``Σ_{p∈k} Σ_c (ȳ − H(θ̂) x̂)²_{p,c}`` (counts², whole scene)
+``reference_sq[k]``   ``Σ_{p∈k} Σ_c ȳ²_{p,c}``
+====================  ===========================================================================
 
 **Resample.** A resample draws T tile indices with replacement (T = number of tiles); with
 ``c_k`` the number of times tile *k* was drawn, every term is recomputed from weighted sums:
@@ -47,6 +47,14 @@ the overall draws are the mean of the three tiers' draws.
 **Interval.** The percentile interval: the (1 − γ)/2 and (1 + γ)/2 quantiles of the B draws,
 γ = :data:`CONFIDENCE` = 0.95 (numpy's linear interpolation). It need not be symmetric around
 the point score.
+
+**What it does not cover.** The interval is conditional on the tier's scenes and on the one
+noise draw of each: it says how much the score depends on which parts of these scenes were
+measured, not what other phantoms or another exposure would give, so it is a lower bound on
+the uncertainty of a method's merit. Tiles are treated as exchangeable, which the
+non-stationary phantoms only approximate; with few tiles (the 32 × 32 "small" preset has 4)
+the interval is rough. With B = 1000 the Monte-Carlo error of the 2.5 % / 97.5 % quantiles is
+a few per cent of the interval's width.
 
 All functions are pure (arrays in, arrays out) and deterministic for a fixed seed.
 """
