@@ -136,7 +136,7 @@ def limits_from_settings() -> RunLimits:
     return RunLimits(
         cpus=s.sandbox_cpus, memory_bytes=s.sandbox_memory_bytes, pids=s.sandbox_pids,
         wall_seconds=s.sandbox_wall_seconds, output_bytes=s.sandbox_output_bytes,
-        log_bytes=s.sandbox_log_bytes, runtime=s.sandbox_runtime,
+        log_bytes=s.sandbox_log_bytes, runtime=s.sandbox_runtime, allow_image_user=s.sandbox_allow_image_user,
     )
 
 

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     sandbox_output_bytes: int = 512 * 2**20
     sandbox_log_bytes: int = 2**20
     sandbox_runtime: str | None = None
+    #: Run an image as its own non-root ``USER`` instead of 65534 (a root image is still refused).
+    sandbox_allow_image_user: bool = False
 
     # Image links (design §5): registries a Hidden-tier image may be pulled from, comma
     # separated, each ``host[:port]`` or ``host[:port]/path-prefix``; empty: no pulls at all.
