@@ -27,6 +27,8 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
+from docker.errors import DockerException
+from requests import RequestException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -103,6 +105,8 @@ def create_script_submission(session: Session, *, participant: Participant, uplo
         base = inspect_image(settings.script_image)
     except ImageError:
         raise PlatformError(f"the script base image {settings.script_image} is not installed on this server; tell the organizers") from None
+    except (DockerException, RequestException) as exc:
+        raise PlatformError(f"the container platform is unavailable ({type(exc).__name__}); nothing was recorded, submit again later") from None
     uploads = settings.storage_dir / "uploads"
     path, sha256, _ = stream_to_disk(upload, directory=uploads, max_bytes=settings.max_script_bytes)
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 import requests
 
-from harness.errors import ImageError
+from harness.errors import ImageError, PlatformError
 from harness.sandbox.model import ImageInfo
 from harness.sandbox.runner import PLATFORM, docker_client, inspect_image
 
@@ -238,7 +238,10 @@ def pull_image(ref: str, *, allowlist: Sequence[str], max_bytes: int, timeout: f
         allowed = ", ".join(a.strip() for a in allowlist if a.strip()) or "none are configured"
         raise ImageError(f"the registry {reference.registry!r} is not on this server's allow-list (allowed: {allowed})")
     deadline = time.monotonic() + timeout
-    client = docker_client(timeout=max(1, int(timeout)))
+    try:
+        client = docker_client(timeout=max(1, int(timeout)))
+    except docker.errors.DockerException as exc:
+        raise PlatformError(f"the container platform is unavailable: {type(exc).__name__}") from None
     try:
         try:
             data = client.images.get_registry_data(str(reference))
@@ -276,5 +279,7 @@ def pull_image(ref: str, *, allowlist: Sequence[str], max_bytes: int, timeout: f
         return info, pinned
     except requests.RequestException:
         raise ImageError(f"the registry behind {ref!r} did not answer within {timeout:g} s (the pull time-out)") from None
+    except docker.errors.DockerException as exc:  # not an APIError: the daemon itself failed
+        raise PlatformError(f"the container platform failed while pulling: {type(exc).__name__}") from None
     finally:
         client.close()  # an aborted pull's stream is dropped, so the daemon cancels it
