@@ -170,7 +170,7 @@ def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tupl
 #: Verdicts already reached in this process: (key of the higher entry, key of the lower) →
 #: tied. Keys name score rows that never change, so a verdict never goes stale.
 _LINKS: OrderedDict[tuple, bool] = OrderedDict()
-_LINKS_MAX = 200_000
+_LINKS_MAX = 50_000  # ≈ 10 MB at most; a board needs about one verdict per entry
 _LINKS_LOCK = threading.Lock()
 #: Overall intervals by the triple of tier submission ids (immutable for the same reason).
 _OVERALL_CI: OrderedDict[tuple, tuple[float | None, float | None]] = OrderedDict()
