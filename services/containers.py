@@ -36,13 +36,35 @@ from db.models import Kind, Participant, Score, Status, Submission
 from harness.errors import ImageError, PlatformError
 from harness.formats import validate_result
 from harness.sandbox import (
-    Outcome, RunLimits, RunSpec, inspect_image, load_image_archive, parse_reference, pull_image, run_container,
+    Outcome,
+    RunLimits,
+    RunSpec,
+    inspect_image,
+    load_image_archive,
+    parse_reference,
+    pull_image,
+    run_container,
 )
-from harness.sandbox.scripts import MOUNT_POINT, check_script, script_command, unpack_script
-from services.datasets import active_dataset, prefetch_scoring_dataset, result_expectation
+from harness.sandbox.scripts import (
+    MOUNT_POINT,
+    check_script,
+    script_command,
+    unpack_script,
+)
+from harness.scoring import SCORER_VERSION
+from services.datasets import (
+    active_dataset,
+    prefetch_scoring_dataset,
+    result_expectation,
+)
 from services.evaluation import score_submission
 from services.settings import get_settings
-from services.submissions import check_metadata, check_quota, stream_to_disk, update_status
+from services.submissions import (
+    check_metadata,
+    check_quota,
+    stream_to_disk,
+    update_status,
+)
 
 log = logging.getLogger(__name__)
 TIER = "hidden"
@@ -150,12 +172,16 @@ def _reuse(session: Session, submission: Submission) -> bool:
     same = [Submission.image_digest == submission.image_digest, Submission.kind == submission.kind]
     if submission.kind == Kind.script:
         same.append(Submission.file_sha256 == submission.file_sha256)
+    # Only rows of the current scoring version are worth copying: after a scorer update an
+    # older run's rows would keep the new submission off the board.
+    current = select(Score.id).where(Score.submission_id == Submission.id, Score.scoring_version == SCORER_VERSION)
     previous = session.scalar(
         select(Submission).where(
             *same,
             Submission.dataset_id == submission.dataset_id,
             Submission.status == Status.scored,
             Submission.id != submission.id,
+            current.exists(),
         ).order_by(Submission.created_at)
     )
     if previous is None:
@@ -178,6 +204,11 @@ def run_submission(session: Session, submission: Submission) -> None:
     if _reuse(session, submission):
         return
     settings = get_settings()
+    if submission.file_path and Path(submission.file_path).is_file():
+        # A rescore (or a retry after scoring failed): score the output this run already wrote;
+        # running the image again could give another answer and costs the whole run.
+        score_submission(session, submission, result_path=submission.file_path)
+        return
     dataset_row = submission.dataset
     expect = result_expectation(dataset_row, max_bytes=settings.sandbox_output_bytes)
     prefetch_scoring_dataset(dataset_row)  # decompress the truth while the container runs
@@ -221,7 +252,14 @@ def run_submission(session: Session, submission: Submission) -> None:
             update_status(submission, status=Status.failed, outcome=result.outcome, error_message=result.message)
             return
         submission.outcome = Outcome.succeeded
-        score_submission(session, submission, result_path=str(result.output_path))
+        # Keep the output (server side only): rescoring after a scorer update scores this very
+        # file, and the byte-exact result stays part of the submission's provenance.
+        kept = settings.storage_dir / "results" / f"{submission.id}.h5"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(result.output_path, kept)
+        submission.file_path = str(kept)
+        session.commit()
+        score_submission(session, submission, result_path=str(kept))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
