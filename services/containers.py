@@ -45,26 +45,12 @@ from harness.sandbox import (
     pull_image,
     run_container,
 )
-from harness.sandbox.scripts import (
-    MOUNT_POINT,
-    check_script,
-    script_command,
-    unpack_script,
-)
+from harness.sandbox.scripts import MOUNT_POINT, check_script, script_command, unpack_script
 from harness.scoring import SCORER_VERSION
-from services.datasets import (
-    active_dataset,
-    prefetch_scoring_dataset,
-    result_expectation,
-)
+from services.datasets import active_dataset, prefetch_scoring_dataset, result_expectation
 from services.evaluation import score_submission
 from services.settings import get_settings
-from services.submissions import (
-    check_metadata,
-    check_quota,
-    stream_to_disk,
-    update_status,
-)
+from services.submissions import check_metadata, check_quota, stream_to_disk, update_status
 
 log = logging.getLogger(__name__)
 TIER = "hidden"

@@ -13,13 +13,7 @@ import time
 
 import pytest
 import redis
-from arena_testing import (
-    ORG,
-    add_participant,
-    download_and_solve,
-    drop_backend,
-    make_backend,
-)
+from arena_testing import ORG, add_participant, download_and_solve, drop_backend, make_backend
 
 from harness.scoring import SCORER_VERSION
 
