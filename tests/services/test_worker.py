@@ -4,77 +4,14 @@ container end up scored; a broken image ends in its typed outcome."""
 
 from __future__ import annotations
 
-import os
-import random
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import redis
-from arena_testing import ORG, add_participant, download_and_solve, drop_backend, make_backend
+from arena_testing import ORG, add_participant, download_and_solve
+from worker_testing import wait_finished
 
 from harness.scoring import SCORER_VERSION
-
-STACKS = {"embedded": ("sqlite", None), "server": ("postgres", "redis")}
-
-
-@pytest.fixture(params=["embedded", pytest.param("server", marks=[pytest.mark.postgres, pytest.mark.redis])])
-def stack(request, tmp_path, monkeypatch):
-    kind, broker = STACKS[request.param]
-    backend, db_name = make_backend(kind, tmp_path, monkeypatch)
-    redis_db = None
-    if broker == "redis":
-        redis_db = random.randint(1, 15)
-        redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
-        monkeypatch.setenv("EDX_BROKER_URL", f"redis://127.0.0.1:6379/{redis_db}")
-    monkeypatch.setenv("EDX_QUOTA_HIDDEN", "10")
-    from arena_testing import reset_caches
-
-    reset_caches()
-    yield backend
-    drop_backend(db_name)
-    if redis_db is not None:
-        redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
-
-
-@pytest.fixture
-def worker(stack, tmp_path):
-    log = open(tmp_path / "worker.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "services.worker.celery_app", "worker", "-Q", "edx", "--pool", "solo", "-l", "info"],
-        env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
-    )
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-
-
-@pytest.fixture
-def api(worker):
-    from fastapi.testclient import TestClient
-
-    from services.api.main import app
-
-    with TestClient(app) as c:
-        for i, tier in enumerate(("public", "dev", "hidden")):
-            assert c.post(f"/api/v1/admin/tiers/{tier}/dataset", json={"seed": 40 + i, "preset": "small"}, headers=ORG).status_code == 201
-        yield c
-
-
-def _wait(client, headers, ids, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = {k: client.get(f"/api/v1/submissions/{i}", headers=headers).json() for k, i in ids.items()}
-        if all(s["status"] in ("scored", "failed") for s in states.values()):
-            return states
-        time.sleep(0.3)
-    raise AssertionError(f"not finished in {timeout} s: { {k: s['status'] for k, s in states.items()} }")
 
 
 @pytest.mark.docker
@@ -94,7 +31,7 @@ def test_worker_scores_hdf5_and_container_submissions(api, tmp_path):
     ids["hidden"] = r.json()["id"]
     r = api.post("/api/v1/submissions/container", json={"image": "edx-arena-test/busybox:latest", "method": "empty"}, headers=alice)
     ids["broken"] = r.json()["id"]
-    states = _wait(api, alice, ids)
+    states = wait_finished(api, alice, ids)
 
     for tier in ("public", "dev", "hidden"):
         s = states[tier]
@@ -142,7 +79,7 @@ def test_duplicate_deliveries_and_rescore_score_once(api, stack, tmp_path):
     sid = r.json()["id"]
     for _ in range(2):  # a broker redelivery, a client retry: the same task, again
         score_submission_task.delay(sid)
-    first = _wait(api, alice, {"dev": sid})["dev"]
+    first = wait_finished(api, alice, {"dev": sid})["dev"]
     deadline = time.monotonic() + 30
     while not _broker_empty(stack) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -158,7 +95,7 @@ def test_duplicate_deliveries_and_rescore_score_once(api, stack, tmp_path):
     board = api.get("/api/v1/leaderboard", params={"tier": "dev"}).json()
 
     assert api.post(f"/api/v1/admin/submissions/{sid}/rescore", headers=ORG).status_code == 202
-    again = _wait(api, alice, {"dev": sid})["dev"]
+    again = wait_finished(api, alice, {"dev": sid})["dev"]
     assert again["status"] == "scored" and again["attempt"] == 2
     assert counts() == (4, 2)  # same scoring version: the rows are kept, not duplicated
     assert [x["score"] for x in again["scores"]] == [x["score"] for x in first["scores"]]
