@@ -11,6 +11,10 @@ run it) and :func:`update_status` change a submission's status. A running submis
 lease its worker renews (:func:`renew_lease`); :func:`reap_expired` finds the ones whose worker
 died and requeues them, up to ``max_attempts``, then fails them as ``platform_error``, not
 charged. Every attempt is a :class:`~db.models.Run` row.
+
+A queued submission holds a lease too, the broker's: ``lease_expires_at`` is when its message
+is presumed lost if no worker has claimed it (:func:`stale_queued` sends it again). The
+database, not the broker, is the record of what is still to do.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from services.settings import get_settings
 __all__ = [
     "CHUNK_BYTES", "HDF5_TIERS", "ERROR_CHARS", "stream_to_disk", "check_metadata", "check_quota",
     "create_hdf5_submission", "discard_upload", "get_submission", "claim", "renew_lease", "update_status", "reap_expired",
-    "stale_queued", "rescore", "queue",
+    "stale_queued", "rescore", "queue", "lock_participant", "runs_needing_attention",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,15 +105,37 @@ def check_metadata(*, method: str, description: str, source: str) -> None:
             raise ServiceError(f"{name} is {len(value)} characters; the limit is {_MAX_TEXT[name]}")
 
 
-def check_quota(session: Session, *, participant: Participant, tier: str, now: datetime | None = None) -> None:
+def lock_participant(session: Session, participant: Participant) -> None:
+    """Serialise this participant's submissions until the transaction ends.
+
+    PostgreSQL: ``SELECT … FOR UPDATE`` on the participant row (other participants are not
+    held up). SQLite has no row locks: a no-op write takes the database write lock, as
+    ``BEGIN IMMEDIATE`` would, so hold it only around the final check and insert.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Participant.id).where(Participant.id == participant.id).with_for_update())
+    else:
+        session.execute(
+            update(Participant).where(Participant.id == participant.id).values(id=Participant.id)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def check_quota(session: Session, *, participant: Participant, tier: str, now: datetime | None = None, lock: bool = False) -> None:
     """Refuse a submission past the participant's daily quota on ``tier`` (UTC day).
 
     Counts the day's charged submissions; a run that failed for a platform reason is
     uncharged, so it gives its slot back. Organizers have no quota.
+
+    ``lock=True`` (right before the insert; the caller commits soon after) takes
+    :func:`lock_participant` first, so two simultaneous uploads cannot both take the last
+    slot. Without it the check is a cheap early refusal only.
     """
     limit = get_settings().quota(tier)
     if not limit or participant.role == Role.organizer:
         return
+    if lock:
+        lock_participant(session, participant)
     now = now or utcnow()
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     used = session.scalar(
@@ -156,6 +182,9 @@ def create_hdf5_submission(
     try:
         # In a child process: libhdf5 parsing a hostile file must not take the API down.
         validate_result_isolated(path, result_expectation(dataset_row, max_bytes=settings.max_upload_bytes))
+        # Checked again under the participant's lock: another upload may have taken the last
+        # slot while this one streamed.
+        check_quota(session, participant=participant, tier=tier, lock=True)
         submission = Submission(
             participant=participant, dataset=dataset_row, tier=tier, kind=Kind.hdf5,
             method=method, description=description, source=source, file_sha256=sha256,
@@ -220,7 +249,9 @@ def claim(session: Session, submission_id: str, *, worker: str) -> Submission | 
     for run in submission.runs:  # an earlier attempt's worker died without closing its run
         if run.ended_at is None:
             run.ended_at, run.outcome = now, Outcome.platform_error
-    submission.runs.append(Run(attempt=submission.attempt, worker=worker[:200], started_at=now))
+    # Run.attempt numbers every run of the submission; Submission.attempt restarts at a rescore.
+    number = max((run.attempt for run in submission.runs), default=0) + 1
+    submission.runs.append(Run(attempt=number, worker=worker[:200], started_at=now))
     session.commit()
     return submission
 
@@ -259,8 +290,12 @@ def update_status(
         submission.started_at = submission.started_at or now
     if status in _ACTIVE:
         submission.lease_expires_at = now + timedelta(seconds=get_settings().lease_seconds)
+    elif status == Status.queued:  # the broker's lease: resent if still unclaimed then
+        submission.lease_expires_at = now + timedelta(seconds=get_settings().queued_stale_seconds)
     else:
         submission.lease_expires_at = None
+    if status == Status.scored:  # a retry message from an earlier attempt is no longer true
+        submission.error_message = None
     if status in TERMINAL:
         submission.finished_at = now
     elif status == Status.queued:
@@ -277,8 +312,8 @@ def update_status(
 
 
 def _close_run(submission: Submission, now: datetime, outcome: str) -> None:
-    for run in submission.runs:
-        if run.attempt == submission.attempt and run.ended_at is None:
+    for run in submission.runs:  # claim closes any older open run, so this is the current one
+        if run.ended_at is None:
             run.ended_at, run.outcome = now, outcome
             run.exit_code = submission.exit_code
             run.runtime_seconds = submission.runtime_seconds
@@ -305,20 +340,54 @@ def reap_expired(session: Session, *, now: datetime | None = None) -> list[tuple
                 "it was not charged, please submit again",
             )
         else:
-            update_status(submission, status=Status.queued)
+            update_status(
+                submission, status=Status.queued,
+                error_message=f"the worker running attempt {submission.attempt} of {settings.max_attempts} stopped; "
+                "the run was requeued automatically",
+            )
             requeue.append((submission.id, submission.kind))
     return requeue
 
 
 def stale_queued(session: Session, *, now: datetime | None = None) -> list[tuple[str, str]]:
-    """Queued submissions older than a lease, as ``(id, kind)``: their message may be lost (the
-    API stopped between commit and send, or the embedded broker lost a worker's message).
-    Sending one again is harmless: :func:`claim` lets only one delivery run it."""
-    cutoff = (now or utcnow()) - timedelta(seconds=get_settings().lease_seconds)
-    rows = session.execute(
-        select(Submission.id, Submission.kind).where(Submission.status == Status.queued, Submission.created_at < cutoff)
-    )
-    return [(sid, kind) for sid, kind in rows]
+    """Queued submissions no worker claimed within ``queued_stale_seconds``, as ``(id, kind)``,
+    their broker lease renewed: the message may be lost (the API stopped between commit and
+    send, the broker was down or restarted without persistence). Sending one again is
+    harmless: :func:`claim` lets only one delivery run it. The caller commits, then queues."""
+    now = now or utcnow()
+    stale = timedelta(seconds=get_settings().queued_stale_seconds)
+    rows = session.scalars(
+        select(Submission).where(
+            Submission.status == Status.queued,
+            or_(Submission.lease_expires_at < now,
+                and_(Submission.lease_expires_at.is_(None), Submission.created_at < now - stale)),
+        ).with_for_update(skip_locked=True)
+    ).all()
+    for submission in rows:  # one resend per period, whichever API or worker reaps first
+        submission.lease_expires_at = now + stale
+    return [(s.id, s.kind) for s in rows]
+
+
+def runs_needing_attention(session: Session, *, state: str, older_than: timedelta | None = None,
+                           now: datetime | None = None, limit: int = 500) -> list[Submission]:
+    """Submissions an organizer should look at, oldest first.
+
+    ``stuck``: running or scoring with an expired lease (its worker died and no reaper ran
+    yet), or queued for longer than ``older_than`` (default ``queued_stale_seconds``).
+    ``retried``: needed more than one attempt (``attempt > 1``), whatever their state now.
+    """
+    now = now or utcnow()
+    if state == "stuck":
+        cutoff = now - (older_than if older_than is not None else timedelta(seconds=get_settings().queued_stale_seconds))
+        where = or_(
+            and_(Submission.status.in_(_ACTIVE), Submission.lease_expires_at < now),
+            and_(Submission.status == Status.queued, Submission.created_at < cutoff),
+        )
+    elif state == "retried":
+        where = Submission.attempt > 1
+    else:
+        raise ServiceError(f"unknown state {state!r}; expected stuck or retried")
+    return list(session.scalars(select(Submission).where(where).order_by(Submission.created_at).limit(limit)))
 
 
 def rescore(session: Session, *, submission_id: str) -> Submission:
@@ -334,6 +403,8 @@ def rescore(session: Session, *, submission_id: str) -> Submission:
         raise ConflictError(f"submission {submission_id!r} is {submission.status}; rescore it once it has finished")
     submission.outcome = None
     submission.error_message = None
+    # A rescore is a new round: it gets max_attempts of its own (Run rows keep counting).
+    submission.attempt = 0
     update_status(submission, status=Status.queued, charged=submission.charged)
     return submission
 
@@ -342,7 +413,7 @@ def queue(submission_id: str, kind: str) -> bool:
     """Send the submission's task, after its row is committed; False if the broker refused.
 
     The row stays queued either way: a submission whose message was lost is sent again by
-    the reaper when a worker or the API starts (``stale_queued``).
+    the reaper (at API and worker start, then periodically in each worker; ``stale_queued``).
     """
     from services.worker.tasks import run_submission_task, score_submission_task
 
