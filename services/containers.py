@@ -64,7 +64,7 @@ class RetryRun(Exception):
 def _new_submission(session: Session, *, participant: Participant, image: str, digest: str, method: str, description: str,
                     source: str, kind: str = Kind.container, file_sha256: str | None = None) -> Submission:
     check_metadata(method=method, description=description, source=source)
-    check_quota(session, participant=participant, tier=TIER)
+    check_quota(session, participant=participant, tier=TIER, lock=True)  # serialised with the insert
     dataset = active_dataset(session, TIER)
     submission = Submission(
         participant=participant, dataset=dataset, tier=TIER, kind=kind, image=image,

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # submission requeued, up to max_attempts, then failed as platform_error (not charged).
     lease_seconds: int = Field(default=120, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    #: A submission queued this long without a worker claiming it has its message sent again
+    #: (the broker may have lost it, e.g. a Redis restart without persistence).
+    queued_stale_seconds: int = Field(default=300, gt=0)
 
     # Sandbox defaults for the Hidden tier (design §5).
     sandbox_cpus: float = 1.0

@@ -96,7 +96,7 @@ def test_duplicate_deliveries_and_rescore_score_once(api, stack, tmp_path):
 
     assert api.post(f"/api/v1/admin/submissions/{sid}/rescore", headers=ORG).status_code == 202
     again = wait_finished(api, alice, {"dev": sid})["dev"]
-    assert again["status"] == "scored" and again["attempt"] == 2
+    assert again["status"] == "scored" and again["attempt"] == 1  # a rescore is a new round of attempts
     assert counts() == (4, 2)  # same scoring version: the rows are kept, not duplicated
     assert [x["score"] for x in again["scores"]] == [x["score"] for x in first["scores"]]
     assert api.get("/api/v1/leaderboard", params={"tier": "dev"}).json() == board

@@ -1,9 +1,10 @@
 """Organizer endpoints: tier datasets, participants and tokens, rescoring."""
 
 from datetime import datetime, timedelta, timezone
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -118,3 +119,38 @@ def mark_trust(submission_id: str, body: TrustUpdate, session: SessionDep, _: Or
     submission = set_trust(session, submission_id=submission_id, trust=body.trust)
     session.commit()
     return MarksPublic(id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=certified(submission))
+
+
+class RunAttention(BaseModel):
+    """A submission an organizer may need to look at (stuck or retried)."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    participant_id: int
+    tier: str
+    kind: str
+    status: str
+    outcome: str | None
+    error_message: str | None
+    attempt: int
+    lease_expires_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@router.get("/runs")
+def list_runs(
+    session: SessionDep, _: OrganizerDep,
+    state: Annotated[Literal["stuck", "retried"], Query(description="stuck: running with an expired lease, or queued "
+                                                              "too long; retried: needed more than one attempt")],
+    older_than_minutes: Annotated[float | None, Query(gt=0, description="stuck: queued longer than this "
+                                                      "(default: EDX_QUEUED_STALE_SECONDS)")] = None,
+) -> Page[RunAttention]:
+    """Runs needing attention, oldest first (at most 500)."""
+    from services.submissions import runs_needing_attention
+
+    older = timedelta(minutes=older_than_minutes) if older_than_minutes is not None else None
+    rows = runs_needing_attention(session, state=state, older_than=older)
+    data = [RunAttention.model_validate(r) for r in rows]
+    return Page(data=data, count=len(data))
