@@ -17,6 +17,9 @@ command -v wrk >/dev/null || need_pkgs+=(wrk)
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
 # A local registry for the image-link tests (tests/services/test_registry.py starts its own on loopback).
 command -v docker-registry >/dev/null || need_pkgs+=(docker-registry)
+# A real browser for the web-page tests (tests/services/web/test_browser.py drives it with selenium).
+command -v chromium >/dev/null || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     log "missing system packages: ${need_pkgs[*]} (run as root or install them: apt-get install ${need_pkgs[*]})"; exit 1

@@ -127,6 +127,9 @@ def create_app() -> FastAPI:
     )
     for module in (health, tiers, submissions, leaderboard, admin):
         app.include_router(module.router)
+    from services.web import router as web_router  # server-rendered pages and pictures
+
+    app.include_router(web_router)
     app.add_middleware(BodyCapMiddleware)
     app.add_middleware(PageCacheMiddleware)  # outermost: a cached page skips everything else
 

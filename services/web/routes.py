@@ -1,0 +1,322 @@
+"""Server-rendered pages (Jinja2, autoescaped) and PNG pictures.
+
+Routes are thin: each parses the request, calls the same service functions as the REST API
+(:func:`services.leaderboard.leaderboard`, :func:`services.submissions.get_submission`,
+:func:`services.disclosure.visible_log`, :mod:`services.datasets`) or
+:mod:`services.web.pictures`, and renders a template.
+
+**How a browser signs in.** ``GET /login`` shows a form for the participant's API token;
+``POST /login`` checks it with :func:`services.auth.authenticate` and stores it in a cookie
+``edx_token`` (HttpOnly, so page scripts can't read it; SameSite=Lax, so other sites' forms
+don't send it; Secure when the page is served over HTTPS; 30 days), then redirects to the
+page asked for. ``POST /logout`` removes it. Pages also accept ``Authorization: Bearer``.
+A ``?token=`` query parameter is deliberately not accepted: it would end up in browser
+history, proxy logs and ``Referer`` headers. The token is checked on every request, so a
+revoked or expired token stops working at once.
+
+Errors on a page are an HTML page with the service error's status and message when the
+browser asks for HTML, and the API's JSON ``{"error": {"code", "message"}}`` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Callable
+from urllib.parse import urlsplit
+
+import jinja2
+from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+
+from db.models import Participant, Score
+from harness.errors import EdxArenaError
+from harness.forward import LINES
+from harness.scoring import SCORER_VERSION
+from harness.tiers import BLIND_TIERS, TIER_RANGES, TIERS
+from services.api.deps import SessionDep
+from services.auth import authenticate
+from services.datasets import active_dataset
+from services.disclosure import visible_log
+from services.errors import AuthError, NotFoundError, ServiceError
+from services.leaderboard import MAX_PER_PAGE, leaderboard
+from services.submissions import get_submission
+from services.web import pictures
+
+__all__ = ["router", "COOKIE_NAME", "BOARD_TABS"]
+
+_HERE = Path(__file__).parent
+COOKIE_NAME = "edx_token"
+_COOKIE_SECONDS = 30 * 24 * 3600
+#: Leaderboard tabs in display order: (board, label, one-line description).
+BOARD_TABS = (
+    ("overall", "Overall", "mean of the Public, Dev and Hidden tier scores; complete entries only"),
+    ("public", "Public", "scored against the published truth"),
+    ("dev", "Dev", "scored server-side against hidden truth"),
+    ("hidden", "Hidden", "containers and scripts run by the server on unseen data"),
+    ("standard", "Standard", "standard track: nominal spec, forward model known, standard formula"),
+)
+_PICTURE_HEADERS = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
+
+
+class _PageRoute(APIRoute):
+    """Service and request errors of a page become an HTML error page for browsers."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (ServiceError, EdxArenaError, RequestValidationError) as exc:
+                status, code, message = _describe(exc)
+                if "text/html" not in request.headers.get("accept", ""):
+                    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+                if status == 401:
+                    return _login_page(request, next_url=_here(request), message=message, status=401)
+                return templates.TemplateResponse(
+                    request, "error.html", {"status": status, "code": code, "message": message, "viewer": None}, status_code=status
+                )
+
+        return guarded
+
+
+def _describe(exc: Exception) -> tuple[int, str, str]:
+    if isinstance(exc, RequestValidationError):
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path"))
+            parts.append(f"{where}: {e['msg']}" if where else e["msg"])
+        return 422, "invalid_request", "; ".join(parts)
+    if isinstance(exc, ServiceError):
+        return exc.status, exc.code, exc.message
+    return (503 if exc.code == "platform_error" else 422), exc.code, exc.message
+
+
+router = APIRouter(tags=["web"], route_class=_PageRoute, include_in_schema=False)
+
+
+# -- template helpers ------------------------------------------------------------------------
+
+
+def _is_http(url: str | None) -> bool:
+    """Only http(s) sources become links: ``javascript:``, ``data:`` and the rest stay text."""
+    if not url:
+        return False
+    parts = urlsplit(url.strip())
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _half_width(low: float | None, high: float | None) -> float | None:
+    """Half the interval's width, ``(ci_high − ci_low) / 2``: the "±" shown after a score."""
+    if low is None or high is None:
+        return None
+    return (high - low) / 2
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _date(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d") if value else "–"
+
+
+def _datetime(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "–"
+
+
+# Autoescape on for every template, whatever its name: participant text is never markup.
+templates = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True))
+templates.env.filters.update(num=_num, bytes=_bytes, date=_date, datetime=_datetime)
+templates.env.globals.update(is_http=_is_http, half_width=_half_width, scorer_version=SCORER_VERSION)
+
+
+# -- who is looking ----------------------------------------------------------------------------
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer " and header[7:].strip():
+        return header[7:].strip()
+    return request.cookies.get(COOKIE_NAME) or None
+
+
+def _viewer(request: Request, session) -> Participant | None:
+    """The signed-in participant, or None (no token, or one no longer valid)."""
+    token = _token(request)
+    if token is None:
+        return None
+    try:
+        return authenticate(session, token)
+    except AuthError:
+        return None
+
+
+def _signed_in(request: Request, session) -> Participant:
+    viewer = _viewer(request, session)
+    if viewer is None:
+        message = "sign in with your API token to see this page"
+        if _token(request) is not None:
+            message = "your token is no longer valid (revoked or expired); sign in again"
+        raise AuthError(message)
+    return viewer
+
+
+def _here(request: Request) -> str:
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+def _safe_next(url: str | None) -> str:
+    """Only a path on this site: ``//evil.example`` or ``https://…`` would be an open redirect."""
+    if not url or not url.startswith("/") or url.startswith("//") or "\\" in url:
+        return "/"
+    return url
+
+
+def _login_page(request: Request, *, next_url: str, message: str = "", status: int = 200) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request, "login.html", {"next": _safe_next(next_url), "message": message, "viewer": None}, status_code=status
+    )
+
+
+# -- pages -------------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def leaderboard_page(
+    request: Request,
+    session: SessionDep,
+    board: Annotated[str | None, Query(description="overall, public, dev, hidden or standard")] = None,
+    tier: Annotated[str | None, Query(description="the API's name for board")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 50,
+) -> HTMLResponse:
+    """The leaderboard: one tab per board (``?board=``), ranks with ties, badges, intervals."""
+    board = board or tier or "overall"
+    entries, count = leaderboard(session, board=board, page=page, per_page=per_page)
+    ranks = [e.rank for e in entries if e.rank is not None]
+    shared = {r for r in ranks if ranks.count(r) > 1}
+    pages = max(1, math.ceil(count / per_page))
+    return templates.TemplateResponse(request, "leaderboard.html", {
+        "viewer": _viewer(request, session), "board": board, "tabs": BOARD_TABS, "entries": entries, "count": count,
+        "shared_ranks": shared, "page": page, "pages": pages, "per_page": per_page, "tiers": BLIND_TIERS,
+        "description": dict((b, d) for b, _, d in BOARD_TABS)[board],
+    })
+
+
+@router.get("/tiers", response_class=HTMLResponse)
+def tiers_page(request: Request, session: SessionDep) -> HTMLResponse:
+    """The tiers: what each publishes, its ranges, downloads and pictures, and the scoring rules."""
+    from services.api.routes.tiers import list_tiers
+
+    listed = {t.name: t for t in list_tiers(session).data}
+    tiers = []
+    for name in TIERS:
+        info = listed[name]
+        scenes, truth = [], False
+        if info.has_dataset:
+            row = active_dataset(session, name)
+            scenes, truth = pictures.scene_ids(row), pictures.truth_is_public(row)
+        tiers.append({"info": info, "scenes": scenes, "truth": truth, "spectrum": name != "hidden"})
+    return templates.TemplateResponse(request, "tiers.html", {
+        "viewer": _viewer(request, session), "tiers": tiers, "ranges": TIER_RANGES, "lines": LINES,
+    })
+
+
+@router.get("/scoring")
+def scoring_page() -> RedirectResponse:
+    """The scoring rules are a section of the tiers page."""
+    return RedirectResponse("/tiers#scoring", status_code=307)
+
+
+@router.get("/submissions/{submission_id}", response_class=HTMLResponse)
+def submission_page(submission_id: str, request: Request, session: SessionDep) -> HTMLResponse:
+    """A submission for its owner (or an organizer): stage, outcome, run, log, scores, pictures."""
+    viewer = _signed_in(request, session)
+    submission = get_submission(session, submission_id=submission_id, viewer=viewer)
+    rows = session.scalars(select(Score).where(Score.submission_id == submission.id).order_by(Score.id)).all()
+    versions = list(dict.fromkeys(r.scoring_version for r in rows))
+    shown = SCORER_VERSION if SCORER_VERSION in versions else (versions[-1] if versions else None)
+    current = [r for r in rows if r.scoring_version == shown]
+    maps_ok, error_ok = pictures.submission_pictures_allowed(submission)
+    return templates.TemplateResponse(request, "submission.html", {
+        "viewer": viewer, "s": submission, "log": visible_log(submission, viewer),
+        "tier_row": next((r for r in current if r.scene_id == ""), None),
+        "scene_rows": [r for r in current if r.scene_id != ""], "shown_version": shown,
+        "other_versions": [v for v in versions if v != shown],
+        "scenes": pictures.scene_ids(submission.dataset), "maps_ok": maps_ok, "error_ok": error_ok,
+        "stages": ("queued", "running", "scoring", "scored"),
+    })
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/") -> HTMLResponse:
+    return _login_page(request, next_url=next)
+
+
+@router.post("/login")
+def login(request: Request, session: SessionDep, token: Annotated[str, Form()], next: Annotated[str, Form()] = "/") -> Response:
+    """Check the token and keep it in an HttpOnly cookie; a bad token re-shows the form (401)."""
+    token = token.strip()
+    try:
+        authenticate(session, token)
+    except AuthError as exc:
+        return _login_page(request, next_url=next, message=exc.message, status=401)
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(
+        COOKIE_NAME, token, max_age=_COOKIE_SECONDS, httponly=True, samesite="lax",
+        secure=request.url.scheme == "https", path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+@router.get("/static/{name}")
+def static_file(name: str) -> FileResponse:
+    path = _HERE / "static" / name
+    if "/" in name or name.startswith(".") or not path.is_file():
+        raise NotFoundError(f"no static file {name!r}")
+    return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+
+
+# -- pictures ----------------------------------------------------------------------------------
+
+
+@router.get("/tiers/{tier}/scenes/{scene}/{picture}.png", response_class=Response)
+def tier_picture(tier: str, scene: str, picture: str, session: SessionDep) -> Response:
+    """``maps.png`` (truth maps: Public, and Standard when its download has the truth) or
+    ``spectrum.png`` (mean spectrum with element lines; not Hidden)."""
+    png = pictures.tier_picture(session, tier=tier, scene=scene, picture=picture)
+    return Response(png, media_type="image/png", headers=_PICTURE_HEADERS)
+
+
+@router.get("/submissions/{submission_id}/scenes/{scene}/{picture}.png", response_class=Response)
+def submission_picture(submission_id: str, scene: str, picture: str, request: Request, session: SessionDep) -> Response:
+    """``maps.png`` (the participant's x̂) or ``error.png`` (|x̂ − x|, Public only); owner or organizer."""
+    viewer = _signed_in(request, session)
+    png = pictures.submission_picture(session, submission_id=submission_id, viewer=viewer, scene=scene, picture=picture)
+    return Response(png, media_type="image/png", headers=_PICTURE_HEADERS)
