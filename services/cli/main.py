@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import client, demo, science, server
+from services.cli import client, demo, plots, science, server
 
 app = typer.Typer(
     name="edx-arena",
@@ -16,6 +16,7 @@ science.register(app)
 server.register(app)
 client.register(app)
 demo.register(app)
+plots.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()
