@@ -12,12 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))  # arena_testing
 
-from arena_testing import ORG, drop_backend, make_backend, reset_caches  # noqa: E402
-
-#: Seconds: short enough that an expired lease or a lost message is noticed within a test.
-FAST = {"EDX_LEASE_SECONDS": "3", "EDX_QUEUED_STALE_SECONDS": "3", "EDX_MAX_ATTEMPTS": "3", "EDX_QUOTA_DEV": "0",
-        "EDX_QUOTA_HIDDEN": "50"}
-SEEDS = {"public": 40, "dev": 41, "hidden": 42}
+from arena_testing import drop_backend, make_backend  # noqa: E402
+from reliability_testing import SEEDS, fast_settings, seed  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,24 +23,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.reliability)
 
 
-def fast_settings(monkeypatch, **extra: str) -> None:
-    for key, value in {**FAST, **extra}.items():
-        monkeypatch.setenv(key, value)
-    reset_caches()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request, tmp_path, monkeypatch):
     b, db_name = make_backend(request.param, tmp_path, monkeypatch)
     fast_settings(monkeypatch)
     yield b
     drop_backend(db_name)
-
-
-def seed(client, tiers=("dev",)) -> None:
-    for tier in tiers:
-        r = client.post(f"/api/v1/admin/tiers/{tier}/dataset", json={"seed": SEEDS[tier], "preset": "small"}, headers=ORG)
-        assert r.status_code == 201, r.text
 
 
 @pytest.fixture

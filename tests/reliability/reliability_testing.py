@@ -18,6 +18,32 @@ import psycopg
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Seconds: short enough that an expired lease or a lost message is noticed within a test.
+FAST = {"EDX_LEASE_SECONDS": "3", "EDX_QUEUED_STALE_SECONDS": "3", "EDX_MAX_ATTEMPTS": "3", "EDX_QUOTA_DEV": "0",
+        "EDX_QUOTA_HIDDEN": "50"}
+SEEDS = {"public": 40, "dev": 41, "hidden": 42}
+
+
+def fast_settings(monkeypatch, **extra: str) -> None:
+    for key, value in {**FAST, **extra}.items():
+        monkeypatch.setenv(key, value)
+    from arena_testing import reset_caches
+
+    reset_caches()
+
+
+def seed(client, tiers=("dev",)) -> None:
+    for tier in tiers:
+        r = client.post(f"/api/v1/admin/tiers/{tier}/dataset", json={"seed": SEEDS[tier], "preset": "small"}, headers=_org())
+        assert r.status_code == 201, r.text
+
+
+def _org() -> dict[str, str]:
+    from arena_testing import ORG
+
+    return ORG
+
+
 FINISHED = ("scored", "failed")
 
 
