@@ -114,11 +114,15 @@ class PrivatePostgres:
     """A PostgreSQL cluster of our own (initdb into a temp dir, pg_ctl on a free port), run
     as the ``postgres`` user when we are root, so it can be stopped and started freely."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
+        import tempfile
+
         self.port = free_port()
-        self.workdir = workdir
-        self.data = workdir / "pgdata"
-        self.socket_dir = workdir / "sock"
+        # Not under pytest's tmp_path: that is private to root, and the server runs as postgres.
+        self.workdir = Path(tempfile.mkdtemp(prefix="edx-arena-pg-"))
+        os.chmod(self.workdir, 0o755)
+        self.data = self.workdir / "pgdata"
+        self.socket_dir = self.workdir / "sock"
 
     def _run(self, *argv: str, timeout: float = 60) -> None:
         cmd = list(argv)
@@ -127,12 +131,10 @@ class PrivatePostgres:
         subprocess.run(cmd, check=True, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
     def init(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.workdir, "postgres", "postgres")
             shutil.chown(self.socket_dir, "postgres", "postgres")
-            os.chmod(self.workdir.parent, 0o755)
         self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         self.start()
         with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as conn:
@@ -154,6 +156,7 @@ class PrivatePostgres:
             self.stop()
         except subprocess.CalledProcessError:
             pass  # already stopped
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def start_worker(log_path: Path, *, name: str, env: dict | None = None, concurrency: int = 1) -> subprocess.Popen:

@@ -52,9 +52,7 @@ def slow_image():
 def redis_server(tmp_path, monkeypatch):
     server = PrivateRedis(tmp_path / "redis")
     server.start()
-    monkeypatch.setenv("EDX_BROKER_URL", server.url)
-    reset_caches()
-    yield server
+    yield server  # the backend fixture points EDX_BROKER_URL at it
     server.stop()
 
 
@@ -180,7 +178,7 @@ def test_redis_restart_loses_no_submission(pg_stack, redis_server, workers, dev_
 def test_postgres_restart_during_scoring(tmp_path, monkeypatch, redis_server, workers, dev_result):
     """A private PostgreSQL is stopped while a worker is scoring: the API answers 503 with a
     clear code meanwhile, and once it is back every submission ends scored once."""
-    pg = PrivatePostgres(tmp_path / "pg")
+    pg = PrivatePostgres()
     pg.init()
     try:
         make_backend("sqlite", tmp_path, monkeypatch)
