@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     #: (a filtered tail of failed runs only), ``always``, ``never`` or ``full``.
     hidden_log_policy: Literal["failures", "always", "never", "full"] = "failures"
 
+    #: ``json``: one JSON object per log line with the submission id (services/logging_setup.py;
+    #: the compose stack's choice); ``text``: readable lines (the CLI and embedded default).
+    log_format: Literal["text", "json"] = "text"
+
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, url: str) -> str:

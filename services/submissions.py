@@ -35,6 +35,7 @@ from db.models import TERMINAL, Kind, Outcome, Participant, Role, Run, Status, S
 from harness.formats import validate_result_isolated
 from services.datasets import active_dataset, check_tier, result_expectation
 from services.errors import ConflictError, NotFoundError, QuotaError, ServiceError, StorageError, TooLargeError
+from services.metrics import record_upload
 from services.settings import get_settings
 
 __all__ = [
@@ -90,6 +91,7 @@ def stream_to_disk(source: BinaryIO, *, directory: Path, max_bytes: int) -> tupl
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    record_upload(size)
     return path, digest.hexdigest(), size
 
 

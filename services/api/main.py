@@ -15,9 +15,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harness.errors import EdxArenaError, FileTooLargeError
+from services.api import metrics
 from services.api.page_cache import PageCacheMiddleware
 from services.api.routes import admin, health, leaderboard, submissions, tiers
 from services.errors import ServiceError
+from services.logging_setup import SubmissionContextMiddleware
 from services.settings import get_settings
 
 __all__ = ["app", "create_app", "BodyCapMiddleware"]
@@ -125,12 +127,13 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
     )
-    for module in (health, tiers, submissions, leaderboard, admin):
+    for module in (health, tiers, submissions, leaderboard, admin, metrics):
         app.include_router(module.router)
     from services.web import router as web_router  # server-rendered pages and pictures
 
     app.include_router(web_router)
     app.add_middleware(BodyCapMiddleware)
+    app.add_middleware(SubmissionContextMiddleware)
     app.add_middleware(PageCacheMiddleware)  # outermost: a cached page skips everything else
 
     @app.exception_handler(ServiceError)

@@ -20,7 +20,10 @@ def serve(
     """Run the REST API (applies database migrations first). Settings come from EDX_* variables."""
     import uvicorn
 
-    uvicorn.run("services.api.main:app", host=host, port=port, log_level="info", timeout_graceful_shutdown=60)
+    from services.logging_setup import logging_config
+
+    uvicorn.run("services.api.main:app", host=host, port=port, log_level="info", timeout_graceful_shutdown=60,
+                log_config=logging_config())
 
 
 def worker(
@@ -29,7 +32,11 @@ def worker(
 ) -> None:
     """Run a Celery worker that executes and scores submissions."""
     pool = "solo" if concurrency == 1 else "prefork"
-    argv = [sys.executable, "-m", "celery", "-A", "services.worker.celery_app", "worker", "-Q", "edx",
+    from services.logging_setup import log_format
+
+    # --quiet: no start-up banner on stdout, so a JSON log stays one object per line.
+    quiet = ["--quiet"] if log_format() == "json" else []
+    argv = [sys.executable, "-m", "celery", "-A", "services.worker.celery_app", *quiet, "worker", "-Q", "edx",
             "--pool", pool, "--concurrency", str(concurrency), "--hostname", hostname, "-l", "info"]
     os.execv(sys.executable, argv)
 

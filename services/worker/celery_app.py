@@ -11,6 +11,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 from kombu import Queue, pools
 
+from services.logging_setup import connect_celery
 from services.settings import Settings, get_settings
 
 __all__ = ["QUEUE", "app", "configure", "transport_options"]
@@ -65,6 +66,7 @@ def configure(app: Celery) -> Celery:
 
 
 app = configure(Celery("edx_arena", include=["services.worker.tasks"]))
+connect_celery()  # JSON/text logs with the submission id on every line (EDX_LOG_FORMAT)
 
 
 @worker_init.connect
