@@ -18,12 +18,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from arena_testing import ORG, add_participant, download_and_solve, drop_backend, make_backend
 
 from db.models import Dataset, Participant, Score, Submission
 from db.session import new_session
 from harness.scoring import SCORER_VERSION
+from harness.uncertainty import encode_draws
 from services.evaluation import score_submission
 from services.submissions import claim
 
@@ -40,7 +42,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _score_row(session, dataset, who, score, *, minutes, method, kind="hdf5", baseline=False, ci=(None, None), source=""):
+def _score_row(session, dataset, who, score, *, minutes, method, kind="hdf5", baseline=False, ci=(None, None), source="", draws=None):
     sub = Submission(participant=who, dataset=dataset, tier=dataset.tier, kind=kind, status="scored", method=method,
                      source=source, created_at=T0 + timedelta(minutes=minutes), baseline=baseline,
                      description="organizer reference" if baseline else "",
@@ -49,7 +51,8 @@ def _score_row(session, dataset, who, score, *, minutes, method, kind="hdf5", ba
     session.flush()
     session.add(Score(submission_id=sub.id, scene_id="", scoring_version=SCORER_VERSION, operator_version="v", harness_version="0",
                       dataset_hash="h", submission_hash="s", score=score, blind=score, standard=score, psnr=15 + 30 * score,
-                      ssim=score, consistency=score, metrics={}, started_at=T0, ci_low=ci[0], ci_high=ci[1]))
+                      ssim=score, consistency=score, metrics={}, started_at=T0, ci_low=ci[0], ci_high=ci[1],
+                      tile_stats=None if draws is None else {"kind": "tier", "resample_key": "k", "draws": encode_draws(draws)}))
 
 
 @pytest.fixture
@@ -77,12 +80,14 @@ def site(tmp_path, monkeypatch):
         people = {n: Participant(name=n, team=f"Team {n.title()}") for n in ("ben", "cat", "org")}
         s.add_all(people.values())
         alice_row = s.query(Participant).filter_by(name="alice").one()
+        rng = np.random.default_rng(0)
         for i, tier in enumerate(("public", "dev", "hidden")):
             kind = "container" if tier == "hidden" else "hdf5"
+            # Equal scores whose bootstrap draws overlap: one tie group on every tier board.
             _score_row(s, datasets[tier], people["ben"], 0.61, minutes=10 + i, method="Ben TV-ADMM", kind=kind, ci=(0.58, 0.64),
-                       source="doi:10.1000/tv")
+                       source="doi:10.1000/tv", draws=rng.normal(0.61, 0.015, 1000))
             _score_row(s, datasets[tier], people["cat"], 0.61, minutes=20 + i, method="Cat NMF", kind=kind, ci=(0.59, 0.63),
-                       source="https://example.org/cat")
+                       source="https://example.org/cat", draws=rng.normal(0.61, 0.01, 1000))
             _score_row(s, datasets[tier], people["org"], 0.8, minutes=30 + i, method="Reference MLEM", kind=kind, baseline=True)
             if tier != "public":
                 _score_row(s, datasets[tier], alice_row, 0.55, minutes=40 + i, method=XSS, kind=kind, ci=(0.5, 0.6))
@@ -176,7 +181,10 @@ def test_pages_in_a_real_browser(site, browser):
     assert browser.execute_script("return document.scripts.length") == 0
     # Ben and Cat share rank 2 or 1 (equal scores), marked "="; intervals shown as ± half-width.
     shared = [rk for m, rk in zip(methods, ranks) if m in ("Ben TV-ADMM", "Cat NMF")]
-    assert shared[0] == shared[1] and shared[0].startswith("=")
+    assert shared[0].startswith("=1") and shared[1].startswith("=1")
+    # ... and the paired bootstrap cannot separate them: one tie group, named by its first position.
+    ties = {m: [b.text for b in r.find_elements(By.CSS_SELECTOR, ".badge.tie")] for m, r in zip(methods, rows)}
+    assert ties["Ben TV-ADMM"] == ties["Cat NMF"] == ["tie 1"] and ties[XSS] == [] and ties["Reference MLEM"] == []
     ben = rows[methods.index("Ben TV-ADMM")]
     assert "0.610 ± 0.030" in ben.find_element(By.CSS_SELECTOR, "td.num").text
     assert ben.find_element(By.CSS_SELECTOR, "td.source").text == "doi:10.1000/tv"

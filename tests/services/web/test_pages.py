@@ -290,3 +290,41 @@ def test_standard_truth_is_pictured_only_when_the_organizer_published_it(seeded)
     assert r.status_code == 201, r.text
     assert seeded.get("/tiers/standard/scenes/standard-s0/maps.png").status_code == 200
     assert 'src="/tiers/standard/scenes/standard-s0/maps.png"' in seeded.get("/tiers").text
+
+
+def test_a_failed_run_shows_outcome_resources_and_the_escaped_log(seeded):
+    assert seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 7, "preset": "small"}, headers=ORG).status_code == 201
+    alice = add_participant(seeded, "alice")
+    with new_session() as s:
+        who = s.query(Participant).filter_by(name="alice").one()
+        dataset = s.query(Dataset).filter_by(tier="hidden", active=True).one()
+        sub = Submission(participant=who, dataset=dataset, tier="hidden", kind="container", status="failed", outcome="oom_killed",
+                         error_message="the container used more than its 2 GiB memory limit", exit_code=137,
+                         runtime_seconds=12.5, peak_memory_bytes=2 * 2**30, attempt=1, method="big",
+                         log_tail="loading\n<img src=x onerror=alert(1)>\nKilled")
+        s.add(sub)
+        s.commit()
+        sid = sub.id
+    html = seeded.get(f"/submissions/{sid}", headers=ORG).text  # the organizer sees the whole log
+    assert 'class="status status-failed">failed<' in html and "<dt>Outcome</dt><dd>oom_killed</dd>" in html
+    assert "more than its 2 GiB memory limit" in html and "<dt>Exit code</dt><dd>137</dd>" in html
+    assert "<dt>Runtime</dt><dd>12.5 s</dd>" in html and "<dt>Peak memory</dt><dd>2.0 GiB</dd>" in html
+    assert '<li class="failed current">failed</li>' in html and "Not scored: the run ended with oom_killed" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert seeded.get(f"/submissions/{sid}", headers=alice).status_code == 200  # the owner's page (log per policy)
+
+
+def test_long_boards_are_paged(client):
+    with new_session() as s:
+        dataset = Dataset(tier="dev", content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-")
+        s.add(dataset)
+        people = [Participant(name=f"p{i}") for i in range(5)]
+        s.add_all(people)
+        s.flush()
+        for i, who in enumerate(people):
+            _row(s, dataset, who, i / 10, minutes=i, method=f"m{i}")
+        s.commit()
+    html = client.get("/", params={"board": "dev", "per_page": 2, "page": 2}).text
+    assert "Page 2 of 3" in html and [m for m in re.findall(r'method-name">(m\d)<', html)] == ["m2", "m1"]
+    assert 'href="/?board=dev&amp;page=1&amp;per_page=2"' in html and 'href="/?board=dev&amp;page=3&amp;per_page=2"' in html
+    assert "5 entries" in html
