@@ -149,7 +149,10 @@ def logging_config(fmt: str | None = None, level: str = "INFO") -> dict:
         "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
                                 "formatter": "default", "filters": ["submission"]}},
         "root": {"level": level, "handlers": ["stderr"]},
-        "loggers": {name: dict(propagate) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task")},
+        "loggers": {
+            **{name: dict(propagate) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task")},
+            "alembic.runtime.plugins": {"level": "WARNING"},  # a line per plugin at every start
+        },
     }
 
 

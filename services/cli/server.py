@@ -90,6 +90,54 @@ def seed_tier_cmd(
     console.print(f"{tier} tier seeded: dataset {row.id}, content hash {row.content_hash[:16]}…")
 
 
+@admin_app.command("rescore")
+def rescore_cmd(
+    ids: Annotated[list[str] | None, typer.Argument(help="Submission ids to score again.")] = None,
+    outdated: Annotated[bool, typer.Option(help="Every scored submission with no score rows of the current scorer version.")] = False,
+) -> None:
+    """Queue finished submissions for scoring again (after a scorer update: --outdated).
+
+    Old score rows stay (append-only); a Hidden-tier run is rescored from its kept output, the
+    image is not run again. The workers do the scoring; watch edx_arena_queue_depth.
+    """
+    from sqlalchemy import exists, select
+
+    from db.migrate import upgrade_to_head
+    from db.models import Score, Status, Submission
+    from db.session import new_session
+    from harness.scoring import SCORER_VERSION
+    from services.errors import ServiceError
+    from services.submissions import queue, rescore
+
+    if not ids and not outdated:
+        console.print("[red]error[/red]: name submission ids or pass --outdated")
+        raise typer.Exit(2)
+    upgrade_to_head()
+    with new_session() as session:
+        todo = list(ids or [])
+        if outdated:
+            current = exists().where(Score.submission_id == Submission.id, Score.scoring_version == SCORER_VERSION)
+            todo += session.scalars(select(Submission.id).where(Submission.status == Status.scored, ~current)
+                                    .order_by(Submission.created_at)).all()
+        queued, failed = [], []
+        for sid in dict.fromkeys(todo):
+            try:
+                submission = rescore(session, submission_id=sid)
+                session.commit()
+            except ServiceError as exc:
+                session.rollback()
+                failed.append(sid)
+                console.print(f"[red]error[/red]: {exc.message}")
+                continue
+            queue(submission.id, submission.kind)  # a lost message is resent by the reaper: the row is queued
+            queued.append(sid)
+    console.print(f"queued {len(queued)} submission(s) for scoring with {SCORER_VERSION}")
+    for sid in queued:
+        print(sid)
+    if failed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("worker")(worker)
