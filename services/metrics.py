@@ -4,7 +4,7 @@ Everything about submissions and runs is read from the database at scrape time, 
 process reports the same numbers for the whole deployment, and a restart loses nothing:
 
 - ``edx_arena_queue_depth{tier,status}``: submissions waiting (``queued``) or in progress
-  (``running``), every tier listed, zeros included;
+  (``running``, ``scoring``), every tier and status listed, zeros included;
 - ``edx_arena_oldest_queued_seconds``: age of the oldest queued submission (0 when none);
 - ``edx_arena_submissions{tier,status,outcome}``: all submissions by state;
 - ``edx_arena_runs_total{outcome}``: finished attempts (rows of ``runs``, never deleted, so
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 #: Seconds: an HDF5 scoring takes ~1-10 s, a container run up to the 30 min wall limit.
 DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 TIERS = ("public", "dev", "hidden", "standard")
-ACTIVE = ("queued", "running")
+ACTIVE = ("queued", "running", "scoring")
 
 REGISTRY = CollectorRegistry()
 UPLOAD_BYTES = Counter(

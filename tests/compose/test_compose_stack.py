@@ -167,6 +167,15 @@ def test_submit_and_score_through_the_compose_stack(stack, tmp_path):
         assert 'edx_arena_queue_depth{status="queued",tier="hidden"} 0.0' in metrics
         assert "edx_arena_container_seconds_count 1.0" in metrics
 
+        # The operations guide's commands: a rescore from the CLI inside the api container, a database dump.
+        rescored = stack.run("exec", "-T", "api", "python3", "-m", "services.cli.main", "admin", "rescore", ids["public"])
+        assert rescored.stdout.split() == [ids["public"]]
+        again = wait_scored(api, carol, {"public": ids["public"]})["public"]
+        assert again["status"] == "scored" and again["scores"] == states["public"]["scores"]
+        dump = subprocess.run([*stack.base, "exec", "-T", "postgres", "pg_dump", "-U", "edx", "-Fc", "edx"], env=stack.env,
+                              capture_output=True, timeout=120)
+        assert dump.returncode == 0 and dump.stdout.startswith(b"PGDMP") and len(dump.stdout) > 10_000
+
     # The sandbox container ran on the host's daemon and is gone.
     left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=edx-arena.submission={ids['hidden']}"],
                           capture_output=True, text=True).stdout.split()
