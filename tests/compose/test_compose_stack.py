@@ -181,10 +181,16 @@ def test_submit_and_score_through_the_compose_stack(stack, tmp_path):
                           capture_output=True, text=True).stdout.split()
     assert left == []
 
-    # Structured logs: every worker line is a JSON object; the Hidden run's lines carry its id.
-    lines = [line for line in stack.run("logs", "--no-color", "worker").stdout.splitlines() if "|" in line]
-    entries = [json.loads(line.split("|", 1)[1]) for line in lines if line.split("|", 1)[1].strip()]
-    assert entries and all({"timestamp", "level", "logger", "message", "submission_id"} <= set(e) for e in entries)
+    # Structured logs: every api and worker line is a JSON object; the submissions' lines carry their ids.
+    logs = {}
+    for service in ("api", "worker"):
+        lines = [line.split("|", 1)[1] for line in stack.run("logs", "--no-color", service).stdout.splitlines() if "|" in line]
+        logs[service] = [json.loads(line) for line in lines if line.strip()]
+        assert logs[service] and all({"timestamp", "level", "logger", "message", "submission_id"} <= set(e) for e in logs[service])
     for sid in ids.values():
-        assert any(e["submission_id"] == sid for e in entries), sid
-        assert all(e["submission_id"] == sid for e in entries if sid in e["message"])
+        assert any(e["submission_id"] == sid for e in logs["worker"]), sid
+        assert all(e["submission_id"] == sid for e in logs["worker"] if sid in e["message"])
+    assert any(e["logger"] == "uvicorn.access" and e["submission_id"] == ids["hidden"] for e in logs["api"])
+
+    # The worker's own health check (celery ping to itself) passes too.
+    stack.wait_healthy(("worker",), timeout=120)
