@@ -101,6 +101,25 @@ def stack(tmp_path_factory):
         subprocess.run(["docker", "rm", "-f", *left], capture_output=True) if left else None
         # Runs write files as uid 65534 into the storage folder; root (the tests) removes them.
         shutil.rmtree(storage, ignore_errors=True)
+    assert volumes(s.project) == [], "down -v left volumes behind"
+
+
+def volumes(project: str) -> list[str]:
+    out = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+                         capture_output=True, text=True, check=True).stdout
+    return sorted(out.split())
+
+
+def test_named_volumes_health_and_no_published_database_ports(stack):
+    assert volumes(stack.project) == [f"{stack.project}_{v}" for v in ("pgdata", "redisdata", "storage")]
+    for service in ("postgres", "redis"):
+        cid = stack.run("ps", "-q", service).stdout.strip()
+        ports = subprocess.run(["docker", "port", cid], capture_output=True, text=True).stdout
+        assert ports.strip() == "", f"{service} publishes {ports!r}; the host's own 5432/6379 must stay free"
+    # The worker reaches the host's daemon through the socket and sees the runner image.
+    seen = stack.run("exec", "-T", "worker", "python3", "-c",
+                     "import docker; print(docker.from_env().images.get('edx-arena/runner:latest').id)")
+    assert seen.stdout.strip().startswith("sha256:")
 
 
 def wait_scored(client: httpx.Client, headers: dict, ids: dict[str, str], timeout: float = 300) -> dict[str, dict]:
