@@ -135,8 +135,8 @@ def wait_scored(client: httpx.Client, headers: dict, ids: dict[str, str], timeou
 
 def test_submit_and_score_through_the_compose_stack(stack, tmp_path):
     from harness.formats import read_measurement, write_result
-    from harness.solvers import solve_dataset
     from harness.scoring import SCORER_VERSION
+    from harness.solvers import solve_dataset
 
     org = {"Authorization": f"Bearer {stack.token}"}
     with httpx.Client(base_url=stack.url, timeout=120) as api:
@@ -158,7 +158,8 @@ def test_submit_and_score_through_the_compose_stack(stack, tmp_path):
         write_result(solve_dataset(read_measurement(measurement).without_truth(), solver="nnls"), result)
 
         ids = {}
-        r = api.post("/api/v1/submissions", data={"tier": "public", "method": "nnls"}, files={"file": ("r.h5", result.read_bytes())}, headers=carol)
+        r = api.post("/api/v1/submissions", data={"tier": "public", "method": "nnls"},
+                     files={"file": ("r.h5", result.read_bytes())}, headers=carol)
         assert r.status_code == 202, r.text
         ids["public"] = r.json()["id"]
         r = api.post("/api/v1/submissions/container", json={"image": "edx-arena/runner:latest", "method": "runner"}, headers=carol)

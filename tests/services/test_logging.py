@@ -17,7 +17,11 @@ from arena_testing import ORG, add_participant, download_and_solve
 from worker_testing import wait_finished
 
 from services.logging_setup import (
-    JsonFormatter, SubmissionContextMiddleware, SubmissionFilter, TextFormatter, submission_context,
+    JsonFormatter,
+    SubmissionContextMiddleware,
+    SubmissionFilter,
+    TextFormatter,
+    submission_context,
 )
 
 SID = "0b6f4f1e-3a52-4c3e-9d8e-3f2a6f1b9c01"
