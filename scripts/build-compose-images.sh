@@ -34,13 +34,17 @@ build() {  # build NAME CONTEXT HASH ARGS...: quiet, the log's tail shown when i
   log "building edx-arena/$name (inputs $hash; log: var/log/build-compose-$name.log)"
   docker build --build-arg "BASE_IMAGE=$base" --label "edx-arena.source-hash=$hash" "$@" "$ctx" \
     >"var/log/build-compose-$name.log" 2>&1 \
-    || { tail -20 "var/log/build-compose-$name.log" >&2; die "docker build of $name failed"; }
+    || { tail -20 "var/log/build-compose-$name.log" >&2; return 1; }
 }
 
 for server in postgres:15 redis:7; do
   name=${server%%:*}
   hash=$(hash_of "docker/$name")
-  [ "$(label "edx-arena/$server")" = "$hash" ] || build "$name" "docker/$name" "$hash" -t "edx-arena/$server"
+  [ "$(label "edx-arena/$server")" = "$hash" ] && continue
+  # apt-get needs a Debian mirror: through the default bridge, else (no NAT on this host) the host's network.
+  build "$name" "docker/$name" "$hash" -t "edx-arena/$server" \
+    || { log "retrying $name with --network host"; build "$name" "docker/$name" "$hash" --network host -t "edx-arena/$server" \
+         || die "docker build of $name failed"; }
 done
 
 # The wheelhouse: every pinned dependency of pyproject.toml as a CPython 3.11 manylinux wheel
@@ -71,6 +75,6 @@ if [ "$(label edx-arena/services:latest)" != "$hash" ]; then
   cp -al "$wheels" "$ctx/wheelhouse" 2>/dev/null || cp -a "$wheels" "$ctx/wheelhouse"
   cp var/cache/requirements.txt "$ctx/requirements.txt"
   find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
-  build services "$ctx" "$hash" -f Dockerfile.services -t edx-arena/services:latest
+  build services "$ctx" "$hash" -f Dockerfile.services -t edx-arena/services:latest || die "docker build of services failed"
 fi
 log "ready: edx-arena/services:latest edx-arena/postgres:15 edx-arena/redis:7"
