@@ -152,6 +152,16 @@ def _screenshot(driver, name: str) -> Path:
     return path
 
 
+def _navigated(driver, url: str) -> None:
+    """Wait until the click's navigation has landed on ``url`` and the new page is loaded:
+    a click returns before the next page replaces the old one."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 30).until(
+        lambda d: d.current_url == url and d.execute_script("return document.readyState") == "complete"
+    )
+
+
 def _images_loaded(driver) -> list[tuple[str, int]]:
     """(src, natural width) of every image, once all have finished loading."""
     deadline = time.monotonic() + 60
@@ -163,6 +173,8 @@ def _images_loaded(driver) -> list[tuple[str, int]]:
 
 def test_pages_in_a_real_browser(site, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import WebDriverWait
 
     base, token, sid = site
     browser.get(f"{base}/?board=public")
@@ -197,7 +209,7 @@ def test_pages_in_a_real_browser(site, browser):
 
     # Click a tab: the Hidden board, every entry certified (images run by the server).
     browser.find_element(By.LINK_TEXT, "Hidden").click()
-    assert browser.current_url.endswith("/?board=hidden")
+    _navigated(browser, f"{base}/?board=hidden")
     assert browser.find_element(By.CSS_SELECTOR, "nav.tabs a.active").text == "Hidden"
     hidden_rows = browser.find_elements(By.CSS_SELECTOR, "table.board tbody tr")
     assert len(hidden_rows) == 4
@@ -205,6 +217,7 @@ def test_pages_in_a_real_browser(site, browser):
     _screenshot(browser, "leaderboard-hidden.png")
 
     browser.find_element(By.LINK_TEXT, "Overall").click()
+    _navigated(browser, f"{base}/?board=overall")
     groups = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "th.group")]
     assert groups == ["PUBLIC", "DEV", "HIDDEN"]  # uppercase by the stylesheet: it loaded
     overall = [r.find_element(By.CSS_SELECTOR, ".method-name").text for r in browser.find_elements(By.CSS_SELECTOR, "table.board tbody tr")]
@@ -215,8 +228,11 @@ def test_pages_in_a_real_browser(site, browser):
     browser.get(f"{base}/submissions/{sid}")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Sign in"
     browser.find_element(By.ID, "token").send_keys(token)
-    browser.find_element(By.CSS_SELECTOR, "form.stack button").click()
-    assert browser.current_url == f"{base}/submissions/{sid}"
+    button = browser.find_element(By.CSS_SELECTOR, "form.stack button")
+    button.click()
+    # The form was served at the page's own address (401), so wait for the form itself to go.
+    WebDriverWait(browser, 30).until(staleness_of(button))
+    _navigated(browser, f"{base}/submissions/{sid}")
     assert "Signed in as alice" in browser.find_element(By.CSS_SELECTOR, "header .who").text
     assert browser.execute_script("return document.cookie") == ""  # HttpOnly: invisible to scripts
     assert browser.find_element(By.CSS_SELECTOR, ".method-name").text == XSS
