@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from harness.errors import EdxArenaError
-from services.cli.science import EXIT_INVALID_FILE, _fail, console, out
+from services.cli.science import EXIT_INVALID_FILE, _fail, console
 
 plot_app = typer.Typer(
     help="Draw PNG pictures of a measurement or result file: element maps, |x̂ − x| errors, mean spectra.",
@@ -65,7 +65,7 @@ def _write(out_dir: Path, name: str, png: bytes) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name
     path.write_bytes(png)
-    out.print(str(path))
+    typer.echo(str(path))  # plain: one path a line, never wrapped, for scripts
 
 
 @plot_app.command("maps")
