@@ -171,6 +171,11 @@ def test_sign_in_sets_an_httponly_cookie_and_guards_the_page(seeded, tmp_path):
     assert cookie.startswith(f"{COOKIE_NAME}=") and "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
     page = seeded.get(f"/submissions/{sid}")
     assert page.status_code == 200 and "Signed in as <strong>alice</strong>" in page.text
+    # On the board, her own entry links to its page; nobody else's does.
+    board = seeded.get("/", params={"board": "public"}).text
+    assert f'<a class="method-name" href="/submissions/{sid}"' in board
+    seeded.cookies.clear()
+    assert f'href="/submissions/{sid}"' not in seeded.get("/", params={"board": "public"}, headers=bob).text
     # Another participant's submission is a 404, as for a missing id.
     seeded.cookies.clear()
     r = seeded.get(f"/submissions/{sid}", headers={**bob, **HTML})
