@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 
 from harness.errors import EdxArenaError
-from services.cli.science import EXIT_INVALID_FILE, _fail, console
+
+#: The exit code of the science commands for an invalid input file.
+EXIT_INVALID_FILE = 3
+console = Console(stderr=True)
 
 plot_app = typer.Typer(
     help="Draw PNG pictures of a measurement or result file: element maps, |x̂ − x| errors, mean spectra.",
@@ -28,6 +32,11 @@ _Measurement = Annotated[
 ]
 _Out = Annotated[Path, typer.Option("--out", help="Folder for the PNG files (created if missing).", file_okay=False)]
 _Scenes = Annotated[Optional[list[str]], typer.Option("--scene", help="Only this scene (repeatable); default: every scene.")]
+
+
+def _fail(error: EdxArenaError) -> typer.Exit:
+    console.print(f"[red]error[/red] ({error.code}): {error.message}")
+    return typer.Exit(EXIT_INVALID_FILE)
 
 
 def _load(measurement: Path, scenes: list[str] | None):
