@@ -26,6 +26,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.client import fail
+from services.cli.exit_codes import ExitCode
+
 console = Console(stderr=True)
 out = Console()
 
@@ -63,7 +66,8 @@ def _processes(env: dict[str, str], port: int, log_dir: Path) -> Iterator[None]:
 
 def _check(response: httpx.Response) -> dict:
     if response.status_code >= 400:
-        raise RuntimeError(f"{response.request.method} {response.request.url.path} → {response.status_code}: {response.text}")
+        fail(ExitCode.SERVER_ERROR if response.status_code >= 500 else ExitCode.FAILURE,
+             f"{response.request.method} {response.request.url.path} → {response.status_code}: {response.text[:500]}")
     return response.json()
 
 
@@ -76,7 +80,7 @@ def _wait_healthy(client: httpx.Client, timeout: float = 60) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.3)
-    raise RuntimeError("the API did not become healthy; see its log")
+    fail(ExitCode.UNREACHABLE, f"the API did not become healthy within {timeout:.0f} s; see its log (api.log)")
 
 
 def _wait_scored(client: httpx.Client, ids: dict[str, str], token: str, timeout: float) -> dict[str, dict]:
@@ -92,7 +96,7 @@ def _wait_scored(client: httpx.Client, ids: dict[str, str], token: str, timeout:
         if all(s["status"] in _TERMINAL for s in states.values()):
             return states
         time.sleep(0.5)
-    raise RuntimeError(f"submissions not finished after {timeout:.0f} s: {last}")
+    fail(ExitCode.TIMEOUT, f"submissions not finished after {timeout:.0f} s: {last}; see the logs (api.log, worker.log)")
 
 
 def demo(
@@ -101,7 +105,20 @@ def demo(
     image: Annotated[str, typer.Option(help="Reference solver image for the Hidden tier.")] = "edx-arena/runner:latest",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all scores.")] = 900,
 ) -> None:
-    """Run the whole challenge end to end on the embedded default and print the leaderboard."""
+    """Run the whole challenge end to end on the embedded default and print the leaderboard.
+
+    Starts the API and a worker, seeds the three tiers as the organizer, creates a participant,
+    submits the reference MLEM results (Public, Dev) and the runner image (Hidden) over HTTP,
+    waits for the scores and prints the overall board. Writes everything (database, broker,
+    datasets, logs in DATA_DIR/log) under --data-dir, which it wipes first. Exits 1 if a
+    submission failed.
+
+    Examples:
+
+        edx-arena demo
+
+        edx-arena demo --size small --data-dir /tmp/arena-demo
+    """
     from harness.formats import read_measurement, write_result
     from harness.solvers import solve_dataset
 

@@ -3,8 +3,9 @@
 These call the harness directly (no server needed), so an organizer can prepare tiers and a
 participant can check a result file before submitting it.
 
-Exit codes scripts can rely on: 0 success, 2 usage error, 3 invalid input file (the message
-says which part of the file and which rule), 1 anything else.
+Exit codes scripts can rely on (services/cli/exit_codes.py): 0 success, 2 usage error,
+3 invalid input file (the message says which part of the file and which rule), 1 anything else.
+Progress bars go to stderr, only on a terminal and without ``--quiet``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from harness.errors import EdxArenaError
+from services.cli.exit_codes import ExitCode
 
-EXIT_INVALID_FILE = 3
+EXIT_INVALID_FILE = int(ExitCode.INVALID_FILE)
 
 console = Console(stderr=True)
 out = Console()
 
-dataset_app = typer.Typer(help="Build and export tier datasets (organizers).", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="Build, import and export tier datasets (organizers): `edx-arena dataset COMMAND --help`.", no_args_is_help=True
+)
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (it is also off when stderr is not a terminal).")]
 
 
 def _fail(error: EdxArenaError) -> typer.Exit:
@@ -34,7 +39,7 @@ def _fail(error: EdxArenaError) -> typer.Exit:
     return typer.Exit(EXIT_INVALID_FILE)
 
 
-def _progress() -> Progress:
+def _progress(quiet: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -42,6 +47,7 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=False,
+        disable=quiet or not console.is_terminal,
     )
 
 
@@ -54,18 +60,31 @@ def build(
         typer.Option(help="Generator seed. Omit for a secret random seed: a known seed lets anyone regenerate the truth."),
     ] = None,
     size: Annotated[str, typer.Option(help="Grid preset: default (128×128×1000) or small (32×32×250).")] = "default",
+    quiet: Quiet = False,
 ) -> None:
-    """Generate a tier's 3 scenes (θ drawn from the tier's published ranges) and write the full file."""
+    """Generate a tier's 3 scenes (θ drawn from the tier's published ranges) and write the full file.
+
+    Writes --out: the organizer's full file, with the truth (x_true, true θ) and the seed. Never
+    hand it out: `dataset export` makes the participant views. A bar counts the scenes.
+
+    Examples:
+
+        edx-arena dataset build --tier hidden --out hidden.h5
+
+        edx-arena dataset build --tier public --seed 2026 --size small --out public-full.h5
+    """
     from harness.formats import write_measurement
     from harness.scenes import build_tier
+    from harness.tiers import SCENES_PER_TIER
 
     if seed is None:
         seed = secrets.randbits(62)
-    with _progress() as progress:
-        task = progress.add_task(f"building {tier} tier", total=None)
+    with _progress(quiet) as progress:
+        task = progress.add_task(f"building {tier} tier: scene 1/{SCENES_PER_TIER}", total=SCENES_PER_TIER)
 
         def step(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+            label = f"scene {done + 1}/{total}" if done < total else "done"
+            progress.update(task, completed=done, total=total, description=f"building {tier} tier: {label}")
 
         try:
             dataset = build_tier(tier, seed=seed, preset=size, progress=step)
@@ -86,7 +105,12 @@ def import_maps(
 ) -> None:
     """Make a tier from your own ground-truth maps: θ drawn from the tier's ranges, y simulated.
 
-    Rows 0–3 of every scene are overwritten with the published calibration composition.
+    Rows 0–3 of every scene are overwritten with the published calibration composition. Writes
+    --out, a full file with the truth, like `dataset build`.
+
+    Example:
+
+        edx-arena dataset import my-maps.h5 --tier dev --out dev-full.h5
     """
     from harness.formats import read_truth_maps, write_measurement
     from harness.scenes import dataset_from_maps
@@ -111,7 +135,17 @@ def export(
     public_view: Annotated[bool, typer.Option("--public-view", help="Keep the truth (Public tier download).")] = False,
     dev_view: Annotated[bool, typer.Option("--dev-view", help="Strip the truth (Dev tier download, container input).")] = False,
 ) -> None:
-    """Write the participant view of a full dataset file: Public keeps the truth, Dev strips it."""
+    """Write the participant view of a full dataset file: Public keeps the truth, Dev strips it.
+
+    Writes --out. No view carries the seed; --dev-view also drops x_true and the true θ (use it
+    for the Dev download and the Hidden container input).
+
+    Examples:
+
+        edx-arena dataset export public-full.h5 --public-view --out public.h5
+
+        edx-arena dataset export hidden.h5 --dev-view --out hidden-input.h5
+    """
     from harness.formats import read_measurement, write_measurement
 
     if public_view == dev_view:
@@ -130,8 +164,19 @@ def solve(
     measurement: Annotated[Path, typer.Argument(help="Measurement file (download).", exists=True, dir_okay=False)],
     out_path: Annotated[Path, typer.Option("--out", help="Result file to write.")],
     solver: Annotated[str, typer.Option(help="Reference solver name (see harness.solvers.SOLVERS).")] = "nnls",
+    quiet: Quiet = False,
 ) -> None:
-    """Run a reference solver on every scene of a measurement file and write a result file."""
+    """Run a reference solver on every scene of a measurement file and write a result file.
+
+    Writes --out, a result file (x_hat and the corrected spec per scene) ready for `score` and
+    `submit`. A bar counts the scenes.
+
+    Examples:
+
+        edx-arena solve public.h5 --out result.h5
+
+        edx-arena solve dev.h5 --out result.h5 --solver mlem
+    """
     from harness.formats import read_measurement, write_result
     from harness.solvers import SOLVERS, solve_dataset
 
@@ -141,7 +186,7 @@ def solve(
         dataset = read_measurement(measurement).without_truth()
     except EdxArenaError as exc:
         raise _fail(exc) from None
-    with _progress() as progress:
+    with _progress(quiet) as progress:
         task = progress.add_task(f"{solver} on {dataset.tier}", total=len(dataset.scenes))
         result = solve_dataset(dataset, solver=solver, progress=lambda d, t: progress.update(task, completed=d, total=t))
     write_result(result, out_path)
@@ -155,7 +200,17 @@ def score(
     max_bytes: Annotated[int, typer.Option(help="Size cap for the result file (bytes).")] = 1 << 30,
     ci: Annotated[bool, typer.Option("--ci", help="Also the 95 % block-bootstrap interval of each score (the server's, same seeds).")] = False,
 ) -> None:
-    """Validate a result file and score it with the current scorer (edx-score-v2) against a dataset with truth."""
+    """Validate a result file and score it with the current scorer (edx-score-v2) against a dataset with truth.
+
+    Writes nothing; stdout gets a table per scene and tier, or the JSON with --json. An invalid
+    result exits 3 with the part of the file and the rule, as the server would refuse it.
+
+    Examples:
+
+        edx-arena score --dataset public.h5 --result result.h5 --ci
+
+        edx-arena score --dataset public.h5 --result result.h5 --json > scores.json
+    """
     from harness.formats import ResultExpectation, read_measurement, read_result
     from harness.scoring import SCORER_VERSION, score_tier
     from harness.uncertainty import N_RESAMPLES
@@ -205,8 +260,18 @@ def baselines(
     seed: Annotated[int, typer.Option(help="Seed of the three generated tiers (published, so anyone can rerun it).")] = 2026,
     size: Annotated[str, typer.Option(help="Grid preset: default or small.")] = "default",
     solvers: Annotated[Optional[list[str]], typer.Option("--solver", help="Solver to include (repeat); default all.")] = None,
+    quiet: Quiet = False,
 ) -> None:
-    """Run every reference solver on freshly built Public, Dev and Hidden tiers and write the table."""
+    """Run every reference solver on freshly built Public, Dev and Hidden tiers and write the table.
+
+    Writes --out (Markdown) and prints it on stdout. Takes minutes on the default preset.
+
+    Examples:
+
+        edx-arena baselines
+
+        edx-arena baselines --size small --solver nnls --solver mlem --out /tmp/baselines.md
+    """
     import platform
 
     from harness.baselines import run_baselines
@@ -220,7 +285,7 @@ def baselines(
     if unknown:
         raise typer.BadParameter(f"unknown solver(s) {unknown}; choose from {', '.join(sorted(SOLVERS))}")
     datasets = [build_tier(tier, seed=seed + i, preset=size) for i, tier in enumerate(BLIND_TIERS)]
-    with _progress() as progress:
+    with _progress(quiet) as progress:
         task = progress.add_task("baselines", total=len(chosen) * len(datasets))
         done = [0]
 

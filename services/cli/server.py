@@ -10,14 +10,28 @@ import typer
 from rich.console import Console
 
 console = Console(stderr=True)
-admin_app = typer.Typer(help="Organizer administration on the server's own database.", no_args_is_help=True)
+admin_app = typer.Typer(
+    help="Organizer administration on the server's own database (run on the server, same EDX_* settings as serve).",
+    no_args_is_help=True,
+)
 
 
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
 ) -> None:
-    """Run the REST API (applies database migrations first). Settings come from EDX_* variables."""
+    """Run the REST API (applies database migrations first). Settings come from EDX_* variables.
+
+    Writes the database (EDX_DATABASE_URL, default a SQLite file under EDX_DATA_DIR) and uploads
+    under EDX_DATA_DIR; logs to stderr (EDX_LOG_FORMAT=json for one JSON object per line). Set
+    EDX_ORGANIZER_TOKEN to be able to use the admin API. Stops gracefully on SIGTERM.
+
+    Examples:
+
+        EDX_ORGANIZER_TOKEN=change-me edx-arena serve --host 0.0.0.0 --port 8000
+
+        EDX_DATABASE_URL=postgresql://edx:pw@db/edx EDX_BROKER_URL=redis://redis edx-arena serve
+    """
     import uvicorn
 
     from services.logging_setup import logging_config
@@ -30,7 +44,17 @@ def worker(
     concurrency: Annotated[int, typer.Option(help="Parallel runs in this worker.")] = 1,
     hostname: Annotated[str, typer.Option(help="Worker name (unique per machine).")] = "edx@%h",
 ) -> None:
-    """Run a Celery worker that executes and scores submissions."""
+    """Run a Celery worker that executes and scores submissions.
+
+    Use the same EDX_* settings as serve (database, broker, data dir); it runs Hidden-tier
+    images on the machine's Docker daemon and writes score rows to the database.
+
+    Examples:
+
+        edx-arena worker
+
+        edx-arena worker --concurrency 2 --hostname edx-2@%h
+    """
     pool = "solo" if concurrency == 1 else "prefork"
     from services.logging_setup import log_format
 
@@ -47,7 +71,17 @@ def create_participant_cmd(
     team: Annotated[str, typer.Option(help="Team name shown on leaderboards.")] = "",
     organizer: Annotated[bool, typer.Option(help="Give the organizer role.")] = False,
 ) -> None:
-    """Create a participant and print its API token (shown only once)."""
+    """Create a participant and print its API token (shown only once).
+
+    Writes one participant row; the token goes to stdout (last line), so a script can capture
+    it. Hand it to the participant: they set EDX_TOKEN. Same as POST /api/v1/admin/participants.
+
+    Examples:
+
+        edx-arena admin create-participant alice --team "Team A"
+
+        TOKEN=$(edx-arena admin create-participant bob | tail -n 1)
+    """
     from db.migrate import upgrade_to_head
     from db.models import Role
     from db.session import new_session
@@ -72,7 +106,18 @@ def seed_tier_cmd(
     seed: Annotated[int, typer.Option(help="Generator seed (keep it secret for dev and hidden).")],
     size: Annotated[str, typer.Option(help="Grid preset: default or small.")] = "default",
 ) -> None:
-    """Generate a tier's dataset and make it the active one."""
+    """Generate a tier's dataset and make it the active one.
+
+    Writes the dataset files under EDX_DATA_DIR and makes them the tier's active dataset (what
+    download serves and submissions are scored against). Same as POST
+    /api/v1/admin/tiers/{tier}/dataset. Use a secret seed for dev and hidden.
+
+    Examples:
+
+        edx-arena admin seed-tier --tier public --seed 2026
+
+        edx-arena admin seed-tier --tier hidden --seed 5840213377   # your own secret number
+    """
     from db.migrate import upgrade_to_head
     from db.session import new_session
     from harness.errors import EdxArenaError
@@ -98,7 +143,14 @@ def rescore_cmd(
     """Queue finished submissions for scoring again (after a scorer update: --outdated).
 
     Old score rows stay (append-only); a Hidden-tier run is rescored from its kept output, the
-    image is not run again. The workers do the scoring; watch edx_arena_queue_depth.
+    image is not run again. The workers do the scoring; watch edx_arena_queue_depth. Prints the
+    queued ids on stdout; exits 1 if any id could not be queued.
+
+    Examples:
+
+        edx-arena admin rescore --outdated
+
+        edx-arena admin rescore 01JD6Z6RZQ3N4 01JD6Z7A0B1C2
     """
     from sqlalchemy import exists, select
 
