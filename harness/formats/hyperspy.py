@@ -169,13 +169,15 @@ def to_eds_signal(path: str | os.PathLike, scene_id: str):
     return s
 
 
-def to_element_maps(path: str | os.PathLike, scene_id: str) -> list:
+def to_element_maps(path: str | os.PathLike, scene_id: str, *, elements: list[str] | None = None) -> list:
     """Element maps of one scene as HyperSpy ``Signal2D`` images, one per element of ``/elements``.
 
     Reads ``x_true`` from a measurement file with the truth (Public download, organizer file) or
     ``x_hat`` from a result file (``edx-arena-result``), so a HyperSpy quantification can be put
     beside the truth. Each image is (H, W) in pixels, titled with its element, values the
-    fraction in [0, 1] as stored.
+    fraction in [0, 1] as stored. A result file has no ``/elements``: pass the measurement's
+    (``to_eds_signal(...).original_metadata.edx_arena.elements``) as ``elements`` to title its
+    maps; without it they are ``element 0``, ``element 1``…
     """
     hs, _ = _import_exspy()
     with h5py.File(path, "r") as f:
@@ -183,16 +185,17 @@ def to_element_maps(path: str | os.PathLike, scene_id: str) -> list:
         if fmt == RESULT_FORMAT:
             group = _scene_group(f, path, scene_id, RESULT_FORMAT)
             name = "x_hat"
-            elements = None
         else:
             group = _scene_group(f, path, scene_id, MEASUREMENT_FORMAT)
             name = "x_true"
-            elements = _elements(f)
+            elements = elements or _elements(f)
         if name not in group:
             raise FormatError(f"{path} has no /scenes/{scene_id}/{name} (a truth-free view has no element maps)",
                               where=f"/scenes/{scene_id}/{name}", rule="missing_dataset")
         x = np.asarray(group[name][()])
-    labels = elements or [f"element {i}" for i in range(x.shape[0])]
+    if elements is not None and len(elements) != x.shape[0]:
+        raise ValueError(f"{len(elements)} element names for {x.shape[0]} maps in {path}")
+    labels = list(elements) if elements is not None else [f"element {i}" for i in range(x.shape[0])]
     maps = []
     for label, image in zip(labels, x):
         m = hs.signals.Signal2D(image, axes=[

@@ -102,7 +102,10 @@ def test_element_maps_from_truth_and_result(files):
     np.testing.assert_array_equal(np.stack([m.data for m in maps]), dataset.scenes[0].x_true.astype(np.float32))
     with h5py.File(result) as f:
         x_hat = f["scenes/public-s0/x_hat"][()]
-    np.testing.assert_array_equal(np.stack([m.data for m in to_element_maps(result, "public-s0")]), x_hat)
+    mine = to_element_maps(result, "public-s0", elements=list(ELEMENTS))
+    assert [m.metadata.General.title for m in mine] == list(ELEMENTS)
+    np.testing.assert_array_equal(np.stack([m.data for m in mine]), x_hat)
+    assert to_element_maps(result, "public-s0")[0].metadata.General.title == "element 0"
     with pytest.raises(FormatError, match="a truth-free view has no element maps"):
         to_element_maps(view, "public-s0")
 
