@@ -32,7 +32,8 @@ class ExitCode(IntEnum):
     UNREACHABLE = 6
     #: The server answered with a 5xx or something that is not the API's JSON.
     SERVER_ERROR = 7
-    #: The server refused the token: missing, wrong (401) or not allowed (403).
+    #: Not authorised: the token is missing or wrong (401), or it may not do this (403), e.g.
+    #: another participant's submission or the Hidden tier's measurements.
     AUTH = 8
     #: The submission, tier or dataset asked for does not exist (404).
     NOT_FOUND = 9
@@ -42,5 +43,5 @@ class ExitCode(IntEnum):
 EPILOG = (
     "Exit codes: 0 ok · 1 other failure · 2 usage error · 3 invalid input file · "
     "4 submission failed · 5 timed out waiting · 6 server unreachable · 7 server error · "
-    "8 token missing/refused · 9 not found."
+    "8 not authorised (token missing, wrong or not allowed) · 9 not found."
 )
