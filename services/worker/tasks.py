@@ -69,8 +69,11 @@ def _heartbeat(submission_id: str, attempt: int) -> Iterator[None]:
         thread.join()
 
 
-def _platform_failure(task, session, submission: Submission, exc: BaseException) -> None:
-    """Retry a transient platform failure while attempts remain; otherwise fail, uncharged."""
+def _platform_failure(task, session, submission: Submission, submission_id: str, exc: BaseException) -> None:
+    """Retry a transient platform failure while attempts remain; otherwise fail, uncharged.
+
+    ``submission_id`` is passed apart: after a failed commit the row's attributes are expired,
+    and reloading them needs the database that may be the thing that failed."""
     try:
         session.rollback()
         if isinstance(exc, _TRANSIENT) and submission.attempt < get_settings().max_attempts:
@@ -82,7 +85,7 @@ def _platform_failure(task, session, submission: Submission, exc: BaseException)
     except OperationalError:
         # The database itself is down: nothing can be recorded now. The lease runs out and the
         # reaper requeues the run once the database is back.
-        log.warning("could not record the failure of %s; its lease will expire and it is reaped", submission.id)
+        log.warning("could not record the failure of %s; its lease will expire and it is reaped", submission_id)
 
 
 @contextmanager
@@ -112,7 +115,7 @@ def claimed(task, submission_id: str) -> Iterator[tuple[Session, Submission | No
                 raise
             except Exception as exc:
                 log.exception("submission %s failed on the platform side", submission_id)
-                _platform_failure(task, session, submission, exc)
+                _platform_failure(task, session, submission, submission_id, exc)
 
 
 @app.task(name="score_submission", bind=True, max_retries=None)

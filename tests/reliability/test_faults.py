@@ -188,24 +188,37 @@ def test_postgres_restart_during_scoring(tmp_path, monkeypatch, redis_server, wo
         with _client() as api:
             seed(api)
             alice = add_participant(api, "alice")
-            workers.start("w1")
+            worker = workers.start("w1")
             ids = [_submit_hdf5(api, alice, dev_result) for _ in range(6)]
 
-            def busy():
-                states = [api.get(f"/api/v1/submissions/{i}", headers=alice).json()["status"] for i in ids]
-                return any(s in ("running", "scoring") for s in states)
+            def in_progress() -> str | None:
+                for i in ids:
+                    if api.get(f"/api/v1/submissions/{i}", headers=alice).json()["status"] in ("running", "scoring"):
+                        return i
+                return None
 
-            wait_for(busy, timeout=60, what="a run in progress", interval=0.02)
+            # Freeze the worker inside a run, so the restart lands mid-run whatever the timing.
+            caught = None
+            for _ in range(len(ids)):
+                wait_for(in_progress, timeout=60, what="a run in progress", interval=0.02)
+                worker.send_signal(signal.SIGSTOP)
+                caught = in_progress()
+                if caught:
+                    break
+                worker.send_signal(signal.SIGCONT)
+            assert caught, "no run could be caught in progress"
             pg.stop()
-            for path in ("/api/v1/health", f"/api/v1/submissions/{ids[0]}"):
+            worker.send_signal(signal.SIGCONT)
+            for path in ("/api/v1/health", f"/api/v1/submissions/{caught}"):
                 r = api.get(path, headers=alice)
                 assert r.status_code == 503, r.text
                 assert r.json()["error"] == {"code": "database_unavailable",
                                              "message": "the database is unavailable; retry in a few seconds"}
-            time.sleep(4)  # longer than a lease: the running run's lease expires meanwhile
+            time.sleep(4)  # longer than a lease: the interrupted run's lease expires meanwhile
             pg.start()
             states = poll_states(api, alice, ids, timeout=180)
             _assert_scored_once(states)
+            assert db_counts(caught)[1] <= 3  # the interrupted run was retried within the attempts
             assert api.get("/api/v1/health").status_code == 200
     finally:
         reset_caches()
