@@ -199,3 +199,28 @@ def test_finished_submission_task_is_a_no_op(client, dev_result, status):
     score_submission_task.apply(args=(sid,))
     run_submission_task.apply(args=(sid,))
     assert db_counts(sid) == (0, 0)
+
+
+def test_api_start_reaps_expired_runs_and_resends_lost_messages(client, dev_result):
+    """The API's start-up reaper (not only the workers'): a run whose worker died is requeued
+    and a queued submission whose message was lost is sent again."""
+    from fastapi.testclient import TestClient
+
+    from services.api.main import app
+    from services.settings import get_settings
+    from services.submissions import claim
+
+    alice = add_participant(client, "alice")
+    dead, lost = _submit(client, alice, dev_result), _submit(client, alice, dev_result)
+    with new_session() as s:
+        claim(s, dead, worker="gone")
+        s.get(Submission, dead).lease_expires_at = utcnow() - timedelta(seconds=1)
+        s.get(Submission, lost).created_at = utcnow() - timedelta(minutes=10)
+        s.commit()
+    queue_dir = get_settings().broker_dir / "queue"
+    before = len(list(queue_dir.iterdir()))
+    with TestClient(app) as again:  # a restarted API
+        state = again.get(f"/api/v1/submissions/{dead}", headers=alice).json()
+    assert state["status"] == "queued" and state["attempt"] == 1
+    assert "stopped; the run was requeued automatically" in state["error_message"]
+    assert len(list(queue_dir.iterdir())) == before + 2  # both sent to the (embedded) broker again
