@@ -213,12 +213,12 @@ def wait_for_score(client: httpx.Client, submission_id: str, *, timeout: float, 
 
 def _print_submission(s: dict) -> None:
     out.print(f"[bold]{s['id']}[/bold]  tier {s['tier']}  {s['kind']}  status [bold]{s['status']}[/bold]"
-              + (f"  outcome {s['outcome']}" if s.get("outcome") else ""), highlight=False)
+              + (f"  outcome {s['outcome']}" if s.get("outcome") else ""), highlight=False, soft_wrap=True)
     if s.get("error_message"):
         out.print(f"  {escape(s['error_message'])}", soft_wrap=True)
     if s.get("runtime_seconds") is not None:
         out.print(f"  runtime {s['runtime_seconds']:.1f} s, peak memory {(s.get('peak_memory_bytes') or 0) / 2**20:.0f} MiB, "
-                  f"exit code {s.get('exit_code')}", highlight=False)
+                  f"exit code {s.get('exit_code')}", highlight=False, soft_wrap=True)
     if s.get("status") == "failed" and s.get("log_tail"):
         out.print("  log (last lines):")
         for line in s["log_tail"].rstrip().splitlines()[-20:]:
