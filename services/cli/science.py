@@ -84,7 +84,7 @@ def build(
 
         def step(done: int, total: int) -> None:
             label = f"scene {done + 1}/{total}" if done < total else "done"
-            progress.update(task, completed=done, total=total, description=f"building {tier} tier: {label}")
+            progress.update(task, completed=done, total=total, description=f"building {tier} tier: {label}", refresh=True)
 
         try:
             dataset = build_tier(tier, seed=seed, preset=size, progress=step)

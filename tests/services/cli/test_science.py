@@ -105,3 +105,29 @@ def test_score_with_intervals_matches_the_server_seeds(files):
     table = runner.invoke(app, ["score", "--dataset", str(full), "--result", str(result), "--ci"])
     half = (expected.ci_high - expected.ci_low) / 2
     assert table.exit_code == 0 and "95 %" in table.output and f"±{half:.4f}" in table.output
+
+
+def test_build_shows_a_bar_per_scene_on_a_terminal_only(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from services.cli import science
+
+    args = ["dataset", "build", "--tier", "dev", "--seed", "5", "--size", "small"]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "a.h5")])
+    assert r.exit_code == 0 and r.stderr.startswith("wrote ")  # not a terminal: no bar
+    terminal = io.StringIO()
+    monkeypatch.setattr(science, "console", Console(file=terminal, force_terminal=True, width=120))
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "b.h5")])
+    assert r.exit_code == 0, r.output
+    shown = terminal.getvalue()
+    for label in ("building dev tier: scene 1/3", "scene 2/3", "scene 3/3", "3/3", "writing b.h5"):
+        assert label in shown, shown
+    # Same seed, same file content whether or not a bar was drawn.
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        assert a.attrs["content_hash"] == b.attrs["content_hash"]
+    terminal.truncate(0)
+    terminal.seek(0)
+    r = runner.invoke(app, [*args, "--quiet", "--out", str(tmp_path / "c.h5")])
+    assert r.exit_code == 0 and "building" not in terminal.getvalue()
