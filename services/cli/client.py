@@ -416,6 +416,38 @@ def download(
     console.print(f"wrote {out_path}", highlight=False)
 
 
+def upload_dataset(
+    file: Annotated[Path, typer.Argument(help="Full dataset file with the truth (from `dataset build` or `dataset import`).",
+                                         exists=True, dir_okay=False, show_default=False)],
+    tier: Annotated[str, typer.Option(help="public, dev, hidden or standard (must match the file's tier).", show_default=False)],
+    with_truth: Annotated[bool, typer.Option("--with-truth", help="Standard tier only: participants' download includes the truth.")] = False,
+    quiet: Quiet = False,
+    api_url: ApiUrl = "http://127.0.0.1:8000",
+    token: Annotated[Optional[str], typer.Option("--token", envvar=["EDX_ORGANIZER_TOKEN", "EDX_TOKEN"],
+                                                 help="An organizer's token (the server's EDX_ORGANIZER_TOKEN works).")] = None,
+) -> None:
+    """Upload a full dataset file to a server over HTTP and make it the tier's active dataset.
+
+    For a tier built on your own machine (secret seed, or your own truth maps): the server
+    validates the file, stores it and writes the participant view itself. The upload streams
+    with a byte bar. Nothing is written locally; stdout gets the new dataset's JSON (id, content
+    hash). Same as POST /api/v1/admin/tiers/{tier}/dataset/upload.
+
+    Examples:
+
+        edx-arena admin upload-dataset hidden.h5 --tier hidden --api-url https://arena.example.org
+
+        edx-arena admin upload-dataset standard.h5 --tier standard --with-truth
+    """
+    with _client(api_url, token) as client:
+        fields = {"with_truth": "true"} if with_truth else {}
+        row = _upload(client, f"/api/v1/admin/tiers/{tier}/dataset/upload", file, fields,
+                      content_type="application/x-hdf5", show=_show_progress(quiet))
+    console.print(f"{tier} tier: dataset {row.get('id')} is active (content hash {str(row.get('content_hash'))[:16]}…)",
+                  highlight=False, soft_wrap=True)
+    print(json.dumps(row))
+
+
 def register(app: typer.Typer) -> None:
     for command in (submit, status, leaderboard, download):
         app.command(command.__name__, epilog=EPILOG)(command)

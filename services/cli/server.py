@@ -191,6 +191,11 @@ def rescore_cmd(
 
 
 def register(app: typer.Typer) -> None:
+    from services.cli.client import upload_dataset
+    from services.cli.exit_codes import EPILOG
+
+    # Over HTTP like the participant commands, so it works against a compose stack or a remote server.
+    admin_app.command("upload-dataset", epilog=EPILOG)(upload_dataset)
     app.command("serve")(serve)
     app.command("worker")(worker)
     app.add_typer(admin_app, name="admin")

@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 
+import h5py
 import httpx
 import pytest
-from arena_testing import ORG, make_backend, drop_backend
+from arena_testing import ORG, ORGANIZER_TOKEN, make_backend, drop_backend
 from typer.testing import CliRunner
 
 from services.cli.exit_codes import ExitCode
@@ -142,3 +143,22 @@ def test_wait_without_a_worker_times_out_with_exit_5(server_without_worker, tmp_
     assert r.exit_code == ExitCode.TIMEOUT, r.output
     submission_id = r.stdout.strip()
     assert f"{submission_id} still queued after 3 s; check later with `edx-arena status {submission_id}`" in r.stderr
+
+
+def test_organizer_uploads_a_built_dataset(server_without_worker, tmp_path, monkeypatch):
+    """dataset build → admin upload-dataset over HTTP: the server serves a view of exactly that file."""
+    url, token = server_without_worker
+    full = tmp_path / "hidden.h5"
+    assert runner.invoke(app, ["dataset", "build", "--tier", "hidden", "--size", "small", "--out", str(full)]).exit_code == 0
+    with h5py.File(full) as f:
+        content_hash = f.attrs["content_hash"]
+    r = runner.invoke(app, ["admin", "upload-dataset", str(full), "--tier", "hidden", "--api-url", url, "--token", token])
+    assert r.exit_code == ExitCode.AUTH and "organizer" in r.output
+    r = runner.invoke(app, ["admin", "upload-dataset", str(full), "--tier", "dev", "--api-url", url], env={"EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN})
+    assert r.exit_code == ExitCode.INVALID_FILE and "is a 'hidden' tier dataset" in r.output
+    r = runner.invoke(app, ["admin", "upload-dataset", str(full), "--tier", "hidden", "--api-url", url], env={"EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN})
+    assert r.exit_code == ExitCode.OK, r.output
+    row = json.loads(r.stdout)
+    assert (row["tier"], row["content_hash"]) == ("hidden", content_hash)
+    tiers = httpx.get(f"{url}/api/v1/tiers").json()
+    assert content_hash in json.dumps(tiers)

@@ -40,7 +40,7 @@ def test_the_tree_has_every_command():
     names = {" ".join(p) for p, _ in COMMANDS}
     for expected in ("submit", "status", "download", "leaderboard", "serve", "worker", "demo", "solve", "score",
                      "baselines", "dataset build", "dataset import", "dataset export", "admin create-participant",
-                     "admin seed-tier", "admin rescore"):
+                     "admin seed-tier", "admin rescore", "admin upload-dataset"):
         assert expected in names
 
 
