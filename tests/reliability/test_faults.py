@@ -51,9 +51,11 @@ def slow_image():
 @pytest.fixture
 def redis_server(tmp_path, monkeypatch):
     server = PrivateRedis(tmp_path / "redis")
-    server.start()
-    yield server  # the backend fixture points EDX_BROKER_URL at it
-    server.stop()
+    try:
+        server.start()
+        yield server  # the backend fixture points EDX_BROKER_URL at it
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -179,8 +181,8 @@ def test_postgres_restart_during_scoring(tmp_path, monkeypatch, redis_server, wo
     """A private PostgreSQL is stopped while a worker is scoring: the API answers 503 with a
     clear code meanwhile, and once it is back every submission ends scored once."""
     pg = PrivatePostgres()
-    pg.init()
     try:
+        pg.init()
         make_backend("sqlite", tmp_path, monkeypatch)
         monkeypatch.setenv("EDX_DATABASE_URL", pg.url)
         monkeypatch.setenv("EDX_BROKER_URL", redis_server.url)
