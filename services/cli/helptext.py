@@ -10,14 +10,26 @@ from __future__ import annotations
 import inspect
 
 import typer
+from rich.markup import escape
 
 __all__ = ["reflow", "reflow_help"]
 
+_EXAMPLE_STYLE = "cyan"
+
 
 def reflow(doc: str) -> str:
-    """Join the lines of each prose paragraph; indented paragraphs (examples) stay as written."""
+    """Join the lines of each prose paragraph; indented paragraphs (examples) stay as written.
+
+    Example lines are wrapped in a rich style tag, which also keeps their indentation: typer
+    dedents the text after the first paragraph, so when only examples follow the heading
+    ("Examples:") their common indentation would otherwise be stripped.
+    """
     paragraphs = inspect.cleandoc(doc).split("\n\n")
-    return "\n\n".join(p if p.startswith(" ") else " ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+    return "\n\n".join(
+        "\n".join(f"[{_EXAMPLE_STYLE}]{escape(line)}[/{_EXAMPLE_STYLE}]" for line in p.splitlines())
+        if p.startswith(" ") else " ".join(line.strip() for line in p.splitlines())
+        for p in paragraphs
+    )
 
 
 def reflow_help(app: typer.Typer) -> None:

@@ -89,7 +89,14 @@ def maps(
     cmap: Annotated[str, typer.Option(help="matplotlib colour map.")] = "viridis",
 ) -> None:
     """Element maps per scene on a fixed 0–1 scale: the truth x (needs a file with truth) or,
-    with --result, the result's x̂. Writes <scene>-maps.png (truth) or <scene>-result-maps.png."""
+    with --result, the result's x̂. Writes <scene>-maps.png (truth) or <scene>-result-maps.png.
+
+    Examples:
+
+        edx-arena plot maps public.h5 --out pictures
+
+        edx-arena plot maps dev.h5 --result dev-result.h5 --scene dev-s0 --out pictures
+    """
     from harness.plots import maps_png
 
     dataset, scenes = _load(measurement, scene)
@@ -118,7 +125,12 @@ def error(
     vmax: Annotated[float, typer.Option(help="Error at full colour; larger errors saturate.")] = 0.5,
 ) -> None:
     """|x̂ − x| per element after the scorer's sanitising (NaN/inf → 0, clip to [0, 1]),
-    against the truth in MEASUREMENT (Public download or full file). Writes <scene>-error.png."""
+    against the truth in MEASUREMENT (Public download or full file). Writes <scene>-error.png.
+
+    Example:
+
+        edx-arena plot error public.h5 --result public-result.h5 --out pictures
+    """
     from harness.plots import error_maps, maps_png
 
     dataset, scenes = _load(measurement, scene)
@@ -143,7 +155,12 @@ def spectrum(
     log: Annotated[bool, typer.Option("--log", help="Logarithmic counts axis (shows the continuum and weak lines).")] = False,
 ) -> None:
     """Each scene's mean spectrum (counts per channel averaged over all pixels) with every
-    element's characteristic lines marked. Writes <scene>-spectrum.png."""
+    element's characteristic lines marked. Writes <scene>-spectrum.png.
+
+    Example:
+
+        edx-arena plot spectrum dev.h5 --out pictures
+    """
     from harness.forward import LINES
     from harness.plots import lines_of, mean_spectrum, spectrum_png
 

@@ -87,5 +87,13 @@ def test_reflow_joins_prose_and_keeps_examples():
         edx-arena submit b.h5
     """
     assert reflow(doc) == (
-        "First line continues here.\n\nSecond paragraph also joined.\n\n    edx-arena submit a.h5\n    edx-arena submit b.h5"
+        "First line continues here.\n\nSecond paragraph also joined.\n\n"
+        "[cyan]    edx-arena submit a.h5[/cyan]\n[cyan]    edx-arena submit b.h5[/cyan]"
     )
+
+
+def test_examples_keep_their_indentation_even_right_after_the_heading():
+    """`plot error` has one prose paragraph, then "Example:", then the example: typer's dedent
+    must not pull the example to the margin."""
+    text = _help(("plot", "error"))
+    assert "\n     edx-arena plot error " in text  # the help's own 1-space margin + 4
