@@ -11,7 +11,8 @@ from rich.console import Console
 
 console = Console(stderr=True)
 admin_app = typer.Typer(
-    help="Organizer administration on the server's own database (run on the server, same EDX_* settings as serve).",
+    help="Organizer administration. create-participant, seed-tier and rescore work on the server's own database "
+    "(run them where serve runs, with the same EDX_* settings); upload-dataset goes over HTTP, from anywhere.",
     no_args_is_help=True,
 )
 
