@@ -288,9 +288,12 @@ def test_a_large_upload_does_not_sit_in_memory(stub, tmp_path):
     big = tmp_path / "big.tar"
     with open(big, "wb") as f:
         f.truncate(512 << 20)  # sparse: no disk used, reads return zeros
-    code = ("import resource, sys\nfrom services.cli.main import app\n"
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across execve, so a child
+    # forked from a big pytest process would report the parent's peak.
+    code = ("import sys\nfrom services.cli.main import app\n"
             "try:\n    app()\nexcept SystemExit as e:\n    code = e.code\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(code)\n")
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+            "print(hwm, file=sys.stderr)\nsys.exit(code)\n")
     p = subprocess.run([sys.executable, "-c", code, "submit", str(big), "--tier", "hidden", "--api-url", stub.url, "--token", "t"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and p.stdout == "big\n", p.stderr
