@@ -29,7 +29,7 @@ from rich.table import Table
 from services.cli.client import fail
 from services.cli.exit_codes import ExitCode
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # ids and paths stay on one line, whatever the width
 out = Console()
 
 _TERMINAL = {"scored", "failed"}
