@@ -3,7 +3,8 @@
 Seeds a fresh database (SQLite by default, ``--postgres`` for a throw-away PostgreSQL
 database) with 1,000 participants × 10 scored submissions (4 Dev, 3 Public, 3 Hidden from
 server-run images; one tier row and three scene rows each, scores on a 0.001 grid so there
-are ties), starts the real API under uvicorn (one process, defaults), and loads it with
+are ties; edx-score-v2 rows: intervals, and 1,000 paired bootstrap draws on each tier row, so
+the tie groups are computed as in production), starts the real API under uvicorn (one process, defaults), and loads it with
 ``wrk`` on loopback. In the same run and the same process it loads a trivial endpoint added to
 the same app (``GET /bench/trivial`` → ``{"ok": true}``, async, no database), and, as a second
 baseline, a bare ASGI app under its own uvicorn. Rounds alternate endpoints; medians are
@@ -30,6 +31,8 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,6 +73,7 @@ def _seed(database_url: str) -> dict[str, float]:
     from db.models import Dataset, Participant, Score, Submission
     from db.session import new_session
     from harness.scoring import SCORER_VERSION
+    from harness.uncertainty import encode_draws
     from services.leaderboard import leaderboard
 
     upgrade_to_head()
@@ -99,8 +103,15 @@ def _seed(database_url: str) -> dict[str, float]:
                         "created_at": created, "started_at": created, "finished_at": created,
                     })
                     score = round(rng.uniform(0.3, 0.9), 3)
+                    # Rows as edx-score-v2 writes them: the tier row carries its 95 % interval and
+                    # its 1,000 paired bootstrap draws (what the tie groups read).
+                    draws = score + np.random.default_rng(len(scores)).normal(0, 0.01, 1000)
+                    lo, hi = np.percentile(draws, [2.5, 97.5])
+                    tier_stats = {"kind": "tier", "resample_key": f"bench-{tier}", "n_resamples": 1000,
+                                  "confidence": 0.95, "tile_size": 16, "draws": encode_draws(draws)}
                     for scene in ("", f"{tier}-s0", f"{tier}-s1", f"{tier}-s2"):
                         scores.append({
+                            "ci_low": float(lo), "ci_high": float(hi), "tile_stats": tier_stats if scene == "" else None,
                             "submission_id": sid, "scene_id": scene, "scoring_version": SCORER_VERSION,
                             "operator_version": "edx-forward-v1", "harness_version": "0.1.0", "dataset_hash": "0" * 64,
                             "submission_hash": "f" * 64, "score": score, "blind": score, "standard": score,
