@@ -37,7 +37,6 @@ from ._safety import (
     count_nonfinite,
     open_hdf5,
     read_float_attr,
-    read_int_attr,
     read_string_attr,
     reading_errors,
     require_dataset,

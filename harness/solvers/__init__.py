@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Callable
 
 from harness.dataset import Result, Scene, SceneResult, TierDataset
-from harness.forward import ForwardModel
 from harness.solvers import calibrated, mlem, nmf, nnls, tv
 
 __all__ = ["SOLVERS", "solve_dataset"]

@@ -3,7 +3,7 @@ import pytest
 from scipy.optimize import nnls as scipy_nnls
 
 from harness.dataset import Scene
-from harness.forward import ForwardModel, Spec
+from harness.forward import Spec
 from harness.scenes import build_tier
 from harness.solvers import SOLVERS, solve_dataset
 from harness.solvers.nnls import nnls_normal, solve
