@@ -9,10 +9,10 @@ import io
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from arena_testing import add_scored
 
-from db.models import Dataset, Participant, Score, Submission
+from db.models import Dataset, Participant
 from db.session import new_session
-from harness.scoring import SCORER_VERSION
 from services.api.routes.leaderboard import export_columns
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -21,15 +21,8 @@ TIER_COLUMNS = ["rank", "participant", "team", "method", "description", "source"
 
 
 def _row(session, dataset, who, score, *, minutes, method, description="", source="", baseline=False, ci=(None, None), kind="hdf5"):
-    sub = Submission(participant=who, dataset=dataset, tier=dataset.tier, kind=kind, status="scored", method=method,
-                     description=description, source=source, created_at=T0 + timedelta(minutes=minutes), baseline=baseline,
-                     image_digest="sha256:x" if kind == "container" else None)
-    session.add(sub)
-    session.flush()
-    session.add(Score(submission_id=sub.id, scene_id="", scoring_version=SCORER_VERSION, operator_version="v", harness_version="0",
-                      dataset_hash="h", submission_hash="s", score=score, blind=score, standard=score, psnr=20 + score, ssim=score,
-                      consistency=score, metrics={}, started_at=T0, ci_low=ci[0], ci_high=ci[1]))
-    return sub
+    return add_scored(session, dataset, who, score, created_at=T0 + timedelta(minutes=minutes), started_at=T0, method=method,
+                      kind=kind, description=description, source=source, baseline=baseline, ci=ci)
 
 
 @pytest.fixture

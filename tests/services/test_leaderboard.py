@@ -6,11 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from arena_testing import reset_caches
-
+from arena_testing import add_scored, reset_caches
 from sqlalchemy import update
 
-from db.models import Dataset, Participant, Score, Submission
+from db.models import Dataset, Participant
 from db.session import new_session
 from harness.scoring import SCORER_VERSION
 from harness.uncertainty import encode_draws, percentile_interval
@@ -28,20 +27,13 @@ def _world(session):
 
 def _scored(session, datasets, who: Participant, tier: str, score: float, *, minutes: int, status="scored", kind="hdf5", version=SCORER_VERSION,
             draws: np.ndarray | None = None, baseline: bool = False):
-    sub = Submission(participant=who, dataset=datasets[tier], tier=tier, kind=kind, status=status, method=f"{who.name}-{score}",
-                     created_at=T0 + timedelta(minutes=minutes), image_digest="sha256:x" if kind == "container" else None,
-                     baseline=baseline)
-    session.add(sub)
-    session.flush()
-    if status == "scored":
-        # As services.evaluation records them: the interval in columns, the paired draws in tile_stats.
-        ci = (None, None) if draws is None else percentile_interval(draws)
-        stats = None if draws is None else {"kind": "tier", "resample_key": f"key-{tier}", "n_resamples": len(draws),
-                                            "confidence": 0.95, "tile_size": 16, "draws": encode_draws(draws)}
-        session.add(Score(submission_id=sub.id, scene_id="", scoring_version=version, operator_version="v", harness_version="0",
-                          dataset_hash="h", submission_hash="s", score=score, blind=score, standard=score, psnr=20 + score,
-                          ssim=score, consistency=score, metrics={}, started_at=T0, ci_low=ci[0], ci_high=ci[1], tile_stats=stats))
-    return sub
+    # As services.evaluation records them: the interval in columns, the paired draws in tile_stats.
+    ci = (None, None) if draws is None else percentile_interval(draws)
+    stats = None if draws is None else {"kind": "tier", "resample_key": f"key-{tier}", "n_resamples": len(draws),
+                                        "confidence": 0.95, "tile_size": 16, "draws": encode_draws(draws)}
+    return add_scored(session, datasets[tier], who, score, created_at=T0 + timedelta(minutes=minutes), started_at=T0,
+                      method=f"{who.name}-{score}", kind=kind, status=status, version=version, baseline=baseline,
+                      image_digest="sha256:x" if kind == "container" else None, ci=ci, tile_stats=stats)
 
 
 @pytest.fixture

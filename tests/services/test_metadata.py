@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from arena_testing import ORG, add_participant, download_and_solve
+from arena_testing import ORG, add_participant, add_scored, download_and_solve
 
-from db.models import Dataset, Participant, Score, Submission
+from db.models import Dataset, Participant
 from db.session import new_session
 from harness.scoring import SCORER_VERSION
 
@@ -130,15 +130,8 @@ def test_metadata_limits_on_every_intake(seeded, tmp_path):
 
 
 def _row(session, datasets, who, tier, score, *, minutes, baseline=False, method=None, kind="hdf5", trust=None):
-    sub = Submission(participant=who, dataset=datasets[tier], tier=tier, kind=kind, status="scored", method=method or who.name,
-                     created_at=T0 + timedelta(minutes=minutes), baseline=baseline, trust=trust,
-                     image_digest="sha256:x" if kind != "hdf5" else None)
-    session.add(sub)
-    session.flush()
-    session.add(Score(submission_id=sub.id, scene_id="", scoring_version=SCORER_VERSION, operator_version="v", harness_version="0",
-                      dataset_hash="h", submission_hash="s", score=score, blind=score, standard=score, psnr=20, ssim=score,
-                      consistency=score, metrics={}, started_at=T0))
-    return sub
+    return add_scored(session, datasets[tier], who, score, created_at=T0 + timedelta(minutes=minutes), started_at=T0,
+                      method=method or who.name, kind=kind, baseline=baseline, trust=trust, psnr=20)
 
 
 def test_overall_board_ranks_participants_around_a_complete_baseline(client):

@@ -20,11 +20,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from arena_testing import ORG, add_participant, download_and_solve, drop_backend, make_backend
+from arena_testing import ORG, add_participant, add_scored, download_and_solve, drop_backend, make_backend
 
-from db.models import Dataset, Participant, Score, Submission
+from db.models import Dataset, Participant
 from db.session import new_session
-from harness.scoring import SCORER_VERSION
 from harness.uncertainty import encode_draws
 from services.evaluation import score_submission
 from services.submissions import claim
@@ -43,16 +42,10 @@ def _free_port() -> int:
 
 
 def _score_row(session, dataset, who, score, *, minutes, method, kind="hdf5", baseline=False, ci=(None, None), source="", draws=None):
-    sub = Submission(participant=who, dataset=dataset, tier=dataset.tier, kind=kind, status="scored", method=method,
-                     source=source, created_at=T0 + timedelta(minutes=minutes), baseline=baseline,
-                     description="organizer reference" if baseline else "",
-                     image_digest="sha256:" + "ab" * 32 if kind == "container" else None)
-    session.add(sub)
-    session.flush()
-    session.add(Score(submission_id=sub.id, scene_id="", scoring_version=SCORER_VERSION, operator_version="v", harness_version="0",
-                      dataset_hash="h", submission_hash="s", score=score, blind=score, standard=score, psnr=15 + 30 * score,
-                      ssim=score, consistency=score, metrics={}, started_at=T0, ci_low=ci[0], ci_high=ci[1],
-                      tile_stats=None if draws is None else {"kind": "tier", "resample_key": "k", "draws": encode_draws(draws)}))
+    add_scored(session, dataset, who, score, created_at=T0 + timedelta(minutes=minutes), started_at=T0, method=method, kind=kind,
+               source=source, baseline=baseline, description="organizer reference" if baseline else "",
+               image_digest="sha256:" + "ab" * 32 if kind == "container" else None, psnr=15 + 30 * score, ci=ci,
+               tile_stats=None if draws is None else {"kind": "tier", "resample_key": "k", "draws": encode_draws(draws)})
 
 
 @pytest.fixture
