@@ -32,26 +32,14 @@ import statistics
 import time
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from bench_scoring import build_scene  # the same scene as P2 (benchmarks/ is the script directory)
 
-from harness.dataset import Scene, SceneResult
-from harness.forward import ForwardModel, Spec
+from harness.forward import ForwardModel
 from harness.scoring import score_scene
 from harness.tiers import TIER_RANGES
 from harness.uncertainty import N_RESAMPLES, percentile_interval, resample_counts, resample_seed, scene_draws
 
 ABSOLUTE_TARGET_S = 10.0
-
-
-def _build(op: ForwardModel, rng: np.random.Generator) -> tuple[Scene, SceneResult]:
-    h, w = op.preset.height, op.preset.width
-    n = len(op.elements)
-    x = np.stack([gaussian_filter(rng.random((h, w)), 4.0) for _ in range(n)])
-    x = (x - x.min(axis=(1, 2), keepdims=True)) / np.ptp(x, axis=(1, 2), keepdims=True) / n
-    theta = Spec(1.5, 0.05, 0.3, -0.08)
-    scene = Scene("bench", op.sample(x, theta, rng), np.zeros((h, w), bool), np.full(n, 1.0 / n), x, theta)
-    x_hat = np.clip(x + rng.normal(0.0, 0.02, x.shape), 0, 1).astype(np.float32)
-    return scene, SceneResult(x_hat, Spec(1.0, 0.03, 0.5, -0.05))
 
 
 def _timed(fn) -> tuple[float, object]:
@@ -132,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
 
     op = ForwardModel("default")
-    scene, answer = _build(op, np.random.default_rng(0))
+    scene, answer = build_scene(op, np.random.default_rng(0))
     ranges = TIER_RANGES["public"]
     seed = resample_seed("bench-dataset", scene.scene_id)
 

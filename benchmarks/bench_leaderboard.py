@@ -22,7 +22,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from serving import free_port, start_uvicorn  # noqa: E402 - benchmarks/ is the script directory
 
 PARTICIPANTS = 1000
 PER_PARTICIPANT = {"dev": 4, "public": 3, "hidden": 3}
@@ -135,29 +136,6 @@ def _seed(database_url: str) -> dict[str, float]:
     return cold
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(target: str, port: int, env: dict, *, factory: bool) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "uvicorn", target, "--app-dir", str(ROOT / "benchmarks"), "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", "--no-access-log"]
-    if factory:
-        cmd.insert(4, "--factory")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{target} did not start on port {port}")
-
-
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -194,9 +172,9 @@ def main() -> int:
     procs = []
     try:
         cold = _seed(env.get("EDX_DATABASE_URL", "sqlite"))
-        api_port, bare_port = _free_port(), _free_port()
-        procs.append(_start("bench_leaderboard:bench_app", api_port, env, factory=True))
-        procs.append(_start("bench_leaderboard:bare_app", bare_port, env, factory=False))
+        api_port, bare_port = free_port(), free_port()
+        procs.append(start_uvicorn("bench_leaderboard:bench_app", api_port, env, factory=True))
+        procs.append(start_uvicorn("bench_leaderboard:bare_app", bare_port, env, factory=False))
         urls = {
             "bare ASGI app": f"http://127.0.0.1:{bare_port}/",
             "trivial FastAPI route": f"http://127.0.0.1:{api_port}/bench/trivial",

@@ -31,7 +31,7 @@ RATIO_TARGET = 1.1
 ABSOLUTE_TARGET_S = 0.5
 
 
-def _build(op: ForwardModel, rng: np.random.Generator) -> tuple[Scene, SceneResult]:
+def build_scene(op: ForwardModel, rng: np.random.Generator) -> tuple[Scene, SceneResult]:
     h, w = op.preset.height, op.preset.width
     n = len(op.elements)
     x = np.stack([gaussian_filter(rng.random((h, w)), 4.0) for _ in range(n)])
@@ -72,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
 
     op = ForwardModel("default")
-    scene, answer = _build(op, np.random.default_rng(0))
+    scene, answer = build_scene(op, np.random.default_rng(0))
     ranges = TIER_RANGES["public"]
     y_bar = op.apply(scene.x_true, scene.spec_true)
 

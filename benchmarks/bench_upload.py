@@ -21,8 +21,6 @@ import math
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,8 @@ from typing import Annotated
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from serving import free_port, start_uvicorn  # noqa: E402 - benchmarks/ is the script directory
 
 import h5py  # noqa: E402
 import httpx  # noqa: E402
@@ -96,27 +96,6 @@ def _seed(side: int) -> str:
     return token
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(target: str, port: int, env: dict) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", target, "--app-dir", str(ROOT / "benchmarks"),
-           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{target} did not start")
-
-
 def _status(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -153,9 +132,9 @@ def main() -> int:
         size = result.stat().st_size
         print(f"wrote a valid {size / 2**30:.2f} GiB result (3 × (6, {side}, {side})) in {time.perf_counter() - started:.1f} s", flush=True)
         token = _seed(side)
-        api_port, naive_port = _free_port(), _free_port()
-        procs.append(_start("services.api.main:create_app", api_port, env))
-        procs.append(_start("bench_upload:naive_app", naive_port, env))
+        api_port, naive_port = free_port(), free_port()
+        procs.append(start_uvicorn("services.api.main:create_app", api_port, env, factory=True))
+        procs.append(start_uvicorn("bench_upload:naive_app", naive_port, env, factory=True))
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(timeout=httpx.Timeout(30, read=900, write=900)) as client:
             # Warm up both servers (imports, first multipart parse) with a small request.
