@@ -29,6 +29,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from harness.errors import FormatError, ImageError
+from harness.sandbox.disclosure import LogPolicy, looks_like_data
 from harness.sandbox.model import ImageInfo, Outcome, RunLimits, RunResult, RunSpec
 
 __all__ = ["RUN_LABEL", "PLATFORM", "run_container", "inspect_image", "remove_leftovers", "docker_client"]
@@ -286,8 +287,15 @@ class _LogTail(threading.Thread):
 
 
 def _last_line(text: str) -> str:
+    """The log's last line for the outcome message, which every viewer sees: like any line the
+    owner is shown (:mod:`harness.sandbox.disclosure`), withheld when it looks like data."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "(no output)"
+    if not lines:
+        return "(no output)"
+    policy = LogPolicy()
+    if looks_like_data(lines[-1], max_numbers=policy.max_numbers_per_line):
+        return "(withheld: it looks like data)"
+    return lines[-1][: policy.max_line_chars]
 
 
 def _check_output(spec: RunSpec, output_dir: Path) -> tuple[Outcome, str, Path | None]:

@@ -231,3 +231,14 @@ def test_peak_memory_through_the_stats_api(run, monkeypatch):
     r = run("head -c 40000000 /dev/zero | tail >/dev/null; sleep 2; echo done")
     assert r.outcome == Outcome.missing_output, r
     assert 40_000_000 <= r.peak_memory_bytes <= 64 * 2**20
+
+
+def test_a_data_dump_on_the_last_line_stays_out_of_the_message(run):
+    # The outcome message quotes the log's last line to every viewer: a dump of the input there
+    # is withheld like any data-like line of the owner's log; prose is quoted, cut short.
+    r = run("od -v -An -tu1 -w32 -N 64 /input/measurement.h5; exit 3")
+    assert r.outcome == Outcome.nonzero_exit and r.exit_code == 3, r
+    assert r.message == "the container exited with code 3; last log line: (withheld: it looks like data)"
+    assert len([line for line in r.log.splitlines() if len(line.split()) == 32]) == 2  # the log itself keeps it
+    r = run("echo " + "no convergence " * 30 + "; exit 4")
+    assert r.message == "the container exited with code 4; last log line: " + ("no convergence " * 30)[:240]
