@@ -19,7 +19,7 @@ from harness.sandbox.model import Outcome  # noqa: F401 - the one list of outcom
 
 
 __all__ = [
-    "Base", "Role", "Status", "Kind", "Trust", "Outcome", "TERMINAL", "Participant", "ApiToken", "Dataset",
+    "Base", "Role", "Status", "Kind", "SANDBOXED", "Trust", "Outcome", "TERMINAL", "Participant", "ApiToken", "Dataset",
     "Submission", "Run", "Score", "utcnow",
 ]
 
@@ -54,6 +54,10 @@ class Kind(StrEnum):
     container = "container"
     #: A Python script (or zip with ``main.py``) run in the reference base image.
     script = "script"
+
+
+#: Kinds the server runs in the sandbox on the Hidden tier (their output obeys the sandbox's caps).
+SANDBOXED = (Kind.container, Kind.script)
 
 
 class Trust(StrEnum):

@@ -32,7 +32,7 @@ from requests import RequestException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Kind, Participant, Score, Status, Submission
+from db.models import SANDBOXED, Kind, Participant, Score, Status, Submission
 from harness.errors import ImageError, PlatformError
 from harness.formats import validate_result
 from harness.sandbox import (
@@ -270,7 +270,7 @@ def remove_orphan_containers(session: Session) -> list[str]:
     now = datetime.now(timezone.utc)
     live = {
         f"{s.id}-{s.attempt}"
-        for s in session.scalars(select(Submission).where(Submission.status == Status.running, Submission.kind.in_((Kind.container, Kind.script))))
+        for s in session.scalars(select(Submission).where(Submission.status == Status.running, Submission.kind.in_(SANDBOXED)))
         if s.lease_expires_at is not None and (s.lease_expires_at if s.lease_expires_at.tzinfo else s.lease_expires_at.replace(tzinfo=timezone.utc)) > now
     }
     return remove_leftovers(keep_run_ids=live, labels=instance_label())

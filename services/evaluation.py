@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import Kind, Outcome, Score, Status, Submission, utcnow
+from db.models import SANDBOXED, Kind, Outcome, Score, Status, Submission, utcnow
 from harness import HARNESS_VERSION
 from harness.errors import FormatError
 from harness.formats import read_result
@@ -103,7 +103,8 @@ def score_submission(session: Session, submission: Submission, *, result_path: s
     session.commit()
     settings = get_settings()
     dataset_row = submission.dataset
-    cap = settings.sandbox_output_bytes if submission.kind == Kind.container else settings.max_upload_bytes
+    # A sandboxed run's output was already held to the sandbox cap; an upload to the upload cap.
+    cap = settings.sandbox_output_bytes if submission.kind in SANDBOXED else settings.max_upload_bytes
     try:
         result = read_result(result_path or submission.file_path, result_expectation(dataset_row, max_bytes=cap))
     except FormatError as exc:

@@ -38,7 +38,7 @@ import numpy as np
 from sqlalchemy import Select, case, func, literal, select
 from sqlalchemy.orm import Session
 
-from db.models import Dataset, Kind, Participant, Score, Status, Submission, Trust
+from db.models import SANDBOXED, Dataset, Participant, Score, Status, Submission, Trust
 from harness.scoring import SCORER_VERSION, overall_draws, overall_score
 from harness.uncertainty import CONFIDENCE, decode_draws, inseparable, percentile_interval
 from harness.tiers import BLIND_TIERS, TIERS
@@ -123,7 +123,7 @@ def _certified(tier: str, kind: str, image_digest: str | None, trust: str | None
         return True
     if trust == Trust.revoked:
         return False
-    return tier == "hidden" and kind in (Kind.container, Kind.script) and bool(image_digest)
+    return tier == "hidden" and kind in SANDBOXED and bool(image_digest)
 
 
 def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tuple[list[Entry], int]:

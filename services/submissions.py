@@ -31,7 +31,7 @@ from typing import BinaryIO
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import TERMINAL, Kind, Outcome, Participant, Role, Run, Status, Submission, utcnow
+from db.models import SANDBOXED, TERMINAL, Kind, Outcome, Participant, Role, Run, Status, Submission, utcnow
 from harness.formats import validate_result_isolated
 from services.datasets import active_dataset, check_tier, result_expectation
 from services.errors import ConflictError, NotFoundError, QuotaError, ServiceError, StorageError, TooLargeError
@@ -419,7 +419,7 @@ def queue(submission_id: str, kind: str) -> bool:
     """
     from services.worker.tasks import run_submission_task, score_submission_task
 
-    task = run_submission_task if kind in (Kind.container, Kind.script) else score_submission_task
+    task = run_submission_task if kind in SANDBOXED else score_submission_task
     try:
         task.apply_async((submission_id,), retry=True, retry_policy={"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5})
     except Exception:

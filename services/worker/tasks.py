@@ -24,7 +24,7 @@ from celery.exceptions import Retry
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from db.models import Outcome, Status, Submission
+from db.models import SANDBOXED, Outcome, Status, Submission
 from db.session import new_session
 from harness.errors import PlatformError
 from services.evaluation import score_submission
@@ -147,8 +147,6 @@ def reap_and_requeue(*, include_stale_queued: bool = True) -> list[str]:
     """Requeue runs whose worker died (expired lease), removing the containers they left,
     and send again queued submissions no worker claimed in ``queued_stale_seconds`` (their
     message may be lost). Returns the ids sent."""
-    from db.models import Kind
-
     with new_session() as session:
         todo = reap_expired(session)
         session.commit()
@@ -156,7 +154,7 @@ def reap_and_requeue(*, include_stale_queued: bool = True) -> list[str]:
             todo += stale_queued(session)
             session.commit()
     todo = dict(todo)
-    if any(kind in (Kind.container, Kind.script) for kind in todo.values()):
+    if any(kind in SANDBOXED for kind in todo.values()):
         remove_orphans()  # before the rerun: a dead run's container still holds CPU and memory
     for submission_id, kind in todo.items():
         queue(submission_id, kind)

@@ -180,3 +180,22 @@ def test_valid_script_is_stored_and_queued(hidden, backend):
     error(hidden.get(f"/api/v1/submissions/{sid}/provenance"), 404, "not_found", f"no submission {sid!r}")
     assert hidden.get(f"/api/v1/submissions/{sid}/provenance", headers=alice).json()["status"] == "queued"
     assert hidden.get(f"/api/v1/submissions/{sid}/provenance", headers=ORG).status_code == 200
+
+
+@pytest.mark.docker
+def test_a_script_output_is_held_to_the_sandbox_cap_not_the_upload_cap(hidden, monkeypatch):
+    # A script's result comes out of the sandbox (EDX_SANDBOX_OUTPUT_BYTES), like an image's; the
+    # far smaller cap on participants' uploads must not fail it at scoring.
+    from services.containers import run_submission
+    from services.submissions import claim
+
+    alice = add_participant(hidden, "alice")
+    sid = _submit(hidden, alice, SOLVER, method="lstsq").json()["id"]
+    monkeypatch.setenv("EDX_MAX_UPLOAD_BYTES", "1024")
+    reset_caches()
+    with new_session() as s:
+        run_submission(s, claim(s, sid, worker="test"))
+        s.commit()
+        sub = s.get(Submission, sid)
+        assert (sub.status, sub.outcome) == ("scored", "succeeded"), sub.error_message
+        assert Path(sub.file_path).stat().st_size > 1024
