@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from datetime import UTC
 
 import numpy as np
 from bench_scoring import build_scene  # the same scene as P2 (benchmarks/ is the script directory)
@@ -53,7 +54,7 @@ def _board(n: int) -> str:
     import os
     import tempfile
     import uuid
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     os.environ.update(EDX_DATA_DIR=tempfile.mkdtemp(prefix="edx-bench-ties-"), EDX_ENVIRONMENT="development")
     os.environ.pop("EDX_DATABASE_URL", None)
@@ -70,13 +71,20 @@ def _board(n: int) -> str:
     get_settings.cache_clear()
     upgrade_to_head()
     rng = np.random.default_rng(0)
-    t0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
     with new_session() as s:
-        datasets = {t: Dataset(tier=t, content_hash=f"{i}" * 64, operator_version="v", preset="default", full_path="-",
-                               view_path="-") for i, t in enumerate(("public", "dev", "hidden"))}
+        datasets = {
+            t: Dataset(
+                tier=t, content_hash=f"{i}" * 64, operator_version="v", preset="default", full_path="-", view_path="-"
+            )
+            for i, t in enumerate(("public", "dev", "hidden"))
+        }
         s.add_all(datasets.values())
         s.flush()
-        s.execute(insert(Participant), [{"name": f"p{i:04d}", "team": "", "role": "participant", "created_at": t0} for i in range(n)])
+        s.execute(
+            insert(Participant),
+            [{"name": f"p{i:04d}", "team": "", "role": "participant", "created_at": t0} for i in range(n)],
+        )
         ids = [pid for (pid,) in s.execute(Participant.__table__.select().with_only_columns(Participant.id))]
         subs, scores = [], []
         for pid in ids:
@@ -84,15 +92,53 @@ def _board(n: int) -> str:
                 sid, level = str(uuid.uuid4()), float(rng.uniform(0.3, 0.9))
                 draws = level + 0.005 * rng.normal(size=N_RESAMPLES)
                 lo, hi = percentile_interval(draws)
-                subs.append(dict(id=sid, participant_id=pid, dataset_id=dataset.id, tier=tier, kind="hdf5", method="m",
-                                 description="", source="", status="scored", outcome="succeeded", attempt=1, charged=True,
-                                 created_at=t0))
-                scores.append(dict(submission_id=sid, scene_id="", scoring_version=SCORER_VERSION, operator_version="v",
-                                   harness_version="0", dataset_hash="h", submission_hash="s", score=level, blind=level,
-                                   standard=level, psnr=20.0, ssim=0.5, consistency=0.5, metrics={}, started_at=t0,
-                                   ended_at=t0, ci_low=lo, ci_high=hi,
-                                   tile_stats={"kind": "tier", "resample_key": tier, "n_resamples": N_RESAMPLES,
-                                               "confidence": 0.95, "tile_size": 16, "draws": encode_draws(draws)}))
+                subs.append(
+                    dict(
+                        id=sid,
+                        participant_id=pid,
+                        dataset_id=dataset.id,
+                        tier=tier,
+                        kind="hdf5",
+                        method="m",
+                        description="",
+                        source="",
+                        status="scored",
+                        outcome="succeeded",
+                        attempt=1,
+                        charged=True,
+                        created_at=t0,
+                    )
+                )
+                scores.append(
+                    dict(
+                        submission_id=sid,
+                        scene_id="",
+                        scoring_version=SCORER_VERSION,
+                        operator_version="v",
+                        harness_version="0",
+                        dataset_hash="h",
+                        submission_hash="s",
+                        score=level,
+                        blind=level,
+                        standard=level,
+                        psnr=20.0,
+                        ssim=0.5,
+                        consistency=0.5,
+                        metrics={},
+                        started_at=t0,
+                        ended_at=t0,
+                        ci_low=lo,
+                        ci_high=hi,
+                        tile_stats={
+                            "kind": "tier",
+                            "resample_key": tier,
+                            "n_resamples": N_RESAMPLES,
+                            "confidence": 0.95,
+                            "tile_size": 16,
+                            "draws": encode_draws(draws),
+                        },
+                    )
+                )
         s.execute(insert(Submission), subs)
         s.execute(insert(Score), scores)
         s.commit()
@@ -106,10 +152,16 @@ def _board(n: int) -> str:
             times = []
             for page in (1, 2, 5, 10) * 2:
                 with new_session() as s:
-                    dt, _ = _timed(lambda: board_module.leaderboard(s, board=name, page=page, per_page=50))
+                    dt, _ = _timed(
+                        lambda s=s, name=name, page=page: board_module.leaderboard(
+                            s, board=name, page=page, per_page=50
+                        )
+                    )
                 times.append(dt * 1e3)
-            lines.append(f"| {name} | {'on' if ties == 'true' else 'off (baseline)'} | "
-                         f"{statistics.median(times[:4]):.1f} | {statistics.median(times[4:]):.1f} |")
+            lines.append(
+                f"| {name} | {'on' if ties == 'true' else 'off (baseline)'} | "
+                f"{statistics.median(times[:4]):.1f} | {statistics.median(times[4:]):.1f} |"
+            )
     return "\n".join(lines)
 
 
@@ -149,7 +201,7 @@ def main() -> None:
         t_point.append(_timed(point)[0])
         dt, full = _timed(with_stats)
         t_stats.append(dt)
-        dt, (_, interval) = _timed(lambda: bootstrap(full.tile_stats))
+        dt, (_, interval) = _timed(lambda full=full: bootstrap(full.tile_stats))
         t_boot.append(dt)
 
     med_point, med_stats, med_boot = (statistics.median(t) for t in (t_point, t_stats, t_boot))
@@ -178,7 +230,9 @@ resamples, {args.repeats} interleaved repeats, medians.
 """
     )
     if args.board:
-        print(f"Tie groups on a board of {args.board} participants (one entry per blind tier), pages 1, 2, 5, 10 of 50:\n")
+        print(
+            f"Tie groups on a board of {args.board} participants (one entry per blind tier), pages 1, 2, 5, 10 of 50:\n"
+        )
         print(_board(args.board))
 
 

@@ -56,7 +56,9 @@ def main() -> None:
     print(f"| `ForwardModel.apply` | {t_apply:.4f} |")
     print(f"| `ForwardModel.adjoint` | {t_adjoint:.4f} |")
     print(f"| `ForwardModel.matrix` for a new θ | {t_matrix:.4f} |")
-    print(f"\nP5: apply throughput / GEMM throughput = {ratio:.2f} (target ≥ {TARGET}) -> {'PASS' if ratio >= TARGET else 'FAIL'}")
+    print(
+        f"\nP5: apply throughput / GEMM throughput = {ratio:.2f} (target ≥ {TARGET}) -> {'PASS' if ratio >= TARGET else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ from services.cli.demo import _check, _free_port, _processes, _wait_healthy
 IMAGE = "edx-arena/runner:latest"
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -46,26 +45,50 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="edx-bench-"))
     (data_dir / "log").mkdir()
     token = secrets.token_urlsafe(16)
-    env = {**os.environ, "EDX_DATA_DIR": str(data_dir), "EDX_ORGANIZER_TOKEN": token, "EDX_QUOTA_HIDDEN": "0",
-           "EDX_SANDBOX_CPUS": str(os.cpu_count())}
+    env = {
+        **os.environ,
+        "EDX_DATA_DIR": str(data_dir),
+        "EDX_ORGANIZER_TOKEN": token,
+        "EDX_QUOTA_HIDDEN": "0",
+        "EDX_SANDBOX_CPUS": str(os.cpu_count()),
+    }
     for key in ("EDX_DATABASE_URL", "EDX_BROKER_URL"):
         env.pop(key, None)
     port = _free_port()
     harness_times, bare_times, sandbox_times = [], [], []
-    stages: dict[str, list[float]] = {"queued (POST → claimed by the worker)": [],
-                                      "claimed → scored, less the container run (start, stop, validation, scoring)": []}
+    stages: dict[str, list[float]] = {
+        "queued (POST → claimed by the worker)": [],
+        "claimed → scored, less the container run (start, stop, validation, scoring)": [],
+    }
     with _processes(env, port, data_dir / "log"), httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as c:
         _wait_healthy(c)
         org = {"Authorization": f"Bearer {token}"}
         for i in range(args.repeats):
-            _check(c.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 1000 + i, "preset": args.size}, headers=org))
+            _check(
+                c.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 1000 + i, "preset": args.size}, headers=org)
+            )
             view = sorted((data_dir / "storage" / "datasets" / "hidden").glob("*/view.h5"), key=os.path.getmtime)[-1]
             out = Path(tempfile.mkdtemp())
             out.chmod(0o777)
             t = time.perf_counter()
-            subprocess.run(["docker", "run", "--rm", "--network", "none", "--user", "65534:65534",
-                            "-v", f"{view}:/input/measurement.h5:ro", "-v", f"{out}:/output", args.image],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "docker",
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "--user",
+                    "65534:65534",
+                    "-v",
+                    f"{view}:/input/measurement.h5:ro",
+                    "-v",
+                    f"{out}:/output",
+                    args.image,
+                ],
+                check=True,
+                capture_output=True,
+            )
             bare_times.append(time.perf_counter() - t)
             t = time.perf_counter()
             sid = _check(c.post("/api/v1/submissions/container", json={"image": args.image}, headers=org))["id"]
@@ -78,11 +101,14 @@ def main() -> None:
             assert s["status"] == "scored", s
             assert "reused" not in (s["log_tail"] or ""), "served from the digest cache: not a real run"
             sandbox_times.append(s["runtime_seconds"])
-            created, started, finished = (datetime.fromisoformat(s[k]) for k in ("created_at", "started_at", "finished_at"))
+            created, started, finished = (
+                datetime.fromisoformat(s[k]) for k in ("created_at", "started_at", "finished_at")
+            )
             run = s["runtime_seconds"]
             stages["queued (POST → claimed by the worker)"].append((started - created).total_seconds())
             stages["claimed → scored, less the container run (start, stop, validation, scoring)"].append(
-                (finished - started).total_seconds() - run)
+                (finished - started).total_seconds() - run
+            )
     h, b = statistics.median(harness_times), statistics.median(bare_times)
     print(f"| path ({args.size} Hidden tier, {args.repeats} repeats) | median s |")
     print("|---|---|")

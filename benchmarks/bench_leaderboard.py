@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -79,15 +79,34 @@ def _seed(database_url: str) -> dict[str, float]:
 
     upgrade_to_head()
     rng = random.Random(4)
-    t0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
     with new_session() as s:
-        datasets = {t: Dataset(tier=t, content_hash=f"{i}" * 64, operator_version="edx-forward-v1", preset="default",
-                               full_path="-", view_path="-") for i, t in enumerate(PER_PARTICIPANT)}
+        datasets = {
+            t: Dataset(
+                tier=t,
+                content_hash=f"{i}" * 64,
+                operator_version="edx-forward-v1",
+                preset="default",
+                full_path="-",
+                view_path="-",
+            )
+            for i, t in enumerate(PER_PARTICIPANT)
+        }
         s.add_all(datasets.values())
         s.flush()
-        s.execute(insert(Participant), [{"name": f"team-{i:04d}", "team": f"Team {i}", "role": "participant",
-                                         "created_at": t0} for i in range(PARTICIPANTS)])
-        ids = {name: pid for pid, name in s.execute(Participant.__table__.select().with_only_columns(Participant.id, Participant.name))}
+        s.execute(
+            insert(Participant),
+            [
+                {"name": f"team-{i:04d}", "team": f"Team {i}", "role": "participant", "created_at": t0}
+                for i in range(PARTICIPANTS)
+            ],
+        )
+        ids = {
+            name: pid
+            for pid, name in s.execute(
+                Participant.__table__.select().with_only_columns(Participant.id, Participant.name)
+            )
+        }
         subs, scores = [], []
         for i in range(PARTICIPANTS):
             for tier, n in PER_PARTICIPANT.items():
@@ -95,31 +114,64 @@ def _seed(database_url: str) -> dict[str, float]:
                     sid = str(uuid.uuid4())
                     created = t0 + timedelta(minutes=rng.randrange(100_000))
                     container = tier == "hidden"
-                    subs.append({
-                        "id": sid, "participant_id": ids[f"team-{i:04d}"], "dataset_id": datasets[tier].id, "tier": tier,
-                        "kind": "container" if container else "hdf5", "method": f"method-{k}", "description": "",
-                        "source": "https://example.org/paper", "status": "scored", "outcome": "succeeded", "attempt": 1,
-                        "charged": True, "file_sha256": None if container else "f" * 64,
-                        "image_digest": f"sha256:{'a' * 64}" if container else None,
-                        "created_at": created, "started_at": created, "finished_at": created,
-                    })
+                    subs.append(
+                        {
+                            "id": sid,
+                            "participant_id": ids[f"team-{i:04d}"],
+                            "dataset_id": datasets[tier].id,
+                            "tier": tier,
+                            "kind": "container" if container else "hdf5",
+                            "method": f"method-{k}",
+                            "description": "",
+                            "source": "https://example.org/paper",
+                            "status": "scored",
+                            "outcome": "succeeded",
+                            "attempt": 1,
+                            "charged": True,
+                            "file_sha256": None if container else "f" * 64,
+                            "image_digest": f"sha256:{'a' * 64}" if container else None,
+                            "created_at": created,
+                            "started_at": created,
+                            "finished_at": created,
+                        }
+                    )
                     score = round(rng.uniform(0.3, 0.9), 3)
                     # Rows as edx-score-v2 writes them: the tier row carries its 95 % interval and
                     # its 1,000 paired bootstrap draws (what the tie groups read).
                     draws = score + np.random.default_rng(len(scores)).normal(0, 0.01, 1000)
                     lo, hi = np.percentile(draws, [2.5, 97.5])
-                    tier_stats = {"kind": "tier", "resample_key": f"bench-{tier}", "n_resamples": 1000,
-                                  "confidence": 0.95, "tile_size": 16, "draws": encode_draws(draws)}
+                    tier_stats = {
+                        "kind": "tier",
+                        "resample_key": f"bench-{tier}",
+                        "n_resamples": 1000,
+                        "confidence": 0.95,
+                        "tile_size": 16,
+                        "draws": encode_draws(draws),
+                    }
                     for scene in ("", f"{tier}-s0", f"{tier}-s1", f"{tier}-s2"):
-                        scores.append({
-                            "ci_low": float(lo), "ci_high": float(hi), "tile_stats": tier_stats if scene == "" else None,
-                            "submission_id": sid, "scene_id": scene, "scoring_version": SCORER_VERSION,
-                            "operator_version": "edx-forward-v1", "harness_version": "0.1.0", "dataset_hash": "0" * 64,
-                            "submission_hash": "f" * 64, "score": score, "blind": score, "standard": score,
-                            "psnr": 15 + 30 * score, "ssim": score, "consistency": score,
-                            "metrics": {"psnr_norm": score, "spec_error": {"peak_overlap": 0.1}},
-                            "started_at": created, "ended_at": created,
-                        })
+                        scores.append(
+                            {
+                                "ci_low": float(lo),
+                                "ci_high": float(hi),
+                                "tile_stats": tier_stats if scene == "" else None,
+                                "submission_id": sid,
+                                "scene_id": scene,
+                                "scoring_version": SCORER_VERSION,
+                                "operator_version": "edx-forward-v1",
+                                "harness_version": "0.1.0",
+                                "dataset_hash": "0" * 64,
+                                "submission_hash": "f" * 64,
+                                "score": score,
+                                "blind": score,
+                                "standard": score,
+                                "psnr": 15 + 30 * score,
+                                "ssim": score,
+                                "consistency": score,
+                                "metrics": {"psnr_norm": score, "spec_error": {"peak_overlap": 0.1}},
+                                "started_at": created,
+                                "ended_at": created,
+                            }
+                        )
         s.execute(insert(Submission), subs)
         s.execute(insert(Score), scores)
         s.commit()
@@ -132,7 +184,9 @@ def _seed(database_url: str) -> dict[str, float]:
             started = time.perf_counter()
             leaderboard(s, board=board, page=1, per_page=50)
             cold[board] = (time.perf_counter() - started) * 1e3
-    print(f"seeded {len(subs)} scored submissions ({len(scores)} score rows) from {PARTICIPANTS} participants", flush=True)
+    print(
+        f"seeded {len(subs)} scored submissions ({len(scores)} score rows) from {PARTICIPANTS} participants", flush=True
+    )
     return cold
 
 
@@ -141,8 +195,12 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 def _wrk(url: str, seconds: int, connections: int) -> tuple[float, float]:
     """(requests/s, p99 latency in ms) from one wrk run."""
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()
     if "Non-2xx" in out:
@@ -187,7 +245,10 @@ def main() -> int:
         for r in range(args.rounds):
             for name, url in urls.items():
                 results[name].append(_wrk(url, args.seconds, args.connections))
-                print(f"round {r + 1}: {name}: {results[name][-1][0]:.0f} req/s, p99 {results[name][-1][1]:.2f} ms", flush=True)
+                print(
+                    f"round {r + 1}: {name}: {results[name][-1][0]:.0f} req/s, p99 {results[name][-1][1]:.2f} ms",
+                    flush=True,
+                )
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -199,7 +260,9 @@ def main() -> int:
 
         shutil.rmtree(tmp, ignore_errors=True)
 
-    median = {name: (statistics.median(x[0] for x in rs), statistics.median(x[1] for x in rs)) for name, rs in results.items()}
+    median = {
+        name: (statistics.median(x[0] for x in rs), statistics.median(x[1] for x in rs)) for name, rs in results.items()
+    }
     trivial_rps = median["trivial FastAPI route"][0]
     bare_rps = median["bare ASGI app"][0]
     database = "PostgreSQL" if args.postgres else "SQLite"
@@ -218,7 +281,9 @@ def main() -> int:
             ok &= rps / trivial_rps >= TARGET_RATIO and p99 < TARGET_P99_MS
     print()
     print("\n".join(lines))
-    print(f"\ntarget (ratio ≥ {TARGET_RATIO} vs the trivial route, p99 < {TARGET_P99_MS:.0f} ms): {'met' if ok else 'MISSED'}")
+    print(
+        f"\ntarget (ratio ≥ {TARGET_RATIO} vs the trivial route, p99 < {TARGET_P99_MS:.0f} ms): {'met' if ok else 'MISSED'}"
+    )
     return 0 if ok else 1
 
 

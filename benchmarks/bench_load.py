@@ -92,19 +92,23 @@ def _counts(db_url: str) -> dict[str, int]:
         # The score rows of one submission: 4 (3 scenes + the tier row) exactly once.
         dup_scores = conn.execute(
             "SELECT count(*) FROM (SELECT submission_id FROM scores GROUP BY submission_id, scoring_version, scene_id "
-            "HAVING count(*) > 1) d").fetchone()[0]
+            "HAVING count(*) > 1) d"
+        ).fetchone()[0]
         wrong_sets = conn.execute(
             "SELECT count(*) FROM submissions s WHERE s.status = 'scored' AND "
-            "(SELECT count(*) FROM scores WHERE submission_id = s.id) <> 4").fetchone()[0]
+            "(SELECT count(*) FROM scores WHERE submission_id = s.id) <> 4"
+        ).fetchone()[0]
         succeeded_twice = conn.execute(
             "SELECT count(*) FROM (SELECT submission_id FROM runs WHERE outcome = 'succeeded' GROUP BY submission_id "
-            "HAVING count(*) > 1) d").fetchone()[0]
+            "HAVING count(*) > 1) d"
+        ).fetchone()[0]
         retried = conn.execute("SELECT count(*) FROM submissions WHERE attempt > 1").fetchone()[0]
     return {"status": status, "duplicated": dup_scores + wrong_sets + succeeded_twice, "retried": retried}
 
 
-def run_load(*, submissions: int, clients: int, workers: int, work_dir: Path, timeout: float = 1800,
-             lease_seconds: int = 60) -> LoadReport:
+def run_load(
+    *, submissions: int, clients: int, workers: int, work_dir: Path, timeout: float = 1800, lease_seconds: int = 60
+) -> LoadReport:
     """Start the stack under ``work_dir``, push the load, wait for the drain, stop everything."""
     db_name = f"edx_arena_load_{uuid.uuid4().hex[:10]}"
     db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}"
@@ -129,12 +133,17 @@ def run_load(*, submissions: int, clients: int, workers: int, work_dir: Path, ti
         env.pop(key, None)
 
     def spawn(name: str, argv: list[str]) -> subprocess.Popen:
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=open(logs / f"{name}.log", "ab"), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=open(logs / f"{name}.log", "ab"), stderr=subprocess.STDOUT
+        )
         procs.append(proc)
         return proc
 
     try:
-        spawn("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        spawn(
+            "redis",
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        )
         _wait(lambda: _redis_up(redis_port), 15, "redis-server")
         api = spawn("api", [sys.executable, "-m", "services.cli.main", "serve", "--port", str(api_port)])
         base = f"http://127.0.0.1:{api_port}"
@@ -149,8 +158,25 @@ def run_load(*, submissions: int, clients: int, workers: int, work_dir: Path, ti
                 tokens.append({"Authorization": f"Bearer {r.json()['token']}"})
         payload = _result_bytes(work_dir, 41)
         for i in range(workers):
-            spawn(f"worker{i}", [sys.executable, "-m", "celery", "-A", "services.worker.celery_app", "worker", "-Q", "edx",
-                                 "--pool", "solo", "--hostname", f"load{i}@%h", "-l", "warning"])
+            spawn(
+                f"worker{i}",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "services.worker.celery_app",
+                    "worker",
+                    "-Q",
+                    "edx",
+                    "--pool",
+                    "solo",
+                    "--hostname",
+                    f"load{i}@%h",
+                    "-l",
+                    "warning",
+                ],
+            )
 
         ids: list[str] = []
         refused: list[str] = []
@@ -160,10 +186,18 @@ def run_load(*, submissions: int, clients: int, workers: int, work_dir: Path, ti
         def client(i: int) -> None:
             with httpx.Client(base_url=base, timeout=120) as c:
                 for _ in range(per_client[i]):
-                    r = c.post("/api/v1/submissions", data={"tier": "dev", "method": f"load{i}"},
-                               files={"file": ("r.h5", payload)}, headers=tokens[i])
+                    r = c.post(
+                        "/api/v1/submissions",
+                        data={"tier": "dev", "method": f"load{i}"},
+                        files={"file": ("r.h5", payload)},
+                        headers=tokens[i],
+                    )
                     with lock:
-                        (ids.append(r.json()["id"]) if r.status_code == 202 else refused.append(f"{r.status_code} {r.text[:200]}"))
+                        (
+                            ids.append(r.json()["id"])
+                            if r.status_code == 202
+                            else refused.append(f"{r.status_code} {r.text[:200]}")
+                        )
 
         started = time.monotonic()
         threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
@@ -186,10 +220,19 @@ def run_load(*, submissions: int, clients: int, workers: int, work_dir: Path, ti
         status = counts["status"]
         finished = status.get("scored", 0) + status.get("failed", 0)
         return LoadReport(
-            submissions=submissions, clients=clients, workers=workers, accepted=len(ids), refused=len(refused),
-            upload_seconds=round(uploaded, 2), drain_seconds=round(drain, 2),
-            throughput_per_second=round(finished / drain, 2), scored=status.get("scored", 0), failed=status.get("failed", 0),
-            lost=submissions - finished, duplicated=counts["duplicated"], retried=counts["retried"],
+            submissions=submissions,
+            clients=clients,
+            workers=workers,
+            accepted=len(ids),
+            refused=len(refused),
+            upload_seconds=round(uploaded, 2),
+            drain_seconds=round(drain, 2),
+            throughput_per_second=round(finished / drain, 2),
+            scored=status.get("scored", 0),
+            failed=status.get("failed", 0),
+            lost=submissions - finished,
+            duplicated=counts["duplicated"],
+            retried=counts["retried"],
         )
     finally:
         for proc in reversed(procs):
@@ -229,7 +272,13 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edx-load-"))
     try:
-        report = run_load(submissions=args.submissions, clients=args.clients, workers=args.workers, work_dir=work, timeout=args.timeout)
+        report = run_load(
+            submissions=args.submissions,
+            clients=args.clients,
+            workers=args.workers,
+            work_dir=work,
+            timeout=args.timeout,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for key, value in asdict(report).items():

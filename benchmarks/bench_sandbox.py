@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.sandbox import Outcome, RunLimits, RunSpec, run_container  # noqa: E402
-from harness.sandbox.runner import docker_client  # noqa: E402
+from harness.sandbox import Outcome, RunLimits, RunSpec, run_container
+from harness.sandbox.runner import docker_client
 
 BUSYBOX = "edx-arena-test/busybox:latest"
 RUNNER = "edx-arena/runner:latest"
@@ -44,9 +44,15 @@ def _fresh_output(tmp: Path) -> Path:
 
 
 def _sandbox(client, tmp: Path, inp: Path, image: str, command, validate) -> float:
-    spec = RunSpec(run_id=f"bench-{uuid.uuid4().hex[:8]}", image=image, input_path=inp,
-                   work_dir=tmp / uuid.uuid4().hex, limits=RunLimits(wall_seconds=600),
-                   command=command, validate_output=validate)
+    spec = RunSpec(
+        run_id=f"bench-{uuid.uuid4().hex[:8]}",
+        image=image,
+        input_path=inp,
+        work_dir=tmp / uuid.uuid4().hex,
+        limits=RunLimits(wall_seconds=600),
+        command=command,
+        validate_output=validate,
+    )
     t0 = time.perf_counter()
     r = run_container(spec, client=client)
     elapsed = time.perf_counter() - t0
@@ -56,8 +62,21 @@ def _sandbox(client, tmp: Path, inp: Path, image: str, command, validate) -> flo
 
 def _bare(tmp: Path, inp: Path, image: str, command) -> float:
     out = _fresh_output(tmp)
-    argv = ["docker", "run", "--rm", "--network", "none", "--user", "65534:65534",
-            "-v", f"{inp}:/input/measurement.h5:ro", "-v", f"{out}:/output", image, *(command or [])]
+    argv = [
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "65534:65534",
+        "-v",
+        f"{inp}:/input/measurement.h5:ro",
+        "-v",
+        f"{out}:/output",
+        image,
+        *(command or []),
+    ]
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True)
     elapsed = time.perf_counter() - t0
@@ -72,8 +91,10 @@ def _measure(name, repeats, sandbox, bare) -> tuple[str, float, float]:
         s.append(sandbox())
         b.append(bare())
     ms, mb = statistics.median(s), statistics.median(b)
-    row = (f"| {name} | {ms:.3f} ({min(s):.3f}–{max(s):.3f}) | {mb:.3f} ({min(b):.3f}–{max(b):.3f}) "
-           f"| {ms / mb:.2f} | {1000 * (ms - mb):+.0f} |")
+    row = (
+        f"| {name} | {ms:.3f} ({min(s):.3f}–{max(s):.3f}) | {mb:.3f} ({min(b):.3f}–{max(b):.3f}) "
+        f"| {ms / mb:.2f} | {1000 * (ms - mb):+.0f} |"
+    )
     return row, ms, mb
 
 
@@ -91,9 +112,14 @@ def main() -> None:
         inp.write_bytes(b"\0" * 1024)
         inp.chmod(0o644)
         cmd = ["echo ok > /output/result.h5"]
-        rows.append(_measure("busybox, one-line result", args.repeats,
-                             lambda: _sandbox(client, tmp, inp, BUSYBOX, cmd, None),
-                             lambda: _bare(tmp, inp, BUSYBOX, cmd))[0])
+        rows.append(
+            _measure(
+                "busybox, one-line result",
+                args.repeats,
+                lambda: _sandbox(client, tmp, inp, BUSYBOX, cmd, None),
+                lambda: _bare(tmp, inp, BUSYBOX, cmd),
+            )[0]
+        )
         if not args.no_runner:
             from harness.formats import ResultExpectation, validate_result, write_measurement
             from harness.scenes import build_tier
@@ -103,9 +129,14 @@ def main() -> None:
             write_measurement(dataset, measurement, include_truth=False)
             os.chmod(measurement, 0o644)
             expect = ResultExpectation.for_dataset(dataset, max_bytes=64 << 20)
-            rows.append(_measure("reference runner (nnls, small Hidden tier)", args.repeats,
-                                 lambda: _sandbox(client, tmp, measurement, RUNNER, None, lambda p: validate_result(p, expect)),
-                                 lambda: _bare(tmp, measurement, RUNNER, None))[0])
+            rows.append(
+                _measure(
+                    "reference runner (nnls, small Hidden tier)",
+                    args.repeats,
+                    lambda: _sandbox(client, tmp, measurement, RUNNER, None, lambda p: validate_result(p, expect)),
+                    lambda: _bare(tmp, measurement, RUNNER, None),
+                )[0]
+            )
     print(f"Sandbox overhead, {args.repeats} interleaved repeats after one warm-up; median (min–max) seconds.\n")
     print("| workload | run_container | bare `docker run --rm` | ratio | Δ ms |")
     print("|---|---:|---:|---:|---:|")

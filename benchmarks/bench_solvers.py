@@ -60,8 +60,10 @@ def main() -> None:
     base = means[BASELINE]
     n_scenes = 3 * len(seeds)
     print(f"### Reference solvers, {args.tier} tier, preset {args.preset}, {n_scenes} scenes (seeds {args.seeds})\n")
-    print("| solver | blind | Δ blind vs nnls | standard | PSNR dB | SSIM | consistency "
-          "| abs Δa | abs ΔΩ | abs Δp | abs Δb | s/scene | time / nnls |")
+    print(
+        "| solver | blind | Δ blind vs nnls | standard | PSNR dB | SSIM | consistency "
+        "| abs Δa | abs ΔΩ | abs Δp | abs Δb | s/scene | time / nnls |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, v in means.items():
         print(

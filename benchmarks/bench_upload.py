@@ -30,12 +30,11 @@ from typing import Annotated
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from serving import free_port, start_uvicorn  # noqa: E402 - benchmarks/ is the script directory
-
 import h5py  # noqa: E402
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from fastapi import FastAPI, File, UploadFile  # noqa: E402
+from serving import free_port, start_uvicorn  # noqa: E402 - benchmarks/ is the script directory
 
 SCENES = ("dev-s0", "dev-s1", "dev-s2")
 ELEMENTS = 6
@@ -88,9 +87,23 @@ def _seed(side: int) -> str:
 
     upgrade_to_head()
     with new_session() as s:
-        s.add(Dataset(tier="dev", content_hash="0" * 64, operator_version="edx-forward-v1", preset="bench",
-                      expectation={"tier": "dev", "scene_ids": list(SCENES), "n_elements": ELEMENTS, "height": side, "width": side},
-                      full_path="-", view_path="-"))
+        s.add(
+            Dataset(
+                tier="dev",
+                content_hash="0" * 64,
+                operator_version="edx-forward-v1",
+                preset="bench",
+                expectation={
+                    "tier": "dev",
+                    "scene_ids": list(SCENES),
+                    "n_elements": ELEMENTS,
+                    "height": side,
+                    "width": side,
+                },
+                full_path="-",
+                view_path="-",
+            )
+        )
         _, _, token = create_participant(s, name="bench")
         s.commit()
     return token
@@ -121,8 +134,14 @@ def main() -> int:
     parser.add_argument("--dir", default=None, help="where to put the temporary files (needs ~3× the size free)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-upload-", dir=args.dir))
-    env = {**os.environ, "EDX_DATA_DIR": str(tmp / "var"), "EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN,
-           "EDX_ENVIRONMENT": "production", "EDX_MAX_UPLOAD_BYTES": str(2 * 2**30), "TMPDIR": str(tmp)}
+    env = {
+        **os.environ,
+        "EDX_DATA_DIR": str(tmp / "var"),
+        "EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN,
+        "EDX_ENVIRONMENT": "production",
+        "EDX_MAX_UPLOAD_BYTES": str(2 * 2**30),
+        "TMPDIR": str(tmp),
+    }
     os.environ.update(env)
     procs = []
     try:
@@ -130,7 +149,10 @@ def main() -> int:
         started = time.perf_counter()
         side = _write_result(result, int(args.size_gib * 2**30))
         size = result.stat().st_size
-        print(f"wrote a valid {size / 2**30:.2f} GiB result (3 × (6, {side}, {side})) in {time.perf_counter() - started:.1f} s", flush=True)
+        print(
+            f"wrote a valid {size / 2**30:.2f} GiB result (3 × (6, {side}, {side})) in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
         token = _seed(side)
         api_port, naive_port = free_port(), free_port()
         procs.append(start_uvicorn("services.api.main:create_app", api_port, env, factory=True))
@@ -138,13 +160,22 @@ def main() -> int:
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(timeout=httpx.Timeout(30, read=900, write=900)) as client:
             # Warm up both servers (imports, first multipart parse) with a small request.
-            client.post(f"http://127.0.0.1:{api_port}/api/v1/submissions", data={"tier": "dev"}, files={"file": ("x.h5", b"x")}, headers=headers)
+            client.post(
+                f"http://127.0.0.1:{api_port}/api/v1/submissions",
+                data={"tier": "dev"},
+                files={"file": ("x.h5", b"x")},
+                headers=headers,
+            )
             client.post(f"http://127.0.0.1:{naive_port}/upload", files={"file": ("x.h5", b"x")})
 
             def streamed():
                 with open(result, "rb") as f:
-                    return client.post(f"http://127.0.0.1:{api_port}/api/v1/submissions", data={"tier": "dev", "method": "bench"},
-                                       files={"file": ("result.h5", f, "application/x-hdf5")}, headers=headers)
+                    return client.post(
+                        f"http://127.0.0.1:{api_port}/api/v1/submissions",
+                        data={"tier": "dev", "method": "bench"},
+                        files={"file": ("result.h5", f, "application/x-hdf5")},
+                        headers=headers,
+                    )
 
             def naive():
                 with open(result, "rb") as f:
@@ -152,10 +183,16 @@ def main() -> int:
 
             growth, seconds, response = _measure(procs[0].pid, streamed)
             assert response.status_code == 202, response.text
-            print(f"API: {response.status_code} {response.json()} in {seconds:.1f} s; peak RSS growth {growth / 2**20:.1f} MiB", flush=True)
+            print(
+                f"API: {response.status_code} {response.json()} in {seconds:.1f} s; peak RSS growth {growth / 2**20:.1f} MiB",
+                flush=True,
+            )
             base_growth, base_seconds, base_response = _measure(procs[1].pid, naive)
             assert base_response.status_code == 200, base_response.text
-            print(f"baseline (read whole): {base_seconds:.1f} s; peak RSS growth {base_growth / 2**20:.1f} MiB", flush=True)
+            print(
+                f"baseline (read whole): {base_seconds:.1f} s; peak RSS growth {base_growth / 2**20:.1f} MiB",
+                flush=True,
+            )
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -170,8 +207,10 @@ def main() -> int:
     print("|---|---|---|")
     print(f"| POST /api/v1/submissions (streamed, 1 MiB chunks) | {seconds:.1f} s | {growth / 2**20:.1f} MiB |")
     print(f"| baseline: handler reads the upload whole | {base_seconds:.1f} s | {base_growth / 2**20:.1f} MiB |")
-    print(f"\nstreamed uses {base_growth / max(growth, 1):.0f}× less memory than the baseline; "
-          f"target (growth < 64 MiB): {'met' if ok else 'MISSED'}")
+    print(
+        f"\nstreamed uses {base_growth / max(growth, 1):.0f}× less memory than the baseline; "
+        f"target (growth < 64 MiB): {'met' if ok else 'MISSED'}"
+    )
     return 0 if ok else 1
 
 

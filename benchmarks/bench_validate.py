@@ -126,7 +126,11 @@ def make_padded_file(path: Path, size_bytes: int) -> ResultExpectation:
 def run_child(path: Path, expect: ResultExpectation, mode: str) -> dict:
     request = json.dumps({"path": str(path), "expect": expect.as_dict(), "mode": mode})
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(ROOT)], input=request, capture_output=True, text=True, check=True,
+        [sys.executable, "-c", _CHILD, str(ROOT)],
+        input=request,
+        capture_output=True,
+        text=True,
+        check=True,
         env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
     )
     return json.loads(out.stdout)
@@ -158,8 +162,11 @@ def measure(label: str, path: Path, expect: ResultExpectation, *, baseline: bool
         f"| {streamed['seconds']:.2f} s |",
         f"| {label} | | validate_result_isolated (spawn + validate) | (limit 256 MiB) | {isolated_s:.2f} s |",
     ]
-    print(f"{label}: streamed validator peak RSS growth {streamed['rss_growth'] / 2**20:.1f} MiB in {streamed['seconds']:.2f} s;"
-          f" isolated {isolated_s:.2f} s", flush=True)
+    print(
+        f"{label}: streamed validator peak RSS growth {streamed['rss_growth'] / 2**20:.1f} MiB in {streamed['seconds']:.2f} s;"
+        f" isolated {isolated_s:.2f} s",
+        flush=True,
+    )
     if baseline:
         naive = run_child(path, expect, "naive")
         ratio = naive["rss_growth"] / max(streamed["rss_growth"], 1)
@@ -167,8 +174,11 @@ def measure(label: str, path: Path, expect: ResultExpectation, *, baseline: bool
             f"| {label} | | baseline: load x_hat whole + isfinite | {naive['rss_growth'] / 2**20:.1f} MiB "
             f"| {naive['seconds']:.2f} s |"
         )
-        print(f"{label}: naive loader peak RSS growth {naive['rss_growth'] / 2**20:.1f} MiB in {naive['seconds']:.2f} s"
-              f" → streamed uses {ratio:.0f}× less memory", flush=True)
+        print(
+            f"{label}: naive loader peak RSS growth {naive['rss_growth'] / 2**20:.1f} MiB in {naive['seconds']:.2f} s"
+            f" → streamed uses {ratio:.0f}× less memory",
+            flush=True,
+        )
     ok = streamed["rss_growth"] < TARGET_RSS_GROWTH
     print(f"{label}: target < 64 MiB: {'met' if ok else 'MISSED'}", flush=True)
     return lines
@@ -186,8 +196,11 @@ def main() -> int:
         path = Path(tmp) / "result.h5"
         started = time.perf_counter()
         expect = make_scaled_file(path, size)
-        print(f"wrote {path.stat().st_size / 2**30:.2f} GiB scaled result ({expect.shape} × 3) in "
-              f"{time.perf_counter() - started:.1f} s", flush=True)
+        print(
+            f"wrote {path.stat().st_size / 2**30:.2f} GiB scaled result ({expect.shape} × 3) in "
+            f"{time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
         table += measure("scaled x_hat", path, expect, baseline=True)
         raw, sha = read_throughput(path), sha_throughput(path)
         print(f"sha256: {sha / 2**20:.0f} MiB/s vs plain read {raw / 2**20:.0f} MiB/s ({sha / raw:.2f}× of read speed)")

@@ -20,8 +20,21 @@ def free_port() -> int:
 
 def start_uvicorn(target: str, port: int, env: dict, *, factory: bool) -> subprocess.Popen:
     """Serve ``target`` (``module:app``, or a factory) on ``port``; returns once it accepts connections."""
-    cmd = [sys.executable, "-m", "uvicorn", target, "--app-dir", str(ROOT / "benchmarks"), "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        target,
+        "--app-dir",
+        str(ROOT / "benchmarks"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     if factory:
         cmd.insert(4, "--factory")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)

@@ -7,25 +7,48 @@ Schema changes go through Alembic (``db/migrations``), never ``create_all``.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text,
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from harness.sandbox.model import Outcome  # noqa: F401 - the one list of outcomes (design §5), re-exported
-
+from harness.sandbox.model import Outcome
 
 __all__ = [
-    "Base", "Role", "Status", "Kind", "SANDBOXED", "Trust", "Outcome", "TERMINAL", "Participant", "ApiToken", "Dataset",
-    "Submission", "Run", "Score", "utcnow",
+    "SANDBOXED",
+    "TERMINAL",
+    "ApiToken",
+    "Base",
+    "Dataset",
+    "Kind",
+    "Outcome",
+    "Participant",
+    "Role",
+    "Run",
+    "Score",
+    "Status",
+    "Submission",
+    "Trust",
+    "utcnow",
 ]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -74,7 +97,7 @@ class Participant(Base):
     team: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(20), default=Role.participant)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    tokens: Mapped[list["ApiToken"]] = relationship(back_populates="participant", order_by="ApiToken.id")
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="participant", order_by="ApiToken.id")
 
 
 class ApiToken(Base):
@@ -92,7 +115,9 @@ class ApiToken(Base):
 class Dataset(Base):
     __tablename__ = "datasets"
     __table_args__ = (
-        Index("uq_datasets_active_tier", "tier", unique=True, sqlite_where=text("active"), postgresql_where=text("active")),
+        Index(
+            "uq_datasets_active_tier", "tier", unique=True, sqlite_where=text("active"), postgresql_where=text("active")
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     tier: Mapped[str] = mapped_column(String(20), index=True)
@@ -146,7 +171,7 @@ class Submission(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     participant: Mapped[Participant] = relationship()
     dataset: Mapped[Dataset] = relationship()
-    runs: Mapped[list["Run"]] = relationship(order_by="Run.attempt")
+    runs: Mapped[list[Run]] = relationship(order_by="Run.attempt")
 
 
 class Run(Base):

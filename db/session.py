@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.settings import get_settings
 
-__all__ = ["make_engine", "get_engine", "get_sessionmaker", "new_session"]
+__all__ = ["get_engine", "get_sessionmaker", "make_engine", "new_session"]
 
 
 def make_engine(url: str) -> Engine:

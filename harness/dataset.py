@@ -15,7 +15,7 @@ import numpy as np
 from harness.forward import ELEMENTS, OPERATOR_VERSION, ForwardModel, OperatorConstants, Spec
 from harness.tiers import PRESETS, Preset, spec_ranges
 
-__all__ = ["Scene", "TierDataset", "SceneResult", "Result", "content_hash"]
+__all__ = ["Result", "Scene", "SceneResult", "TierDataset", "content_hash"]
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Scene:
     def shape(self) -> tuple[int, int]:
         return (int(self.y.shape[0]), int(self.y.shape[1]))
 
-    def without_truth(self) -> "Scene":
+    def without_truth(self) -> Scene:
         return replace(self, x_true=None, spec_true=None)
 
 
@@ -83,12 +83,12 @@ class TierDataset:
     def operator(self) -> ForwardModel:
         return ForwardModel(self.preset, self.constants, elements=self.elements)
 
-    def participant_view(self, *, with_truth: bool) -> "TierDataset":
+    def participant_view(self, *, with_truth: bool) -> TierDataset:
         """What a participant may download: never the seed (it regenerates the truth, and
         organizers may derive one tier's seed from another's); the truth only for Public."""
         return replace(self if with_truth else self.without_truth(), seed=None)
 
-    def without_truth(self) -> "TierDataset":
+    def without_truth(self) -> TierDataset:
         """The participant's (Dev) or container's (Hidden) view: same hash, no truth."""
         return replace(self, scenes=[s.without_truth() for s in self.scenes])
 
@@ -109,7 +109,7 @@ class Result:
     method: str = ""
 
 
-def _update(h: "hashlib._Hash", array: np.ndarray, dtype: str) -> None:
+def _update(h: hashlib._Hash, array: np.ndarray, dtype: str) -> None:
     a = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<"))
     h.update(repr(a.shape).encode())
     h.update(a.tobytes())

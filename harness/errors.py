@@ -10,8 +10,8 @@ from __future__ import annotations
 
 __all__ = [
     "EdxArenaError",
-    "FormatError",
     "FileTooLargeError",
+    "FormatError",
     "ImageError",
     "PlatformError",
 ]

@@ -20,8 +20,8 @@ says eV; arrays are float64.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Mapping
 
 import numpy as np
 from scipy.special import erf
@@ -29,18 +29,18 @@ from scipy.special import erf
 from harness.tiers import PRESETS, SPEC_PARAMETERS, Preset
 
 __all__ = [
-    "OPERATOR_VERSION",
-    "ELEMENTS",
     "ATOMIC_NUMBERS",
+    "ELEMENTS",
     "LINES",
-    "Spec",
-    "OperatorConstants",
+    "OPERATOR_VERSION",
     "ForwardModel",
-    "energy_axis",
-    "detector_sigma_keV",
+    "OperatorConstants",
+    "Spec",
     "absorption_factor",
-    "window_efficiency",
+    "detector_sigma_keV",
+    "energy_axis",
     "kramers",
+    "window_efficiency",
 ]
 
 OPERATOR_VERSION = "edx-forward-v1"
@@ -86,19 +86,17 @@ class Spec:
         return np.array([getattr(self, name) for name in SPEC_PARAMETERS], dtype=np.float64)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, float]) -> "Spec":
+    def from_mapping(cls, values: Mapping[str, float]) -> Spec:
         """Build from a mapping holding exactly the four parameter names."""
         names = {f.name for f in fields(cls)}
         missing = names - set(values)
         extra = set(values) - names
         if missing or extra:
-            raise ValueError(
-                f"spec needs exactly {sorted(names)}; missing {sorted(missing)}, unknown {sorted(extra)}"
-            )
+            raise ValueError(f"spec needs exactly {sorted(names)}; missing {sorted(missing)}, unknown {sorted(extra)}")
         return cls(**{k: float(values[k]) for k in names})
 
     @classmethod
-    def from_array(cls, values: np.ndarray) -> "Spec":
+    def from_array(cls, values: np.ndarray) -> Spec:
         return cls(**{name: float(v) for name, v in zip(SPEC_PARAMETERS, values, strict=True)})
 
 
@@ -123,7 +121,7 @@ class OperatorConstants:
         return {k: float(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, float]) -> "OperatorConstants":
+    def from_mapping(cls, values: Mapping[str, float]) -> OperatorConstants:
         """Build from a mapping (extra keys ignored, missing keys take the v1 defaults)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: float(v) for k, v in values.items() if k in names})

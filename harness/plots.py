@@ -17,14 +17,25 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["maps_png", "error_maps", "mean_spectrum", "spectrum_png", "lines_of"]
+__all__ = ["error_maps", "lines_of", "maps_png", "mean_spectrum", "spectrum_png"]
 
 #: One colour per element line set (matplotlib's tab10), in the order the elements are given.
-_LINE_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
+_LINE_COLOURS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#7f7f7f",
+    "#bcbd22",
+)
 _DPI = 100
 #: Spectrum label layout: axes width in pixels, pixels per label character, band height per level.
 _AXES_PX = 780
@@ -193,7 +204,9 @@ def spectrum_png(
     energy = np.asarray(energy_keV, dtype=np.float64)
     values = np.asarray(counts, dtype=np.float64)
     if energy.ndim != 1 or energy.size < 2 or values.shape != energy.shape:
-        raise ValueError(f"energy_keV and counts must be 1-D arrays of the same length ≥ 2; got {energy.shape} and {values.shape}")
+        raise ValueError(
+            f"energy_keV and counts must be 1-D arrays of the same length ≥ 2; got {energy.shape} and {values.shape}"
+        )
     if not np.all(np.diff(energy) > 0):
         raise ValueError("energy_keV must be strictly increasing")
     if not np.all(np.isfinite(values)):
@@ -218,13 +231,22 @@ def spectrum_png(
     ax.set_xlim(float(energy[0]), float(energy[-1]))
     seen: set[str] = set()
     for colour, (element, _name, kev) in marks:
-        ax.axvline(kev, color=colour, linestyle="--", linewidth=0.9, alpha=0.75,
-                   label=element if element not in seen else None)
+        ax.axvline(
+            kev, color=colour, linestyle="--", linewidth=0.9, alpha=0.75, label=element if element not in seen else None
+        )
         seen.add(element)
     for colour, text, kev, level in labels:
-        ax.text(kev, 1 - 0.02 - _LEVEL_HEIGHT * level, text, transform=ax.get_xaxis_transform(),
-                ha="left", va="top", fontsize=8, color=colour,
-                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.85})
+        ax.text(
+            kev,
+            1 - 0.02 - _LEVEL_HEIGHT * level,
+            text,
+            transform=ax.get_xaxis_transform(),
+            ha="left",
+            va="top",
+            fontsize=8,
+            color=colour,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.85},
+        )
     ax.set_xlabel("energy (keV)")
     ax.set_ylabel("mean counts per channel")
     if seen:

@@ -19,7 +19,7 @@ does not change when another scene's generation changes.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from scipy.special import erf
@@ -29,14 +29,14 @@ from harness.forward import ELEMENTS, ForwardModel, OperatorConstants, Spec
 from harness.tiers import PRESETS, REFERENCE_ROWS, SCENES_PER_TIER, SPEC_PARAMETERS, Preset, spec_ranges
 
 __all__ = [
-    "REFERENCE_COMPOSITION",
-    "PRESENCE_THRESHOLD",
     "PRESENCE_FRACTION",
-    "make_phantom",
-    "reference_mask",
-    "draw_spec",
+    "PRESENCE_THRESHOLD",
+    "REFERENCE_COMPOSITION",
     "build_tier",
     "dataset_from_maps",
+    "draw_spec",
+    "make_phantom",
+    "reference_mask",
 ]
 
 #: Published composition of the calibration strip (fractions; sum 0.9).
@@ -102,9 +102,7 @@ def _draw_phantom(rng: np.random.Generator, n_elements: int, height: int, width:
 
     # Voronoi grains over the non-reference area, each with its own composition.
     n_grains = int(rng.integers(8, 15))
-    centres = np.column_stack(
-        [rng.uniform(REFERENCE_ROWS, height, n_grains), rng.uniform(0, width, n_grains)]
-    )
+    centres = np.column_stack([rng.uniform(REFERENCE_ROWS, height, n_grains), rng.uniform(0, width, n_grains)])
     dist = (yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2
     label = np.argmin(dist, axis=0)
     comp = rng.dirichlet(np.full(n_elements, 0.6), size=n_grains) * rng.uniform(0.5, 0.85, size=(n_grains, 1))
@@ -256,6 +254,8 @@ def dataset_from_maps(
         for name in SPEC_PARAMETERS:
             lo, hi = ranges[name]
             if not lo <= getattr(spec, name) <= hi:
-                raise ValueError(f"scene {scene_id!r}: {name}={getattr(spec, name)} is outside the {tier} range [{lo}, {hi}]")
+                raise ValueError(
+                    f"scene {scene_id!r}: {name}={getattr(spec, name)} is outside the {tier} range [{lo}, {hi}]"
+                )
         scenes.append(_scene(scene_id, x, spec, model, rng))
     return TierDataset(tier=tier, preset=p, constants=model.constants, scenes=scenes, seed=seed)

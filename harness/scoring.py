@@ -50,10 +50,10 @@ promote to float64, then compute.
 
 from __future__ import annotations
 
-import math
 import hashlib
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Mapping
 
 import numpy as np
 from skimage.metrics import structural_similarity
@@ -76,23 +76,23 @@ from harness.uncertainty import (
 )
 
 __all__ = [
-    "SCORER_VERSION",
-    "SCORED_CONSISTENCY",
     "PSNR_CAP_DB",
+    "SCORED_CONSISTENCY",
+    "SCORER_VERSION",
     "SSIM_WIN_SIZE",
-    "sanitize_maps",
-    "psnr",
-    "psnr_norm",
-    "ssim_maps",
-    "consistency",
-    "clamp_spec",
     "SceneScore",
     "TierScore",
+    "clamp_spec",
+    "consistency",
+    "overall_draws",
+    "overall_score",
+    "psnr",
+    "psnr_norm",
+    "resample_key",
+    "sanitize_maps",
     "score_scene",
     "score_tier",
-    "overall_score",
-    "overall_draws",
-    "resample_key",
+    "ssim_maps",
 ]
 
 SCORER_VERSION = "edx-score-v2"
@@ -208,9 +208,7 @@ def ssim_maps(x_true: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
     b = np.asarray(x_hat)
     _check_same_shape("x_true", a, "x_hat", b)
     if a.ndim != 3 or a.shape[1] < SSIM_WIN_SIZE or a.shape[2] < SSIM_WIN_SIZE:
-        raise ValueError(
-            f"ssim_maps needs (E, H, W) maps with H, W >= {SSIM_WIN_SIZE}; got shape {a.shape}"
-        )
+        raise ValueError(f"ssim_maps needs (E, H, W) maps with H, W >= {SSIM_WIN_SIZE}; got shape {a.shape}")
     a = a.astype(np.float64, copy=False)
     b = b.astype(np.float64, copy=False)
     return np.array([_ssim_2d(a[e], b[e]) for e in range(a.shape[0])], dtype=np.float64)
@@ -536,7 +534,12 @@ def score_scene(
     # Data terms on the whole scene, with θ̂ kept inside the published ranges.
     spec_used, clamped = clamp_spec(result.spec, _all_blind_ranges() if ranges is None else ranges)
     res_bar, ref_bar, res_y, ref_y, res_px, ref_px = _residual_sums(
-        x_true, x_hat, y, y_bar, operator.matrix(scene.spec_true), operator.matrix(spec_used),
+        x_true,
+        x_hat,
+        y,
+        y_bar,
+        operator.matrix(scene.spec_true),
+        operator.matrix(spec_used),
         per_pixel=keep_tile_stats,
     )
     cons = _consistency_from_sums(res_bar, ref_bar)
@@ -559,7 +562,9 @@ def score_scene(
         },
         nonfinite_count=nonfinite,
         spec_clamped=clamped,
-        tile_stats=None if res_px is None else tile_stats(
+        tile_stats=None
+        if res_px is None
+        else tile_stats(
             np.einsum("ehw,ehw->hw", d, d),
             np.stack([smap for _, smap in full_ssim]),
             res_px.reshape(h, w),
@@ -613,8 +618,9 @@ def score_tier(
     operator = dataset.operator()
     with_ci = n_resamples > 0
     scores = [
-        score_scene(scene, result.scenes[scene.scene_id], operator=operator, ranges=dataset.ranges,
-                    keep_tile_stats=with_ci)
+        score_scene(
+            scene, result.scenes[scene.scene_id], operator=operator, ranges=dataset.ranges, keep_tile_stats=with_ci
+        )
         for scene in dataset.scenes
     ]
     tier_draws = None

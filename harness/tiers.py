@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 __all__ = [
     "BLIND_TIERS",
-    "TIERS",
-    "SPEC_PARAMETERS",
-    "TIER_RANGES",
-    "SCENES_PER_TIER",
-    "REFERENCE_ROWS",
-    "Preset",
     "PRESETS",
+    "REFERENCE_ROWS",
+    "SCENES_PER_TIER",
+    "SPEC_PARAMETERS",
+    "TIERS",
+    "TIER_RANGES",
+    "Preset",
     "spec_ranges",
 ]
 
 #: The three blind tiers, in leaderboard order.
 BLIND_TIERS: tuple[str, ...] = ("public", "dev", "hidden")
 #: Every tier the harness knows; ``standard`` is the known-operator track (design §3).
-TIERS: tuple[str, ...] = BLIND_TIERS + ("standard",)
+TIERS: tuple[str, ...] = (*BLIND_TIERS, "standard")
 
 #: The four instrument "spec" parameters θ, in canonical order.
 SPEC_PARAMETERS: tuple[str, ...] = (

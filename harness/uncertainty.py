@@ -63,30 +63,30 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 __all__ = [
-    "TILE_SIZE",
-    "N_RESAMPLES",
     "CONFIDENCE",
-    "TileStats",
+    "N_RESAMPLES",
+    "TILE_SIZE",
     "Draws",
-    "tile_labels",
-    "tile_stats",
-    "resample_seed",
-    "resample_counts",
-    "scene_draws",
+    "TileStats",
+    "decode_draws",
+    "encode_draws",
+    "groups_from_links",
+    "inseparable",
     "mean_draws",
     "percentile_interval",
     "prob_greater",
+    "resample_counts",
+    "resample_seed",
+    "scene_draws",
     "tie_groups",
-    "inseparable",
-    "groups_from_links",
-    "encode_draws",
-    "decode_draws",
+    "tile_labels",
+    "tile_stats",
 ]
 
 #: Side of a bootstrap tile (pixels).
@@ -142,7 +142,7 @@ class TileStats:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> "TileStats":
+    def from_json(cls, data: dict) -> TileStats:
         """Inverse of :meth:`as_json`; raises ``ValueError`` naming a missing or mis-sized field."""
         try:
             grid = tuple(int(g) for g in data["grid"])
@@ -164,7 +164,9 @@ class TileStats:
         t = -(-h // stats.tile_size) * -(-w // stats.tile_size)
         for name in ("n_image", "sse", "n_ssim", "residual_sq", "reference_sq"):
             if getattr(stats, name).shape != (t,):
-                raise ValueError(f"tile statistics field {name!r} must have {t} values; got shape {getattr(stats, name).shape}")
+                raise ValueError(
+                    f"tile statistics field {name!r} must have {t} values; got shape {getattr(stats, name).shape}"
+                )
         if stats.ssim_sum.ndim != 2 or stats.ssim_sum.shape[0] != t:
             raise ValueError(f"tile statistics field 'ssim_sum' must be ({t}, E); got shape {stats.ssim_sum.shape}")
         return stats
@@ -242,7 +244,9 @@ def tile_stats(
     sq_error = np.asarray(sq_error, dtype=np.float64)
     ssim_map = np.asarray(ssim_map, dtype=np.float64)
     if residual_sq.ndim != 2 or reference_sq.shape != residual_sq.shape:
-        raise ValueError(f"residual_sq and reference_sq must be the same (H, W); got {residual_sq.shape} and {reference_sq.shape}")
+        raise ValueError(
+            f"residual_sq and reference_sq must be the same (H, W); got {residual_sq.shape} and {reference_sq.shape}"
+        )
     h, w = residual_sq.shape
     cropped = (h - image_row_offset, w)
     if sq_error.shape != cropped:
@@ -255,12 +259,12 @@ def tile_stats(
     labels = tile_labels(h, w, tile_size=tile_size)
     t = int(labels[-1, -1]) + 1
     image_labels = labels[image_row_offset:, :]
-    inner = image_labels[ssim_pad:-ssim_pad or None, ssim_pad:-ssim_pad or None].ravel()
+    inner = image_labels[ssim_pad : -ssim_pad or None, ssim_pad : -ssim_pad or None].ravel()
 
     def per_tile(lab: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(lab, weights=None if values is None else values.ravel(), minlength=t).astype(np.float64)
 
-    ssim_inner = ssim_map[:, ssim_pad:-ssim_pad or None, ssim_pad:-ssim_pad or None]
+    ssim_inner = ssim_map[:, ssim_pad : -ssim_pad or None, ssim_pad : -ssim_pad or None]
     return TileStats(
         tile_size=tile_size,
         grid=(h, w),
@@ -325,7 +329,9 @@ def scene_draws(stats: TileStats, counts: np.ndarray) -> Draws:
     n_img, sse, n_ssim, res, ref = (sums[:, i] for i in range(5))
     mse = _ratio(sse, e * n_img, total[1] / (e * total[0]) if total[0] > 0 else 0.0)
     with np.errstate(divide="ignore"):
-        psnr = np.where(mse > 0, np.minimum(_PSNR_CAP_DB, 10.0 * np.log10(1.0 / np.where(mse > 0, mse, 1.0))), _PSNR_CAP_DB)
+        psnr = np.where(
+            mse > 0, np.minimum(_PSNR_CAP_DB, 10.0 * np.log10(1.0 / np.where(mse > 0, mse, 1.0))), _PSNR_CAP_DB
+        )
     p_norm = np.clip((psnr - _PSNR_FLOOR_DB) / _PSNR_SPAN_DB, 0.0, 1.0)
     ssim_fallback = total[5:] / total[2] if total[2] > 0 else np.zeros(e)
     ssim = np.mean(
@@ -393,14 +399,10 @@ def tie_groups(draws: Sequence[np.ndarray | None], *, confidence: float = CONFID
     """
     if not draws:
         return []
-    return groups_from_links(
-        [inseparable(draws[i - 1], draws[i], confidence=confidence) for i in range(1, len(draws))]
-    )
+    return groups_from_links([inseparable(draws[i - 1], draws[i], confidence=confidence) for i in range(1, len(draws))])
 
 
-def inseparable(
-    draws_a: np.ndarray | None, draws_b: np.ndarray | None, *, confidence: float = CONFIDENCE
-) -> bool:
+def inseparable(draws_a: np.ndarray | None, draws_b: np.ndarray | None, *, confidence: float = CONFIDENCE) -> bool:
     """True when the paired bootstrap cannot separate A and B at level γ:
     ``(1 − γ)/2 ≤ P(A beats B) ≤ (1 + γ)/2`` (equivalently, the percentile interval of the
     paired difference a* − b* contains 0). False when either has no draws or they differ in

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -15,7 +15,7 @@ from db.models import ApiToken, Participant, Role
 from services.errors import AuthError, ConflictError, NotFoundError
 from services.settings import get_settings
 
-__all__ = ["ORGANIZER_NAME", "issue_token", "create_participant", "revoke_token", "authenticate"]
+__all__ = ["ORGANIZER_NAME", "authenticate", "create_participant", "issue_token", "revoke_token"]
 
 ORGANIZER_NAME = "organizer"
 
@@ -24,7 +24,9 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_token(session: Session, *, participant: Participant, expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+def issue_token(
+    session: Session, *, participant: Participant, expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
     token = secrets.token_urlsafe(32)
     row = ApiToken(participant=participant, token_sha256=_digest(token), prefix=token[:8], expires_at=expires_at)
     session.add(row)
@@ -50,7 +52,7 @@ def revoke_token(session: Session, *, token_id: int) -> None:
     row = session.get(ApiToken, token_id)
     if row is None:
         raise NotFoundError(f"no token with id {token_id}")
-    row.revoked_at = datetime.now(timezone.utc)
+    row.revoked_at = datetime.now(UTC)
 
 
 def _builtin_organizer(session: Session) -> Participant:
@@ -77,6 +79,6 @@ def authenticate(session: Session, token: str) -> Participant:
     if row.revoked_at is not None:
         raise AuthError("this token was revoked; ask the organizer for a new one")
     expires = row.expires_at
-    if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)) < datetime.now(timezone.utc):
+    if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) < datetime.now(UTC):
         raise AuthError("this token has expired; ask the organizer for a new one")
     return row.participant

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from datetime import UTC
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,21 +62,41 @@ class RetryRun(Exception):
     """A platform failure: the task should be retried; the participant is not charged."""
 
 
-def _new_submission(session: Session, *, participant: Participant, image: str, digest: str, method: str, description: str,
-                    source: str, kind: str = Kind.container, file_sha256: str | None = None) -> Submission:
+def _new_submission(
+    session: Session,
+    *,
+    participant: Participant,
+    image: str,
+    digest: str,
+    method: str,
+    description: str,
+    source: str,
+    kind: str = Kind.container,
+    file_sha256: str | None = None,
+) -> Submission:
     check_metadata(method=method, description=description, source=source)
     check_quota(session, participant=participant, tier=TIER, lock=True)  # serialised with the insert
     dataset = active_dataset(session, TIER)
     submission = Submission(
-        participant=participant, dataset=dataset, tier=TIER, kind=kind, image=image,
-        image_digest=digest, method=method, description=description, source=source, file_sha256=file_sha256,
+        participant=participant,
+        dataset=dataset,
+        tier=TIER,
+        kind=kind,
+        image=image,
+        image_digest=digest,
+        method=method,
+        description=description,
+        source=source,
+        file_sha256=file_sha256,
     )
     session.add(submission)
     session.flush()
     return submission
 
 
-def create_container_submission(session: Session, *, participant: Participant, image: str, method: str = "", description: str = "", source: str = "") -> Submission:
+def create_container_submission(
+    session: Session, *, participant: Participant, image: str, method: str = "", description: str = "", source: str = ""
+) -> Submission:
     """An image link (pulled from an allow-listed registry) or an image the daemon already has.
 
     See the module docstring for the rule that tells them apart.
@@ -86,20 +107,49 @@ def create_container_submission(session: Session, *, participant: Participant, i
     active_dataset(session, TIER)
     settings = get_settings()
     if parse_reference(image).registry:  # an invalid reference is refused here, before the daemon sees it
-        info, pinned = pull_image(image, allowlist=settings.registries, max_bytes=settings.max_image_bytes,
-                                  timeout=settings.pull_timeout_seconds)
-        return _new_submission(session, participant=participant, image=pinned, digest=info.id, method=method,
-                               description=description, source=source)
+        info, pinned = pull_image(
+            image,
+            allowlist=settings.registries,
+            max_bytes=settings.max_image_bytes,
+            timeout=settings.pull_timeout_seconds,
+        )
+        return _new_submission(
+            session,
+            participant=participant,
+            image=pinned,
+            digest=info.id,
+            method=method,
+            description=description,
+            source=source,
+        )
     try:
         info = inspect_image(image)
     except ImageError as exc:
-        raise ImageError(f"{exc.message}, or link it from an allowed registry (registry.example:5000/team/solver:1.2)") from None
+        raise ImageError(
+            f"{exc.message}, or link it from an allowed registry (registry.example:5000/team/solver:1.2)"
+        ) from None
     if (info.os, info.architecture) != ("linux", "amd64"):
         raise ImageError(f"the image is for {info.os}/{info.architecture}; the server runs linux/amd64 images")
-    return _new_submission(session, participant=participant, image=image, digest=info.id, method=method, description=description, source=source)
+    return _new_submission(
+        session,
+        participant=participant,
+        image=image,
+        digest=info.id,
+        method=method,
+        description=description,
+        source=source,
+    )
 
 
-def create_script_submission(session: Session, *, participant: Participant, upload: BinaryIO, method: str = "", description: str = "", source: str = "") -> Submission:
+def create_script_submission(
+    session: Session,
+    *,
+    participant: Participant,
+    upload: BinaryIO,
+    method: str = "",
+    description: str = "",
+    source: str = "",
+) -> Submission:
     """A Python script or a zip with ``main.py``: streamed with a cap, checked, stored, then
     pinned to the base image's id (flushed, not committed; the caller commits, then queues).
 
@@ -112,15 +162,28 @@ def create_script_submission(session: Session, *, participant: Participant, uplo
     try:
         base = inspect_image(settings.script_image)
     except ImageError:
-        raise PlatformError(f"the script base image {settings.script_image} is not installed on this server; tell the organizers") from None
+        raise PlatformError(
+            f"the script base image {settings.script_image} is not installed on this server; tell the organizers"
+        ) from None
     except (DockerException, RequestException) as exc:
-        raise PlatformError(f"the container platform is unavailable ({type(exc).__name__}); nothing was recorded, submit again later") from None
+        raise PlatformError(
+            f"the container platform is unavailable ({type(exc).__name__}); nothing was recorded, submit again later"
+        ) from None
     uploads = settings.storage_dir / "uploads"
     path, sha256, _ = stream_to_disk(upload, directory=uploads, max_bytes=settings.max_script_bytes)
     try:
         kind = check_script(path)
-        submission = _new_submission(session, participant=participant, image=settings.script_image, digest=base.id, method=method,
-                                     description=description, source=source, kind=Kind.script, file_sha256=sha256)
+        submission = _new_submission(
+            session,
+            participant=participant,
+            image=settings.script_image,
+            digest=base.id,
+            method=method,
+            description=description,
+            source=source,
+            kind=Kind.script,
+            file_sha256=sha256,
+        )
         final = uploads / f"{submission.id}.{kind}"
         os.replace(path, final)
         submission.script_path = str(final)
@@ -130,7 +193,15 @@ def create_script_submission(session: Session, *, participant: Participant, uplo
         raise
 
 
-def create_archive_submission(session: Session, *, participant: Participant, upload: BinaryIO, method: str = "", description: str = "", source: str = "") -> Submission:
+def create_archive_submission(
+    session: Session,
+    *,
+    participant: Participant,
+    upload: BinaryIO,
+    method: str = "",
+    description: str = "",
+    source: str = "",
+) -> Submission:
     """A ``docker save`` archive: streamed to disk with a cap, checked, loaded, then pinned."""
     check_quota(session, participant=participant, tier=TIER)
     settings = get_settings()
@@ -140,15 +211,28 @@ def create_archive_submission(session: Session, *, participant: Participant, upl
     finally:
         path.unlink(missing_ok=True)
     name = info.tags[0] if info.tags else info.id
-    return _new_submission(session, participant=participant, image=name, digest=info.id, method=method, description=description, source=source)
+    return _new_submission(
+        session,
+        participant=participant,
+        image=name,
+        digest=info.id,
+        method=method,
+        description=description,
+        source=source,
+    )
 
 
 def limits_from_settings() -> RunLimits:
     s = get_settings()
     return RunLimits(
-        cpus=s.sandbox_cpus, memory_bytes=s.sandbox_memory_bytes, pids=s.sandbox_pids,
-        wall_seconds=s.sandbox_wall_seconds, output_bytes=s.sandbox_output_bytes,
-        log_bytes=s.sandbox_log_bytes, runtime=s.sandbox_runtime, allow_image_user=s.sandbox_allow_image_user,
+        cpus=s.sandbox_cpus,
+        memory_bytes=s.sandbox_memory_bytes,
+        pids=s.sandbox_pids,
+        wall_seconds=s.sandbox_wall_seconds,
+        output_bytes=s.sandbox_output_bytes,
+        log_bytes=s.sandbox_log_bytes,
+        runtime=s.sandbox_runtime,
+        allow_image_user=s.sandbox_allow_image_user,
     )
 
 
@@ -162,13 +246,15 @@ def _reuse(session: Session, submission: Submission) -> bool:
     # older run's rows would keep the new submission off the board.
     current = select(Score.id).where(Score.submission_id == Submission.id, Score.scoring_version == SCORER_VERSION)
     previous = session.scalar(
-        select(Submission).where(
+        select(Submission)
+        .where(
             *same,
             Submission.dataset_id == submission.dataset_id,
             Submission.status == Status.scored,
             Submission.id != submission.id,
             current.exists(),
-        ).order_by(Submission.created_at)
+        )
+        .order_by(Submission.created_at)
     )
     if previous is None:
         return False
@@ -215,7 +301,9 @@ def run_submission(session: Session, submission: Submission) -> None:
             try:
                 files = unpack_script(submission.script_path, work_dir / "submission")
             except ImageError as exc:
-                update_status(submission, status=Status.failed, outcome=Outcome.image_invalid, error_message=exc.message)
+                update_status(
+                    submission, status=Status.failed, outcome=Outcome.image_invalid, error_message=exc.message
+                )
                 return
             spec.command = script_command()
             spec.read_only_mounts = {str(files): MOUNT_POINT}
@@ -231,8 +319,13 @@ def run_submission(session: Session, submission: Submission) -> None:
                 update_status(submission, status=Status.queued, outcome=None, error_message=result.message)
                 session.commit()
                 raise RetryRun(result.message)
-            update_status(submission, status=Status.failed, outcome=result.outcome, charged=False,
-                          error_message=f"{result.message} (after {submission.attempt} attempts; not charged)")
+            update_status(
+                submission,
+                status=Status.failed,
+                outcome=result.outcome,
+                charged=False,
+                error_message=f"{result.message} (after {submission.attempt} attempts; not charged)",
+            )
             return
         if result.outcome != Outcome.succeeded:
             update_status(submission, status=Status.failed, outcome=result.outcome, error_message=result.message)
@@ -263,14 +356,17 @@ def remove_orphan_containers(session: Session) -> list[str]:
     A run is live while its submission is running under an unexpired lease, so another worker's
     container is kept.
     """
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from harness.sandbox import remove_leftovers
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     live = {
         f"{s.id}-{s.attempt}"
-        for s in session.scalars(select(Submission).where(Submission.status == Status.running, Submission.kind.in_(SANDBOXED)))
-        if s.lease_expires_at is not None and (s.lease_expires_at if s.lease_expires_at.tzinfo else s.lease_expires_at.replace(tzinfo=timezone.utc)) > now
+        for s in session.scalars(
+            select(Submission).where(Submission.status == Status.running, Submission.kind.in_(SANDBOXED))
+        )
+        if s.lease_expires_at is not None
+        and (s.lease_expires_at if s.lease_expires_at.tzinfo else s.lease_expires_at.replace(tzinfo=UTC)) > now
     }
     return remove_leftovers(keep_run_ids=live, labels=instance_label())

@@ -26,8 +26,15 @@ from services.errors import ForbiddenError, NotFoundError, ServiceError
 from services.settings import get_settings
 
 __all__ = [
-    "check_tier", "seed_tier", "upload_tier", "active_dataset", "download_path", "result_expectation",
-    "scoring_dataset", "prefetch_scoring_dataset", "remove_files",
+    "active_dataset",
+    "check_tier",
+    "download_path",
+    "prefetch_scoring_dataset",
+    "remove_files",
+    "result_expectation",
+    "scoring_dataset",
+    "seed_tier",
+    "upload_tier",
 ]
 
 #: How many datasets (with truth) a process keeps loaded for scoring: the active tiers'.

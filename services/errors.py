@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 __all__ = [
-    "ServiceError", "NotFoundError", "AuthError", "ForbiddenError", "QuotaError", "TooLargeError", "ConflictError",
+    "AuthError",
+    "ConflictError",
+    "ForbiddenError",
+    "NotFoundError",
+    "QuotaError",
+    "ServiceError",
     "StorageError",
+    "TooLargeError",
 ]
 
 

@@ -41,9 +41,14 @@ log = logging.getLogger(__name__)
 
 
 def already_scored(session: Session, submission_id: str, *, version: str = SCORER_VERSION) -> bool:
-    return session.scalar(
-        select(Score.id).where(Score.submission_id == submission_id, Score.scoring_version == version, Score.scene_id == "")
-    ) is not None
+    return (
+        session.scalar(
+            select(Score.id).where(
+                Score.submission_id == submission_id, Score.scoring_version == version, Score.scene_id == ""
+            )
+        )
+        is not None
+    )
 
 
 def tier_tile_stats(score: TierScore) -> dict | None:
@@ -61,7 +66,9 @@ def tier_tile_stats(score: TierScore) -> dict | None:
     }
 
 
-def _rows(submission: Submission, score: TierScore, *, dataset_hash: str, operator_version: str, started: datetime) -> list[Score]:
+def _rows(
+    submission: Submission, score: TierScore, *, dataset_hash: str, operator_version: str, started: datetime
+) -> list[Score]:
     """One tier row (``scene_id == ""``) and one row per scene, each with its provenance and
     interval."""
     ended = utcnow()
@@ -71,23 +78,50 @@ def _rows(submission: Submission, score: TierScore, *, dataset_hash: str, operat
         operator_version=operator_version,
         harness_version=HARNESS_VERSION,
         dataset_hash=dataset_hash,
-        submission_hash=(submission.image_digest if submission.kind == Kind.container else submission.file_sha256) or "",
+        submission_hash=(submission.image_digest if submission.kind == Kind.container else submission.file_sha256)
+        or "",
         started_at=started,
         ended_at=ended,
     )
     rows = [
-        Score(scene_id="", score=score.score, blind=score.blind, standard=score.standard, psnr=score.psnr,
-              ssim=score.ssim, consistency=score.consistency, metrics=score.as_dict(),
-              ci_low=score.ci_low, ci_high=score.ci_high, tile_stats=tier_tile_stats(score), **common)
+        Score(
+            scene_id="",
+            score=score.score,
+            blind=score.blind,
+            standard=score.standard,
+            psnr=score.psnr,
+            ssim=score.ssim,
+            consistency=score.consistency,
+            metrics=score.as_dict(),
+            ci_low=score.ci_low,
+            ci_high=score.ci_high,
+            tile_stats=tier_tile_stats(score),
+            **common,
+        )
     ]
     for s in score.scenes:
         scene_score = s.standard if submission.tier == "standard" else s.blind
-        stats = None if s.tile_stats is None else {
-            "kind": "scene", "seed": resample_seed(dataset_hash, s.scene_id), **s.tile_stats.as_json()
-        }
-        rows.append(Score(scene_id=s.scene_id, score=scene_score, blind=s.blind, standard=s.standard, psnr=s.psnr,
-                          ssim=s.ssim, consistency=s.consistency, metrics=s.as_dict(),
-                          ci_low=s.ci_low, ci_high=s.ci_high, tile_stats=stats, **common))
+        stats = (
+            None
+            if s.tile_stats is None
+            else {"kind": "scene", "seed": resample_seed(dataset_hash, s.scene_id), **s.tile_stats.as_json()}
+        )
+        rows.append(
+            Score(
+                scene_id=s.scene_id,
+                score=scene_score,
+                blind=s.blind,
+                standard=s.standard,
+                psnr=s.psnr,
+                ssim=s.ssim,
+                consistency=s.consistency,
+                metrics=s.as_dict(),
+                ci_low=s.ci_low,
+                ci_high=s.ci_high,
+                tile_stats=stats,
+                **common,
+            )
+        )
     return rows
 
 
@@ -113,8 +147,15 @@ def score_submission(session: Session, submission: Submission, *, result_path: s
         return
     dataset = scoring_dataset(dataset_row)
     score = score_tier(dataset, result)
-    session.add_all(_rows(submission, score, dataset_hash=dataset.content_hash,
-                          operator_version=dataset.operator_version, started=started))
+    session.add_all(
+        _rows(
+            submission,
+            score,
+            dataset_hash=dataset.content_hash,
+            operator_version=dataset.operator_version,
+            started=started,
+        )
+    )
     update_status(submission, status=Status.scored, outcome=submission.outcome or Outcome.succeeded)
     try:
         session.commit()

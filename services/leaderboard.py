@@ -29,25 +29,24 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Hashable
 
 import numpy as np
-
 from sqlalchemy import Select, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from db.models import SANDBOXED, Dataset, Participant, Score, Status, Submission, Trust
 from harness.scoring import SCORER_VERSION, overall_draws, overall_score
-from harness.uncertainty import CONFIDENCE, decode_draws, inseparable, percentile_interval
 from harness.tiers import BLIND_TIERS, TIERS
+from harness.uncertainty import CONFIDENCE, decode_draws, inseparable, percentile_interval
 from services.errors import ServiceError
 from services.settings import get_settings
 
 __all__ = ["BOARDS", "MAX_PER_PAGE", "Entry", "leaderboard"]
 
-BOARDS = TIERS + ("overall",)
+BOARDS = (*TIERS, "overall")
 MAX_PER_PAGE = 500
 
 
@@ -88,13 +87,28 @@ def _picked(*tiers: str) -> Select:
         pick_order = (Score.score.desc(), Submission.created_at, Submission.id)
     candidates = (
         select(
-            Score.score, Score.psnr, Score.ssim, Score.ci_low, Score.ci_high,
-            Submission.id.label("submission_id"), Submission.method, Submission.source, Submission.kind,
-            Submission.image_digest, Submission.created_at, Submission.tier, Submission.participant_id,
-            Submission.baseline, Submission.trust, Submission.description,
-            Participant.name, Participant.team,
+            Score.score,
+            Score.psnr,
+            Score.ssim,
+            Score.ci_low,
+            Score.ci_high,
+            Submission.id.label("submission_id"),
+            Submission.method,
+            Submission.source,
+            Submission.kind,
+            Submission.image_digest,
+            Submission.created_at,
+            Submission.tier,
+            Submission.participant_id,
+            Submission.baseline,
+            Submission.trust,
+            Submission.description,
+            Participant.name,
+            Participant.team,
             # A participant's entries compete as one; each baseline method of theirs is its own entry.
-            func.row_number().over(partition_by=(Submission.participant_id, Submission.tier, _baseline_key()), order_by=pick_order).label("pick"),
+            func.row_number()
+            .over(partition_by=(Submission.participant_id, Submission.tier, _baseline_key()), order_by=pick_order)
+            .label("pick"),
         )
         .join(Submission, Score.submission_id == Submission.id)
         .join(Participant, Submission.participant_id == Participant.id)
@@ -133,12 +147,17 @@ def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tupl
         # Baselines are ranked apart (then shown unranked), so they never displace a participant.
         func.rank().over(partition_by=picked.c.baseline, order_by=picked.c.score.desc()).label("rank"),
         # Rank order among competing entries, as displayed: the positions tie groups are named by.
-        func.row_number().over(
-            partition_by=picked.c.baseline, order_by=(picked.c.score.desc(), picked.c.created_at, picked.c.name)
-        ).label("position"),
+        func.row_number()
+        .over(partition_by=picked.c.baseline, order_by=(picked.c.score.desc(), picked.c.created_at, picked.c.name))
+        .label("position"),
         func.count().over().label("total"),  # the board's size, from the same scan
     ).subquery()
-    stmt = select(ranked).order_by(ranked.c.score.desc(), ranked.c.baseline, ranked.c.created_at, ranked.c.name).offset(offset).limit(limit)
+    stmt = (
+        select(ranked)
+        .order_by(ranked.c.score.desc(), ranked.c.baseline, ranked.c.created_at, ranked.c.name)
+        .offset(offset)
+        .limit(limit)
+    )
     rows = session.execute(stmt).all()
     if rows:
         total = rows[0].total
@@ -146,10 +165,21 @@ def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tupl
         total = session.scalar(select(func.count()).select_from(ranked)) if offset else 0
     entries = [
         Entry(
-            rank=None if row.baseline else row.rank, participant=row.name, team=row.team, method=row.method, source=row.source,
-            score=row.score, psnr=row.psnr, ssim=row.ssim, certified=_certified(tier, row.kind, row.image_digest, row.trust),
-            submission_id=row.submission_id, submitted_at=row.created_at, baseline=bool(row.baseline),
-            description=row.description, ci_low=row.ci_low, ci_high=row.ci_high,
+            rank=None if row.baseline else row.rank,
+            participant=row.name,
+            team=row.team,
+            method=row.method,
+            source=row.source,
+            score=row.score,
+            psnr=row.psnr,
+            ssim=row.ssim,
+            certified=_certified(tier, row.kind, row.image_digest, row.trust),
+            submission_id=row.submission_id,
+            submitted_at=row.created_at,
+            baseline=bool(row.baseline),
+            description=row.description,
+            ci_low=row.ci_low,
+            ci_high=row.ci_high,
         )
         for row in rows
     ]
@@ -157,11 +187,15 @@ def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tupl
     if competing and get_settings().leaderboard_ties:
         # Submission ids in rank order up to one past the page: ids only, the draws stay in
         # the database until a pair needs judging.
-        order = session.execute(
-            select(ranked.c.submission_id)
-            .where(ranked.c.baseline.is_(False), ranked.c.position <= max(competing) + 1)
-            .order_by(ranked.c.position)
-        ).scalars().all()
+        order = (
+            session.execute(
+                select(ranked.c.submission_id)
+                .where(ranked.c.baseline.is_(False), ranked.c.position <= max(competing) + 1)
+                .order_by(ranked.c.position)
+            )
+            .scalars()
+            .all()
+        )
         for position, group in _page_groups(competing, list(order), lambda ids: _tier_draws(session, ids)).items():
             competing[position].tie_group = group
     return entries, total
@@ -208,7 +242,12 @@ def _links(pairs: list[tuple[Hashable, Hashable]], load: Loader) -> list[bool]:
         loaded = load(list({k for p in missing for k in p}))
         for a, b in missing:
             da, db = loaded.get(a), loaded.get(b)
-            known[a, b] = da is not None and db is not None and da[0] == db[0] and inseparable(da[1], db[1], confidence=CONFIDENCE)
+            known[a, b] = (
+                da is not None
+                and db is not None
+                and da[0] == db[0]
+                and inseparable(da[1], db[1], confidence=CONFIDENCE)
+            )
         with _LINKS_LOCK:
             for p in missing:
                 _LINKS[p] = known[p]
@@ -283,16 +322,35 @@ def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry],
         if i < offset:
             continue
         public, hidden = mine["public"], mine["hidden"]
-        tiers = {t: {"score": mine[t].score, "psnr": mine[t].psnr, "ssim": mine[t].ssim, "submission_id": mine[t].submission_id,
-                     "ci_low": mine[t].ci_low, "ci_high": mine[t].ci_high}
-                 for t in BLIND_TIERS}
-        entries.append(Entry(
-            participant=name, team=public.team, method=hidden.method or public.method,
-            source=hidden.source or public.source, score=score, psnr=None, ssim=None,
-            certified=_certified("hidden", hidden.kind, hidden.image_digest, hidden.trust), submission_id=None,
-            submitted_at=latest, tiers=tiers, rank=None if baseline else rank, baseline=baseline,
-            description=hidden.description or public.description,
-        ))
+        tiers = {
+            t: {
+                "score": mine[t].score,
+                "psnr": mine[t].psnr,
+                "ssim": mine[t].ssim,
+                "submission_id": mine[t].submission_id,
+                "ci_low": mine[t].ci_low,
+                "ci_high": mine[t].ci_high,
+            }
+            for t in BLIND_TIERS
+        }
+        entries.append(
+            Entry(
+                participant=name,
+                team=public.team,
+                method=hidden.method or public.method,
+                source=hidden.source or public.source,
+                score=score,
+                psnr=None,
+                ssim=None,
+                certified=_certified("hidden", hidden.kind, hidden.image_digest, hidden.trust),
+                submission_id=None,
+                submitted_at=latest,
+                tiers=tiers,
+                rank=None if baseline else rank,
+                baseline=baseline,
+                description=hidden.description or public.description,
+            )
+        )
     _overall_intervals(session, complete, entries, offset=offset)
     return entries, len(complete)
 

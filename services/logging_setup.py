@@ -25,16 +25,24 @@ import logging
 import logging.config
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timezone
-from typing import Iterator
+from datetime import UTC, datetime
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
-    "JsonFormatter", "SubmissionContextMiddleware", "SubmissionFilter", "TextFormatter", "configure_logging",
-    "connect_celery", "current_submission", "log_format", "logging_config", "submission_context",
+    "JsonFormatter",
+    "SubmissionContextMiddleware",
+    "SubmissionFilter",
+    "TextFormatter",
+    "configure_logging",
+    "connect_celery",
+    "current_submission",
+    "log_format",
+    "logging_config",
+    "submission_context",
 ]
 
 SUBMISSION_ID: ContextVar[str | None] = ContextVar("edx_submission_id", default=None)
@@ -43,7 +51,12 @@ SUBMISSION_TASKS = frozenset({"score_submission", "run_submission"})
 _LEASE_THREAD = "lease-"
 _PATH = re.compile(r"^/api/v1/(?:admin/)?submissions/([0-9a-fA-F-]{36})(?:/|$)")
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-    "message", "asctime", "submission_id", "sid", "data", "color_message",  # data: Celery's context; color_message: uvicorn's ANSI copy
+    "message",
+    "asctime",
+    "submission_id",
+    "sid",
+    "data",
+    "color_message",  # data: Celery's context; color_message: uvicorn's ANSI copy
 }
 
 
@@ -81,7 +94,7 @@ class SubmissionFilter(logging.Filter):
             sid = _from_celery_record(record)
         if sid is None and record.threadName and record.threadName.startswith(_LEASE_THREAD):
             # The heartbeat thread does not inherit the task's context; its name carries the id.
-            sid = record.threadName[len(_LEASE_THREAD):]
+            sid = record.threadName[len(_LEASE_THREAD) :]
         record.submission_id = sid
         return True
 
@@ -92,7 +105,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "timestamp": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "timestamp": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -146,11 +161,20 @@ def logging_config(fmt: str | None = None, level: str = "INFO") -> dict:
         "disable_existing_loggers": False,
         "filters": {"submission": {"()": SubmissionFilter}},
         "formatters": {"default": formatter},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
-                                "formatter": "default", "filters": ["submission"]}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "default",
+                "filters": ["submission"],
+            }
+        },
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
-            **{name: dict(propagate) for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task")},
+            **{
+                name: dict(propagate)
+                for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task")
+            },
             "alembic.runtime.plugins": {"level": "WARNING"},  # a line per plugin at every start
         },
     }

@@ -20,7 +20,7 @@ from db.models import Participant, Role, Score, Status, Submission, Trust
 from services.errors import NotFoundError
 from services.leaderboard import _certified
 
-__all__ = ["certified", "set_baseline", "set_trust", "provenance_of"]
+__all__ = ["certified", "provenance_of", "set_baseline", "set_trust"]
 
 
 def certified(submission: Submission) -> bool:
@@ -48,10 +48,14 @@ def set_trust(session: Session, *, submission_id: str, trust: str | None) -> Sub
     return submission
 
 
-def provenance_of(session: Session, *, submission_id: str, viewer: Participant | None) -> tuple[Submission, list[Score]]:
+def provenance_of(
+    session: Session, *, submission_id: str, viewer: Participant | None
+) -> tuple[Submission, list[Score]]:
     """The submission and its tier score rows (every scoring version), if ``viewer`` may see them."""
     submission = session.get(Submission, submission_id)
-    mine = viewer is not None and (viewer.role == Role.organizer or (submission is not None and submission.participant_id == viewer.id))
+    mine = viewer is not None and (
+        viewer.role == Role.organizer or (submission is not None and submission.participant_id == viewer.id)
+    )
     if submission is None or (submission.status != Status.scored and not mine):
         raise NotFoundError(f"no submission {submission_id!r}")
     rows = session.scalars(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import timezone
+from datetime import UTC
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, PlatformCollector, ProcessCollector, generate_latest
@@ -43,7 +43,8 @@ ACTIVE = ("queued", "running", "scoring")
 
 REGISTRY = CollectorRegistry()
 UPLOAD_BYTES = Counter(
-    "edx_arena_upload_bytes", "Bytes of uploads stored by this API process (results, scripts, image archives, datasets).",
+    "edx_arena_upload_bytes",
+    "Bytes of uploads stored by this API process (results, scripts, image archives, datasets).",
     registry=REGISTRY,
 )
 ProcessCollector(registry=REGISTRY)
@@ -59,7 +60,7 @@ def _histogram(name: str, doc: str, rows: Iterator[tuple], label_names: list[str
     family = HistogramMetricFamily(name, doc, labels=label_names)
     for row in rows:
         labels = [str(v) for v in row[: len(label_names)]]
-        count, total, *cumulative = row[len(label_names):]
+        count, total, *cumulative = row[len(label_names) :]
         if not count:
             continue
         buckets = [(repr(b), int(c or 0)) for b, c in zip(DURATION_BUCKETS, cumulative)] + [("+Inf", int(count))]
@@ -97,10 +98,13 @@ class DatabaseCollector(Collector):
             else:
                 elapsed = extract("epoch", Run.ended_at - Run.started_at)
 
-            depth = GaugeMetricFamily("edx_arena_queue_depth", "Submissions waiting or in progress.", labels=["tier", "status"])
+            depth = GaugeMetricFamily(
+                "edx_arena_queue_depth", "Submissions waiting or in progress.", labels=["tier", "status"]
+            )
             counts = {(t, s): 0 for t in TIERS for s in ACTIVE}
             for tier, status, n in session.execute(
-                select(Submission.tier, Submission.status, func.count()).where(Submission.status.in_(ACTIVE))
+                select(Submission.tier, Submission.status, func.count())
+                .where(Submission.status.in_(ACTIVE))
                 .group_by(Submission.tier, Submission.status)
             ):
                 counts[(tier, status)] = n
@@ -111,16 +115,20 @@ class DatabaseCollector(Collector):
             age = GaugeMetricFamily("edx_arena_oldest_queued_seconds", "Age of the oldest queued submission (0: none).")
             if oldest is not None:
                 if oldest.tzinfo is None:  # SQLite returns naive UTC
-                    oldest = oldest.replace(tzinfo=timezone.utc)
+                    oldest = oldest.replace(tzinfo=UTC)
                 age.add_metric([], max(0.0, time.time() - oldest.timestamp()))
             else:
                 age.add_metric([], 0.0)
 
-            states = GaugeMetricFamily("edx_arena_submissions", "Submissions by tier, status and outcome.",
-                                       labels=["tier", "status", "outcome"])
+            states = GaugeMetricFamily(
+                "edx_arena_submissions",
+                "Submissions by tier, status and outcome.",
+                labels=["tier", "status", "outcome"],
+            )
             for tier, status, outcome, n in session.execute(
-                select(Submission.tier, Submission.status, Submission.outcome, func.count())
-                .group_by(Submission.tier, Submission.status, Submission.outcome)
+                select(Submission.tier, Submission.status, Submission.outcome, func.count()).group_by(
+                    Submission.tier, Submission.status, Submission.outcome
+                )
             ):
                 states.add_metric([tier, status, outcome or ""], n)
 
@@ -136,15 +144,21 @@ class DatabaseCollector(Collector):
                 ]
 
             duration = _histogram(
-                "edx_arena_run_duration_seconds", "Wall time of finished attempts, claim to outcome (seconds).",
+                "edx_arena_run_duration_seconds",
+                "Wall time of finished attempts, claim to outcome (seconds).",
                 session.execute(
-                    select(Submission.kind, *bucket_columns(elapsed)).join(Submission, Run.submission_id == Submission.id)
-                    .where(Run.ended_at.is_not(None)).group_by(Submission.kind)
-                ), ["kind"],
+                    select(Submission.kind, *bucket_columns(elapsed))
+                    .join(Submission, Run.submission_id == Submission.id)
+                    .where(Run.ended_at.is_not(None))
+                    .group_by(Submission.kind)
+                ),
+                ["kind"],
             )
             container = _histogram(
-                "edx_arena_container_seconds", "Run time of sandboxed containers (seconds, Hidden tier).",
-                session.execute(select(*bucket_columns(Run.runtime_seconds)).where(Run.runtime_seconds.is_not(None))), [],
+                "edx_arena_container_seconds",
+                "Run time of sandboxed containers (seconds, Hidden tier).",
+                session.execute(select(*bucket_columns(Run.runtime_seconds)).where(Run.runtime_seconds.is_not(None))),
+                [],
             )
         return [depth, age, states, runs, duration, container]
 

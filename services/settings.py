@@ -91,11 +91,11 @@ class Settings(BaseSettings):
         # The common spellings of a PostgreSQL URL all mean the psycopg 3 driver we ship.
         for prefix in ("postgres://", "postgresql://"):
             if url.startswith(prefix):
-                return "postgresql+psycopg://" + url[len(prefix):]
+                return "postgresql+psycopg://" + url[len(prefix) :]
         return url
 
     @model_validator(mode="after")
-    def _derive(self) -> "Settings":
+    def _derive(self) -> Settings:
         self.data_dir = self.data_dir.resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'edx-arena.db'}"

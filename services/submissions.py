@@ -24,7 +24,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,9 +39,24 @@ from services.metrics import record_upload
 from services.settings import get_settings
 
 __all__ = [
-    "CHUNK_BYTES", "HDF5_TIERS", "ERROR_CHARS", "stream_to_disk", "check_metadata", "check_quota",
-    "create_hdf5_submission", "discard_upload", "get_submission", "claim", "renew_lease", "update_status", "reap_expired",
-    "stale_queued", "rescore", "queue", "lock_participant", "runs_needing_attention",
+    "CHUNK_BYTES",
+    "ERROR_CHARS",
+    "HDF5_TIERS",
+    "check_metadata",
+    "check_quota",
+    "claim",
+    "create_hdf5_submission",
+    "discard_upload",
+    "get_submission",
+    "lock_participant",
+    "queue",
+    "reap_expired",
+    "renew_lease",
+    "rescore",
+    "runs_needing_attention",
+    "stale_queued",
+    "stream_to_disk",
+    "update_status",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,7 +71,7 @@ _ACTIVE = (Status.running, Status.scoring)
 
 def _aware(ts: datetime) -> datetime:
     # SQLite returns naive datetimes; every stored time is UTC.
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def stream_to_disk(source: BinaryIO, *, directory: Path, max_bytes: int) -> tuple[Path, str, int]:
@@ -118,12 +133,16 @@ def lock_participant(session: Session, participant: Participant) -> None:
         session.execute(select(Participant.id).where(Participant.id == participant.id).with_for_update())
     else:
         session.execute(
-            update(Participant).where(Participant.id == participant.id).values(id=Participant.id)
+            update(Participant)
+            .where(Participant.id == participant.id)
+            .values(id=Participant.id)
             .execution_options(synchronize_session=False)
         )
 
 
-def check_quota(session: Session, *, participant: Participant, tier: str, now: datetime | None = None, lock: bool = False) -> None:
+def check_quota(
+    session: Session, *, participant: Participant, tier: str, now: datetime | None = None, lock: bool = False
+) -> None:
     """Refuse a submission past the participant's daily quota on ``tier`` (UTC day).
 
     Counts the day's charged submissions; a run that failed for a platform reason is
@@ -141,7 +160,9 @@ def check_quota(session: Session, *, participant: Participant, tier: str, now: d
     now = now or utcnow()
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     used = session.scalar(
-        select(func.count()).select_from(Submission).where(
+        select(func.count())
+        .select_from(Submission)
+        .where(
             Submission.participant_id == participant.id,
             Submission.tier == tier,
             Submission.charged.is_(True),
@@ -174,7 +195,9 @@ def create_hdf5_submission(
     """
     check_tier(tier)
     if tier not in HDF5_TIERS:
-        raise ServiceError(f"HDF5 results are for the {', '.join(HDF5_TIERS)} tiers; the {tier} tier takes a container image")
+        raise ServiceError(
+            f"HDF5 results are for the {', '.join(HDF5_TIERS)} tiers; the {tier} tier takes a container image"
+        )
     check_metadata(method=method, description=description, source=source)
     check_quota(session, participant=participant, tier=tier)
     dataset_row = active_dataset(session, tier)
@@ -188,8 +211,14 @@ def create_hdf5_submission(
         # slot while this one streamed.
         check_quota(session, participant=participant, tier=tier, lock=True)
         submission = Submission(
-            participant=participant, dataset=dataset_row, tier=tier, kind=Kind.hdf5,
-            method=method, description=description, source=source, file_sha256=sha256,
+            participant=participant,
+            dataset=dataset_row,
+            tier=tier,
+            kind=Kind.hdf5,
+            method=method,
+            description=description,
+            source=source,
+            file_sha256=sha256,
         )
         session.add(submission)
         session.flush()
@@ -232,8 +261,11 @@ def claim(session: Session, submission_id: str, *, worker: str) -> Submission | 
             Submission.id == submission_id,
             or_(
                 Submission.status == Status.queued,
-                and_(Submission.status.in_(_ACTIVE), Submission.lease_expires_at < now,
-                     Submission.attempt < settings.max_attempts),
+                and_(
+                    Submission.status.in_(_ACTIVE),
+                    Submission.lease_expires_at < now,
+                    Submission.attempt < settings.max_attempts,
+                ),
             ),
         )
         .values(
@@ -310,7 +342,9 @@ def update_status(
         submission.charged = charged
     submission.status = status
     if previous in _ACTIVE and status not in _ACTIVE:
-        _close_run(submission, now, outcome or (Outcome.succeeded if status == Status.scored else Outcome.platform_error))
+        _close_run(
+            submission, now, outcome or (Outcome.succeeded if status == Status.scored else Outcome.platform_error)
+        )
 
 
 def _close_run(submission: Submission, now: datetime, outcome: str) -> None:
@@ -331,19 +365,25 @@ def reap_expired(session: Session, *, now: datetime | None = None) -> list[tuple
     settings = get_settings()
     now = now or utcnow()
     expired = session.scalars(
-        select(Submission).where(Submission.status.in_(_ACTIVE), Submission.lease_expires_at < now).with_for_update(skip_locked=True)
+        select(Submission)
+        .where(Submission.status.in_(_ACTIVE), Submission.lease_expires_at < now)
+        .with_for_update(skip_locked=True)
     ).all()
     requeue = []
     for submission in expired:
         if submission.attempt >= settings.max_attempts:
             update_status(
-                submission, status=Status.failed, outcome=Outcome.platform_error, charged=False,
+                submission,
+                status=Status.failed,
+                outcome=Outcome.platform_error,
+                charged=False,
                 error_message=f"the platform lost this run {submission.attempt} times (its worker stopped); "
                 "it was not charged, please submit again",
             )
         else:
             update_status(
-                submission, status=Status.queued,
+                submission,
+                status=Status.queued,
                 error_message=f"the worker running attempt {submission.attempt} of {settings.max_attempts} stopped; "
                 "the run was requeued automatically",
             )
@@ -359,19 +399,24 @@ def stale_queued(session: Session, *, now: datetime | None = None) -> list[tuple
     now = now or utcnow()
     stale = timedelta(seconds=get_settings().queued_stale_seconds)
     rows = session.scalars(
-        select(Submission).where(
+        select(Submission)
+        .where(
             Submission.status == Status.queued,
-            or_(Submission.lease_expires_at < now,
-                and_(Submission.lease_expires_at.is_(None), Submission.created_at < now - stale)),
-        ).with_for_update(skip_locked=True)
+            or_(
+                Submission.lease_expires_at < now,
+                and_(Submission.lease_expires_at.is_(None), Submission.created_at < now - stale),
+            ),
+        )
+        .with_for_update(skip_locked=True)
     ).all()
     for submission in rows:  # one resend per period, whichever API or worker reaps first
         submission.lease_expires_at = now + stale
     return [(s.id, s.kind) for s in rows]
 
 
-def runs_needing_attention(session: Session, *, state: str, older_than: timedelta | None = None,
-                           now: datetime | None = None, limit: int = 500) -> list[Submission]:
+def runs_needing_attention(
+    session: Session, *, state: str, older_than: timedelta | None = None, now: datetime | None = None, limit: int = 500
+) -> list[Submission]:
     """Submissions an organizer should look at, oldest first.
 
     ``stuck``: running or scoring with an expired lease (its worker died and no reaper ran
@@ -380,7 +425,9 @@ def runs_needing_attention(session: Session, *, state: str, older_than: timedelt
     """
     now = now or utcnow()
     if state == "stuck":
-        cutoff = now - (older_than if older_than is not None else timedelta(seconds=get_settings().queued_stale_seconds))
+        cutoff = now - (
+            older_than if older_than is not None else timedelta(seconds=get_settings().queued_stale_seconds)
+        )
         where = or_(
             and_(Submission.status.in_(_ACTIVE), Submission.lease_expires_at < now),
             and_(Submission.status == Status.queued, Submission.created_at < cutoff),
@@ -421,8 +468,12 @@ def queue(submission_id: str, kind: str) -> bool:
 
     task = run_submission_task if kind in SANDBOXED else score_submission_task
     try:
-        task.apply_async((submission_id,), retry=True, retry_policy={"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5})
+        task.apply_async(
+            (submission_id,), retry=True, retry_policy={"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5}
+        )
     except Exception:
-        log.exception("could not send submission %s to the broker; it stays queued and is resent at the next start", submission_id)
+        log.exception(
+            "could not send submission %s to the broker; it stays queued and is resent at the next start", submission_id
+        )
         return False
     return True

@@ -31,18 +31,18 @@ from ._measurement import (
 from ._result import ResultExpectation, read_result, validate_result, write_result
 
 __all__ = [
+    "FORMAT_VERSION",
     "MEASUREMENT_FORMAT",
     "RESULT_FORMAT",
-    "FORMAT_VERSION",
-    "write_measurement",
-    "read_measurement",
-    "validate_measurement",
-    "read_truth_maps",
-    "operator_from_measurement",
     "ResultExpectation",
-    "write_result",
+    "file_sha256",
+    "operator_from_measurement",
+    "read_measurement",
+    "read_result",
+    "read_truth_maps",
+    "validate_measurement",
     "validate_result",
     "validate_result_isolated",
-    "read_result",
-    "file_sha256",
+    "write_measurement",
+    "write_result",
 ]

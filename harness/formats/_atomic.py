@@ -11,7 +11,7 @@ from pathlib import Path
 
 import h5py
 
-__all__ = ["atomic_hdf5", "file_sha256", "HASH_BLOCK_BYTES"]
+__all__ = ["HASH_BLOCK_BYTES", "atomic_hdf5", "file_sha256"]
 
 #: Read size of :func:`file_sha256`.
 HASH_BLOCK_BYTES = 1 << 20

@@ -29,7 +29,7 @@ from harness.errors import FileTooLargeError, FormatError
 from ._result import ResultExpectation, validate_result
 from ._safety import check_size, human_bytes
 
-__all__ = ["validate_result_isolated", "DEFAULT_TIMEOUT_S", "DEFAULT_MEMORY_BYTES"]
+__all__ = ["DEFAULT_MEMORY_BYTES", "DEFAULT_TIMEOUT_S", "validate_result_isolated"]
 
 DEFAULT_TIMEOUT_S = 120.0
 #: Address space the child may add to its post-import baseline (2× the largest chunk plus
@@ -69,7 +69,9 @@ def validate_result_isolated(
         As :func:`validate_result`; a crashed or killed child gives ``rule="unsafe"``.
     """
     check_size(path, expect.max_bytes)
-    request = json.dumps({"path": os.fspath(Path(path).resolve()), "expect": expect.as_dict(), "memory_bytes": int(memory_bytes)})
+    request = json.dumps(
+        {"path": os.fspath(Path(path).resolve()), "expect": expect.as_dict(), "memory_bytes": int(memory_bytes)}
+    )
     env = {
         "LANG": "C.UTF-8",
         "HDF5_PLUGIN_PRELOAD": "::",
@@ -148,7 +150,13 @@ def _child_main() -> int:
         validate_result(request["path"], ResultExpectation.from_mapping(request["expect"]))
         verdict: dict = {"ok": True}
     except FormatError as exc:
-        verdict = {"ok": False, "type": type(exc).__name__, "message": exc.message, "where": exc.where, "rule": exc.rule}
+        verdict = {
+            "ok": False,
+            "type": type(exc).__name__,
+            "message": exc.message,
+            "where": exc.where,
+            "rule": exc.rule,
+        }
     sys.stdout.write(json.dumps(verdict))
     sys.stdout.flush()
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MEASUREMENT_FORMAT", "RESULT_FORMAT", "FORMAT_VERSION", "SPEC_TRUE_PREFIX", "LINES_DTYPE"]
+__all__ = ["FORMAT_VERSION", "LINES_DTYPE", "MEASUREMENT_FORMAT", "RESULT_FORMAT", "SPEC_TRUE_PREFIX"]
 
 import numpy as np
 

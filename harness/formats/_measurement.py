@@ -41,9 +41,9 @@ from harness.tiers import PRESETS, SPEC_PARAMETERS, TIERS, Preset
 from ._atomic import atomic_hdf5
 from ._layout import FORMAT_VERSION, LINES_DTYPE, MEASUREMENT_FORMAT, SPEC_TRUE_PREFIX
 from ._safety import (
-    check_format_version,
     MISSING,
     SCENE_ID_PATTERN,
+    check_format_version,
     check_readable_dataset,
     check_size,
     check_tree,
@@ -60,14 +60,14 @@ from ._safety import (
 )
 
 __all__ = [
-    "write_measurement",
-    "read_measurement",
-    "validate_measurement",
-    "read_truth_maps",
-    "operator_from_measurement",
-    "MAX_SIDE",
     "MAX_CHANNELS",
     "MAX_SCENES",
+    "MAX_SIDE",
+    "operator_from_measurement",
+    "read_measurement",
+    "read_truth_maps",
+    "validate_measurement",
+    "write_measurement",
 ]
 
 #: Plausibility bounds for organizer files: larger declared sizes are rejected from metadata.
@@ -98,7 +98,9 @@ def write_measurement(dataset: TierDataset, path: str | os.PathLike, *, include_
         gives the Dev download / container input.
     """
     if include_truth and not dataset.has_truth:
-        raise ValueError("include_truth=True but the dataset has no truth; pass include_truth=False for a truth-free view")
+        raise ValueError(
+            "include_truth=True but the dataset has no truth; pass include_truth=False for a truth-free view"
+        )
     model = dataset.operator()
     with atomic_hdf5(path) as f:
         f.attrs["format"] = MEASUREMENT_FORMAT
@@ -111,7 +113,11 @@ def write_measurement(dataset: TierDataset, path: str | os.PathLike, *, include_
         if include_truth and dataset.seed is not None:
             f.attrs["seed"] = np.int64(dataset.seed)
         f.create_dataset("elements", data=list(dataset.elements), dtype=h5py.string_dtype())
-        rows = [(el.encode(), line.encode(), energy, weight) for el in dataset.elements for line, energy, weight in LINES[el]]
+        rows = [
+            (el.encode(), line.encode(), energy, weight)
+            for el in dataset.elements
+            for line, energy, weight in LINES[el]
+        ]
         f.create_dataset("lines", data=np.array(rows, dtype=LINES_DTYPE))
         energy = f.create_dataset("energy_keV", data=model.energy_keV)
         energy.attrs["e0_keV"] = float(dataset.preset.e0_keV)
@@ -199,18 +205,35 @@ def _read_header(f: h5py.File) -> _Header:
         )
     tier = read_string_attr(f, "tier", "/")
     if tier not in TIERS:
-        raise FormatError(f"unknown tier {show_name(tier)}; expected one of {', '.join(TIERS)}", where="/", rule="attribute")
+        raise FormatError(
+            f"unknown tier {show_name(tier)}; expected one of {', '.join(TIERS)}", where="/", rule="attribute"
+        )
     preset_name = read_string_attr(f, "preset", "/")
     content_hash = read_string_attr(f, "content_hash", "/", required=False) or ""
     if content_hash and not _HASH_PATTERN.fullmatch(content_hash):
-        raise FormatError("the root attribute 'content_hash' must be 64 lowercase hex digits", where="/", rule="attribute")
+        raise FormatError(
+            "the root attribute 'content_hash' must be 64 lowercase hex digits", where="/", rule="attribute"
+        )
     seed = read_int_attr(f, "seed", "/", required=False)
     elements = _read_elements(f)
     e0, de, channels = _read_energy(f)
     constants = _read_constants(f)
     ranges = _read_ranges(f)
     scene_ids = _read_scene_ids(f)
-    header = _Header(tier, preset_name, operator_version, elements, e0, de, channels, constants, ranges, content_hash, seed, scene_ids)
+    header = _Header(
+        tier,
+        preset_name,
+        operator_version,
+        elements,
+        e0,
+        de,
+        channels,
+        constants,
+        ranges,
+        content_hash,
+        seed,
+        scene_ids,
+    )
     _check_nominal_matrix(f, header)
     require_dataset(f, "lines", "/lines", fix="write the line table (element, line, energy_keV, weight)")
     return header
@@ -302,7 +325,9 @@ def _read_scene_ids(f: h5py.File) -> list[str]:
     with reading_errors("/scenes"):
         ids = [name.decode("utf-8", "replace") for name in scenes.id]
     if not 1 <= len(ids) <= MAX_SCENES:
-        raise FormatError(f"/scenes holds {len(ids)} scenes; expected 1 to {MAX_SCENES}", where="/scenes", rule="scenes")
+        raise FormatError(
+            f"/scenes holds {len(ids)} scenes; expected 1 to {MAX_SCENES}", where="/scenes", rule="scenes"
+        )
     for scene_id in ids:
         if not SCENE_ID_PATTERN.fullmatch(scene_id):
             raise FormatError(
@@ -350,7 +375,9 @@ class _SceneLayout:
 
 def _check_float(dset: h5py.Dataset, where: str, shape: tuple[int, ...], meaning: str) -> None:
     if tuple(dset.shape) != shape:
-        raise FormatError(f"{where} has shape {tuple(dset.shape)}; expected {shape} {meaning}", where=where, rule="shape")
+        raise FormatError(
+            f"{where} has shape {tuple(dset.shape)}; expected {shape} {meaning}", where=where, rule="shape"
+        )
     if dset.dtype.kind != "f":
         raise FormatError(f"{where} has dtype {dset.dtype}; expected float32 or float64", where=where, rule="dtype")
     check_readable_dataset(dset, where)
@@ -359,7 +386,9 @@ def _check_float(dset: h5py.Dataset, where: str, shape: tuple[int, ...], meaning
 def _check_scene_layout(f: h5py.File, header: _Header, scene_id: str, grid: tuple[int, int] | None) -> _SceneLayout:
     """Metadata of one scene: shapes against /elements, /energy_keV and the other scenes."""
     base = f"/scenes/{scene_id}"
-    group = require_group(f["scenes"], scene_id, base, fix="each scene is a group holding y, reference_mask and reference_x")
+    group = require_group(
+        f["scenes"], scene_id, base, fix="each scene is a group holding y, reference_mask and reference_x"
+    )
     e, c = len(header.elements), header.channels
     y = require_dataset(group, "y", f"{base}/y", fix="write the spectrum cube (H, W, C) as float32")
     if y.ndim != 3 or y.shape[2] != c or not all(1 <= n <= MAX_SIDE for n in y.shape[:2]):
@@ -377,7 +406,9 @@ def _check_scene_layout(f: h5py.File, header: _Header, scene_id: str, grid: tupl
             rule="shape",
         )
     _check_float(y, f"{base}/y", (h, w, c), "(H, W, C)")
-    mask = require_dataset(group, "reference_mask", f"{base}/reference_mask", fix="write the calibration strip as (H, W) bool")
+    mask = require_dataset(
+        group, "reference_mask", f"{base}/reference_mask", fix="write the calibration strip as (H, W) bool"
+    )
     if tuple(mask.shape) != (h, w) or mask.dtype != np.bool_:
         raise FormatError(
             f"{base}/reference_mask has {mask.dtype} shape {tuple(mask.shape)}; expected bool ({h}, {w})",
@@ -420,7 +451,9 @@ def _check_layouts(f: h5py.File, header: _Header, *, require_truth: bool) -> lis
             rule="truth",
         )
     if any(truth) and not all(truth):
-        raise FormatError("only some scenes carry the truth; write it for all scenes or none", where="/scenes", rule="truth")
+        raise FormatError(
+            "only some scenes carry the truth; write it for all scenes or none", where="/scenes", rule="truth"
+        )
     return layouts
 
 
@@ -438,7 +471,9 @@ def _raise_values(where: str, nonfinite: int, outside: int, *, bounds: str = "[0
     if nonfinite:
         raise FormatError(f"{where} has {nonfinite} non-finite values (NaN or inf)", where=where, rule="nonfinite")
     if outside:
-        raise FormatError(f"{where} has {outside} values outside {bounds}; fractions must lie in {bounds}", where=where, rule="range")
+        raise FormatError(
+            f"{where} has {outside} values outside {bounds}; fractions must lie in {bounds}", where=where, rule="range"
+        )
 
 
 # -- public entry points -----------------------------------------------------------------------
@@ -463,9 +498,13 @@ def validate_measurement(path: str | os.PathLike, *, max_bytes: int | None, requ
             base = f"/scenes/{layout.scene_id}"
             group = f["scenes"][layout.scene_id]
             _raise_values(f"{base}/y", *_value_problems(iter_blocks(group["y"], f"{base}/y")))
-            _raise_values(f"{base}/reference_x", *_value_problems(iter_blocks(group["reference_x"], base), lo=0.0, hi=1.0))
+            _raise_values(
+                f"{base}/reference_x", *_value_problems(iter_blocks(group["reference_x"], base), lo=0.0, hi=1.0)
+            )
             if layout.has_truth:
-                _raise_values(f"{base}/x_true", *_value_problems(iter_blocks(group["x_true"], f"{base}/x_true"), lo=0.0, hi=1.0))
+                _raise_values(
+                    f"{base}/x_true", *_value_problems(iter_blocks(group["x_true"], f"{base}/x_true"), lo=0.0, hi=1.0)
+                )
 
 
 def read_measurement(path: str | os.PathLike) -> TierDataset:

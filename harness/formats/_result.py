@@ -15,8 +15,9 @@ external/virtual storage, which are rejected anywhere.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
@@ -29,8 +30,8 @@ from harness.tiers import SPEC_PARAMETERS
 from ._atomic import atomic_hdf5
 from ._layout import FORMAT_VERSION, RESULT_FORMAT
 from ._safety import (
-    check_format_version,
     SCENE_ID_PATTERN,
+    check_format_version,
     check_readable_dataset,
     check_size,
     check_tree,
@@ -44,7 +45,7 @@ from ._safety import (
     show_name,
 )
 
-__all__ = ["ResultExpectation", "write_result", "validate_result", "read_result", "MAX_METHOD_CHARS"]
+__all__ = ["MAX_METHOD_CHARS", "ResultExpectation", "read_result", "validate_result", "write_result"]
 
 #: Longest ``method`` attribute accepted (it is shown on the leaderboard).
 MAX_METHOD_CHARS = 200
@@ -73,7 +74,7 @@ class ResultExpectation:
         return (self.n_elements, self.height, self.width)
 
     @classmethod
-    def for_dataset(cls, dataset: TierDataset, *, max_bytes: int) -> "ResultExpectation":
+    def for_dataset(cls, dataset: TierDataset, *, max_bytes: int) -> ResultExpectation:
         """The expectation for a result answering ``dataset`` (with or without truth)."""
         height, width = dataset.scenes[0].shape if dataset.scenes else (dataset.preset.height, dataset.preset.width)
         return cls(
@@ -91,7 +92,7 @@ class ResultExpectation:
         return out
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "ResultExpectation":
+    def from_mapping(cls, values: Mapping[str, Any]) -> ResultExpectation:
         return cls(**{k: values[k] for k in ("tier", "scene_ids", "n_elements", "height", "width", "max_bytes")})
 
 
@@ -179,8 +180,7 @@ def _check_root(f: h5py.File) -> None:
     if fmt != RESULT_FORMAT:
         found = "no 'format' attribute" if fmt is None else f"format {show_name(fmt)}"
         raise FormatError(
-            f"the root group has {found}; a result file needs the root attribute "
-            f"format = {RESULT_FORMAT!r}",
+            f"the root group has {found}; a result file needs the root attribute format = {RESULT_FORMAT!r}",
             where="/",
             rule="format",
         )
@@ -227,8 +227,7 @@ def _check_scene_metadata(scenes: h5py.Group, scene_id: str, expect: ResultExpec
         shape, dtype = (None if dset.shape is None else tuple(dset.shape)), dset.dtype
     if shape != expect.shape:
         raise FormatError(
-            f"{where} has shape {shape}; the {expect.tier} tier expects {expect.shape} "
-            "(elements, height, width)",
+            f"{where} has shape {shape}; the {expect.tier} tier expects {expect.shape} (elements, height, width)",
             where=where,
             rule="shape",
         )

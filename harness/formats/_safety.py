@@ -9,9 +9,8 @@ row slab of a contiguous dataset, at a time), so memory stays bounded by
 
 from __future__ import annotations
 
-import errno
-
 import contextlib
+import errno
 import itertools
 import math
 import os
@@ -26,28 +25,28 @@ import numpy as np
 from harness.errors import FileTooLargeError, FormatError
 
 __all__ = [
-    "MAX_OBJECTS",
-    "MAX_DEPTH",
-    "MAX_CHUNK_BYTES",
-    "SLAB_BYTES",
     "ALLOWED_FILTERS",
-    "SCENE_ID_PATTERN",
-    "check_size",
-    "open_hdf5",
-    "check_tree",
-    "check_readable_dataset",
-    "iter_blocks",
-    "count_nonfinite",
+    "MAX_CHUNK_BYTES",
+    "MAX_DEPTH",
+    "MAX_OBJECTS",
     "MISSING",
-    "read_attr",
-    "read_string_attr",
-    "read_int_attr",
-    "read_float_attr",
-    "require_group",
-    "require_dataset",
-    "show_name",
+    "SCENE_ID_PATTERN",
+    "SLAB_BYTES",
+    "check_readable_dataset",
+    "check_size",
+    "check_tree",
+    "count_nonfinite",
     "human_bytes",
+    "iter_blocks",
+    "open_hdf5",
+    "read_attr",
+    "read_float_attr",
+    "read_int_attr",
+    "read_string_attr",
     "reading_errors",
+    "require_dataset",
+    "require_group",
+    "show_name",
 ]
 
 #: Links visited by the whole-file walk before the file is rejected as implausible.
@@ -168,8 +167,7 @@ def open_hdf5(path: str | os.PathLike) -> Iterator[h5py.File]:
         signature = False
     if not signature:
         raise FormatError(
-            "not an HDF5 file (no HDF5 signature found); write the file with h5py or "
-            "another HDF5 library",
+            "not an HDF5 file (no HDF5 signature found); write the file with h5py or another HDF5 library",
             rule="not_hdf5",
         )
     try:
@@ -194,15 +192,13 @@ def _check_dataset_storage(dsid: h5py.h5d.DatasetID, where: str) -> None:
     plist = dsid.get_create_plist()
     if plist.get_layout() == h5py.h5d.VIRTUAL:
         raise FormatError(
-            f"{where} is a virtual dataset (it maps data from other datasets or files); "
-            "write the values themselves",
+            f"{where} is a virtual dataset (it maps data from other datasets or files); write the values themselves",
             where=where,
             rule="virtual",
         )
     if plist.get_external_count() > 0:
         raise FormatError(
-            f"{where} keeps its data in external raw files; store the data inside the HDF5 "
-            "file",
+            f"{where} keeps its data in external raw files; store the data inside the HDF5 file",
             where=where,
             rule="external_storage",
         )
@@ -255,8 +251,7 @@ def check_tree(f: h5py.File) -> None:
                     )
                 if kind != h5py.h5l.TYPE_HARD:
                     raise FormatError(
-                        f"{show_name(where)} is a user-defined link (class {kind}); links are "
-                        "not allowed",
+                        f"{show_name(where)} is a user-defined link (class {kind}); links are not allowed",
                         where=where[:_MAX_WHERE],
                         rule="link",
                     )
@@ -316,7 +311,7 @@ def _slabs(shape: tuple[int, ...], itemsize: int, limit: int) -> Iterator[tuple]
     step = max(1, limit // max(inner, 1))
     for index in itertools.product(*(range(n) for n in shape[:axis])):
         for start in range(0, shape[axis], step):
-            yield index + (slice(start, min(start + step, shape[axis])),)
+            yield (*index, slice(start, min(start + step, shape[axis])))
 
 
 def iter_blocks(dset: h5py.Dataset, where: str) -> Iterator[np.ndarray]:
@@ -348,7 +343,9 @@ def require_group(parent: h5py.Group, name: str, where: str, *, fix: str) -> h5p
             raise FormatError(f"{where} is missing; {fix}", where=where, rule="missing")
         obj = parent[name]
     if not isinstance(obj, h5py.Group):
-        raise FormatError(f"{where} must be a group, not a {type(obj).__name__.lower()}; {fix}", where=where, rule="missing")
+        raise FormatError(
+            f"{where} must be a group, not a {type(obj).__name__.lower()}; {fix}", where=where, rule="missing"
+        )
     return obj
 
 
@@ -359,7 +356,9 @@ def require_dataset(parent: h5py.Group, name: str, where: str, *, fix: str) -> h
             raise FormatError(f"{where} is missing; {fix}", where=where, rule="missing")
         obj = parent[name]
     if not isinstance(obj, h5py.Dataset):
-        raise FormatError(f"{where} must be a dataset, not a {type(obj).__name__.lower()}; {fix}", where=where, rule="missing")
+        raise FormatError(
+            f"{where} must be a dataset, not a {type(obj).__name__.lower()}; {fix}", where=where, rule="missing"
+        )
     return obj
 
 
@@ -400,9 +399,7 @@ def read_string_attr(obj: h5py.HLObject, name: str, where: str, *, required: boo
             raise FormatError(f"{where} has no {name!r} attribute", where=where, rule="attribute")
         return None
     value = _scalar(value)
-    if value.dtype.kind == "O":
-        value = value.item()
-    elif value.dtype.kind in "SU" and value.ndim == 0:
+    if value.dtype.kind == "O" or (value.dtype.kind in "SU" and value.ndim == 0):
         value = value.item()
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")

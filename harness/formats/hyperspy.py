@@ -47,7 +47,7 @@ _AXIS_TOLERANCE_KEV = 1e-9
 
 def _import_exspy():
     try:
-        import exspy  # noqa: F401  (registers the EDS signal types with HyperSpy)
+        import exspy
         import hyperspy.api as hs
     except ImportError as exc:  # optional extra: say how to get it instead of a bare traceback
         raise ImportError(
@@ -63,13 +63,16 @@ def _str(value: Any) -> str:
 
 def _scene_group(f: h5py.File, path: str | os.PathLike, scene_id: str, fmt: str) -> h5py.Group:
     if _str(f.attrs.get("format", "")) != fmt:
-        raise FormatError(f"{path} is not an {fmt} file (root attribute format={f.attrs.get('format')!r})", rule="format")
+        raise FormatError(
+            f"{path} is not an {fmt} file (root attribute format={f.attrs.get('format')!r})", rule="format"
+        )
     scenes = f.get("scenes")
     available = sorted(scenes) if isinstance(scenes, h5py.Group) else []
     if scene_id not in available:
         raise FormatError(
             f"{path} has no scene {scene_id!r}; its scenes are {', '.join(available) or 'none'}",
-            where=f"/scenes/{scene_id}", rule="missing_scene",
+            where=f"/scenes/{scene_id}",
+            rule="missing_scene",
         )
     return scenes[scene_id]
 
@@ -110,15 +113,18 @@ def to_eds_signal(path: str | os.PathLike, scene_id: str):
         Not a measurement file, no such scene (the message lists the file's scenes), or an
         energy axis that is not uniform.
     """
-    hs, exspy = _import_exspy()
+    _hs, exspy = _import_exspy()
     with h5py.File(path, "r") as f:
         group = _scene_group(f, path, scene_id, MEASUREMENT_FORMAT)
         energy = np.asarray(f["energy_keV"][()], dtype=np.float64)
         e0, de = float(f["energy_keV"].attrs["e0_keV"]), float(f["energy_keV"].attrs["de_keV"])
         expected = e0 + (np.arange(energy.size) + 0.5) * de
         if not np.allclose(energy, expected, rtol=0, atol=_AXIS_TOLERANCE_KEV):
-            raise FormatError(f"{path}: /energy_keV is not e0_keV + (c + 0.5)·de_keV, so it is no HyperSpy linear axis",
-                              where="/energy_keV", rule="energy_axis")
+            raise FormatError(
+                f"{path}: /energy_keV is not e0_keV + (c + 0.5)·de_keV, so it is no HyperSpy linear axis",
+                where="/energy_keV",
+                rule="energy_axis",
+            )
         y = group["y"][()]
         elements = _elements(f)
         lines = [f"{_str(row['element'])}_{_str(row['line'])}" for row in f["lines"][()]]
@@ -140,7 +146,9 @@ def to_eds_signal(path: str | os.PathLike, scene_id: str):
             "reference_x": dict(zip(elements, (float(v) for v in group["reference_x"][()]))),
             "reference_rows": int(np.asarray(group["reference_mask"][()]).all(axis=1).sum()),
         }
-        spec_true = {k[len(SPEC_TRUE_PREFIX):]: float(v) for k, v in group.attrs.items() if k.startswith(SPEC_TRUE_PREFIX)}
+        spec_true = {
+            k[len(SPEC_TRUE_PREFIX) :]: float(v) for k, v in group.attrs.items() if k.startswith(SPEC_TRUE_PREFIX)
+        }
         if spec_true:
             original["spec_true"] = spec_true
 
@@ -190,18 +198,24 @@ def to_element_maps(path: str | os.PathLike, scene_id: str, *, elements: list[st
             name = "x_true"
             elements = elements or _elements(f)
         if name not in group:
-            raise FormatError(f"{path} has no /scenes/{scene_id}/{name} (a truth-free view has no element maps)",
-                              where=f"/scenes/{scene_id}/{name}", rule="missing_dataset")
+            raise FormatError(
+                f"{path} has no /scenes/{scene_id}/{name} (a truth-free view has no element maps)",
+                where=f"/scenes/{scene_id}/{name}",
+                rule="missing_dataset",
+            )
         x = np.asarray(group[name][()])
     if elements is not None and len(elements) != x.shape[0]:
         raise ValueError(f"{len(elements)} element names for {x.shape[0]} maps in {path}")
     labels = list(elements) if elements is not None else [f"element {i}" for i in range(x.shape[0])]
     maps = []
     for label, image in zip(labels, x):
-        m = hs.signals.Signal2D(image, axes=[
-            {"name": "y", "size": image.shape[0], "units": "px"},
-            {"name": "x", "size": image.shape[1], "units": "px"},
-        ])
+        m = hs.signals.Signal2D(
+            image,
+            axes=[
+                {"name": "y", "size": image.shape[0], "units": "px"},
+                {"name": "x", "size": image.shape[1], "units": "px"},
+            ],
+        )
         m.metadata.General.title = label
         maps.append(m)
     return maps

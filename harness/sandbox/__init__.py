@@ -1,11 +1,30 @@
 """Sandboxed container runs for the Hidden tier (design §5), through the Docker SDK."""
 
-from harness.sandbox.images import ImageReference, check_image_archive, load_image_archive, parse_reference, pull_image, registry_of
+from harness.sandbox.images import (
+    ImageReference,
+    check_image_archive,
+    load_image_archive,
+    parse_reference,
+    pull_image,
+    registry_of,
+)
 from harness.sandbox.model import ImageInfo, Outcome, RunLimits, RunResult, RunSpec
 from harness.sandbox.runner import RUN_LABEL, inspect_image, remove_leftovers, run_container
 
 __all__ = [
-    "Outcome", "RunLimits", "RunSpec", "RunResult", "ImageInfo", "RUN_LABEL",
-    "run_container", "inspect_image", "remove_leftovers", "load_image_archive", "check_image_archive",
-    "ImageReference", "parse_reference", "registry_of", "pull_image",
+    "RUN_LABEL",
+    "ImageInfo",
+    "ImageReference",
+    "Outcome",
+    "RunLimits",
+    "RunResult",
+    "RunSpec",
+    "check_image_archive",
+    "inspect_image",
+    "load_image_archive",
+    "parse_reference",
+    "pull_image",
+    "registry_of",
+    "remove_leftovers",
+    "run_container",
 ]

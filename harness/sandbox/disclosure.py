@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["LogPolicy", "POLICIES", "participant_log", "looks_like_data"]
+__all__ = ["POLICIES", "LogPolicy", "looks_like_data", "participant_log"]
 
 POLICIES = ("failures", "always", "never", "full")
 
@@ -68,7 +68,7 @@ def participant_log(log: str | None, *, succeeded: bool, policy: LogPolicy = Log
             + ": it could carry the hidden data; organizers can read it]"
         )
     lines = log.splitlines()
-    tail = lines[-policy.max_lines:]
+    tail = lines[-policy.max_lines :]
     withheld = cut = 0
     shown = []
     for line in tail:

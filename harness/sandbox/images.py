@@ -13,16 +13,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
 import requests
 
+import docker
 from harness.errors import ImageError, PlatformError
 from harness.sandbox.model import ImageInfo
 from harness.sandbox.runner import PLATFORM, docker_client, inspect_image
 
 __all__ = [
-    "check_image_archive", "load_image_archive", "RESERVED_PREFIXES", "ImageReference", "parse_reference", "registry_of",
+    "RESERVED_PREFIXES",
+    "ImageReference",
+    "check_image_archive",
+    "load_image_archive",
+    "parse_reference",
     "pull_image",
+    "registry_of",
 ]
 
 _MAX_JSON = 2**20  # manifest and config are small; a huge one is hostile
@@ -111,7 +116,9 @@ def _refuse_taken_tags(client: docker.DockerClient, archive: _Archive) -> None:
         except docker.errors.ImageNotFound:
             current = None
         if current is None and tag.startswith(RESERVED_PREFIXES):
-            raise ImageError(f"the archive is tagged {tag!r}, a name reserved for the platform's own images; tag your image with a name of your own and save it again")
+            raise ImageError(
+                f"the archive is tagged {tag!r}, a name reserved for the platform's own images; tag your image with a name of your own and save it again"
+            )
         if current is not None and current != archive.image_id:
             raise ImageError(
                 f"the archive is tagged {tag!r}, a name another image on the server already has; "
@@ -119,7 +126,9 @@ def _refuse_taken_tags(client: docker.DockerClient, archive: _Archive) -> None:
             )
 
 
-def load_image_archive(path: str | os.PathLike, *, max_bytes: int, client: docker.DockerClient | None = None) -> ImageInfo:
+def load_image_archive(
+    path: str | os.PathLike, *, max_bytes: int, client: docker.DockerClient | None = None
+) -> ImageInfo:
     """Check, then load a docker-save archive into the daemon; returns the loaded image.
 
     Every failure is an :class:`ImageError` with a message for the participant.
@@ -173,7 +182,9 @@ def parse_reference(ref: str) -> ImageReference:
     ``localhost`` (Docker's rule), so ``team/solver:1`` is a plain local name."""
     match = _REFERENCE.match(ref)
     if not match or len(ref) > 500:
-        raise ImageError(f"{ref[:100]!r} is not a valid image reference (expected [registry/]name[:tag][@sha256:digest])")
+        raise ImageError(
+            f"{ref[:100]!r} is not a valid image reference (expected [registry/]name[:tag][@sha256:digest])"
+        )
     domain, path = match["domain"], match["path"]
     if domain and not ("." in domain or ":" in domain or domain == "localhost"):
         domain, path = None, f"{domain}/{path}"  # e.g. "team/solver": a repository path, not a host
@@ -207,7 +218,13 @@ def _pull_failure(ref: str, exc: docker.errors.APIError) -> ImageError:
     low = detail.lower()
     if exc.status_code == 404 or "manifest unknown" in low or "not found" in low:
         why = "the registry has no such image or tag"
-    elif exc.status_code in (401, 403) or "unauthorized" in low or "denied" in low or "authentication required" in low or "no basic auth" in low:
+    elif (
+        exc.status_code in (401, 403)
+        or "unauthorized" in low
+        or "denied" in low
+        or "authentication required" in low
+        or "no basic auth" in low
+    ):
         why = "the registry refused access (a private image?); make the image pullable without credentials"
     else:
         why = "the pull failed"
@@ -248,13 +265,18 @@ def pull_image(ref: str, *, allowlist: Sequence[str], max_bytes: int, timeout: f
         except docker.errors.APIError as exc:
             raise _pull_failure(ref, exc) from None
         digest = reference.digest or data.id
-        if not any(p.get("os") == PLATFORM[0] and p.get("architecture") == PLATFORM[1] for p in data.attrs.get("Platforms") or [{}]):
+        if not any(
+            p.get("os") == PLATFORM[0] and p.get("architecture") == PLATFORM[1]
+            for p in data.attrs.get("Platforms") or [{}]
+        ):
             offered = ", ".join(f"{p.get('os')}/{p.get('architecture')}" for p in data.attrs.get("Platforms") or [])
             raise ImageError(f"{ref!r} offers {offered or 'no platform'}; the server runs linux/amd64 images")
         pinned_repo = f"{reference.repository}@{digest}"
         announced: dict[str, int] = {}
         try:
-            for event in client.api.pull(reference.repository, tag=digest, stream=True, decode=True, platform="linux/amd64"):
+            for event in client.api.pull(
+                reference.repository, tag=digest, stream=True, decode=True, platform="linux/amd64"
+            ):
                 if "error" in event:
                     raise ImageError(f"cannot pull {ref!r}: {str(event['error'])[:300]}")
                 total = (event.get("progressDetail") or {}).get("total")
@@ -262,13 +284,19 @@ def pull_image(ref: str, *, allowlist: Sequence[str], max_bytes: int, timeout: f
                     announced[event.get("id", "")] = int(total)
                     if sum(announced.values()) > max_bytes:
                         _remove_quietly(client, pinned_repo)
-                        raise ImageError(f"{ref!r} is over the {max_bytes} byte image cap (its layers alone are larger); the pull was stopped")
+                        raise ImageError(
+                            f"{ref!r} is over the {max_bytes} byte image cap (its layers alone are larger); the pull was stopped"
+                        )
                 if time.monotonic() > deadline:
-                    raise ImageError(f"pulling {ref!r} took longer than {timeout:g} s (the pull time-out); the pull was stopped")
+                    raise ImageError(
+                        f"pulling {ref!r} took longer than {timeout:g} s (the pull time-out); the pull was stopped"
+                    )
         except docker.errors.APIError as exc:
             raise _pull_failure(ref, exc) from None
         except requests.RequestException:
-            raise ImageError(f"pulling {ref!r} took longer than {timeout:g} s (the pull time-out) or the registry stopped answering") from None
+            raise ImageError(
+                f"pulling {ref!r} took longer than {timeout:g} s (the pull time-out) or the registry stopped answering"
+            ) from None
         info = inspect_image(pinned_repo, client=client)
         if info.size > max_bytes:
             _remove_quietly(client, pinned_repo)
@@ -278,7 +306,9 @@ def pull_image(ref: str, *, allowlist: Sequence[str], max_bytes: int, timeout: f
         pinned = f"{reference.repository}{':' + reference.tag if reference.tag else ''}@{digest}"
         return info, pinned
     except requests.RequestException:
-        raise ImageError(f"the registry behind {ref!r} did not answer within {timeout:g} s (the pull time-out)") from None
+        raise ImageError(
+            f"the registry behind {ref!r} did not answer within {timeout:g} s (the pull time-out)"
+        ) from None
     except docker.errors.DockerException as exc:  # not an APIError: the daemon itself failed
         raise PlatformError(f"the container platform failed while pulling: {type(exc).__name__}") from None
     finally:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Callable
 
-__all__ = ["Outcome", "RunLimits", "ImageInfo", "RunSpec", "RunResult"]
+__all__ = ["ImageInfo", "Outcome", "RunLimits", "RunResult", "RunSpec"]
 
 
 class Outcome(StrEnum):

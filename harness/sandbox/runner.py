@@ -24,15 +24,15 @@ import threading
 import time
 from pathlib import Path
 
-import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
+import docker
 from harness.errors import FormatError, ImageError
 from harness.sandbox.disclosure import LogPolicy, looks_like_data
 from harness.sandbox.model import ImageInfo, Outcome, RunLimits, RunResult, RunSpec
 
-__all__ = ["RUN_LABEL", "PLATFORM", "run_container", "inspect_image", "remove_leftovers", "docker_client"]
+__all__ = ["PLATFORM", "RUN_LABEL", "docker_client", "inspect_image", "remove_leftovers", "run_container"]
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +122,17 @@ def _run_kwargs(spec: RunSpec, image: ImageInfo, output_dir: Path) -> dict:
         # The daemon rotates its json-file at 8 × cap (JSON framing costs ~70 B a line), so
         # gigabytes on stdout never reach the disk: at most 16 × cap per run. _LogTail keeps the
         # last ``cap`` bytes in memory and marks the truncation.
-        log_config={"type": "json-file", "config": {"max-size": str(8 * max(lim.log_bytes, 4096)), "max-file": "2", "compress": "false"}},
+        log_config={
+            "type": "json-file",
+            "config": {"max-size": str(8 * max(lim.log_bytes, 4096)), "max-file": "2", "compress": "false"},
+        },
         volumes={
             str(Path(spec.input_path).resolve()): {"bind": "/input/measurement.h5", "mode": "ro"},
             str(output_dir.resolve()): {"bind": "/output", "mode": "rw"},
-            **{str(Path(host).resolve()): {"bind": inside, "mode": "ro"} for host, inside in spec.read_only_mounts.items()},
+            **{
+                str(Path(host).resolve()): {"bind": inside, "mode": "ro"}
+                for host, inside in spec.read_only_mounts.items()
+            },
         },
     )
     if lim.runtime:
@@ -232,7 +238,9 @@ class _OutputWatch(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.is_set():
-            excess = _output_excess(self.output_dir, max_bytes=self.limits.output_bytes, max_entries=self.limits.output_files)
+            excess = _output_excess(
+                self.output_dir, max_bytes=self.limits.output_bytes, max_entries=self.limits.output_files
+            )
             if excess:
                 self.excess = excess
                 try:
@@ -271,7 +279,7 @@ class _LogTail(threading.Thread):
                 self._kept += len(chunk)
                 while self._chunks and self._kept - len(self._chunks[0]) >= self.cap:
                     self._kept -= len(self._chunks.popleft())
-        except Exception:  # noqa: BLE001 - the container may vanish mid-stream; keep what arrived
+        except Exception:
             pass
 
     def text(self, *, drain_seconds: float = 10) -> str:
@@ -280,7 +288,7 @@ class _LogTail(threading.Thread):
         if self.is_alive() and self._stream is not None:
             self._stream.close()  # still draining gigabytes: what we hold is the tail so far
             self.join(timeout=2)
-        raw = b"".join(list(self._chunks))[-self.cap:]
+        raw = b"".join(list(self._chunks))[-self.cap :]
         if self.total > self.cap or self.is_alive():
             raw = b"[log truncated: showing the last %d bytes]\n" % len(raw) + raw
         return raw.decode("utf-8", errors="replace")
@@ -364,7 +372,9 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
     if not input_path.is_file():
         # Docker would silently create a directory in its place; this is never the image's fault.
         log.error("sandbox run %s: input %s is not a file", spec.run_id, input_path)
-        return RunResult(Outcome.platform_error, "the input measurement is missing on the server (a platform fault, not the image's)")
+        return RunResult(
+            Outcome.platform_error, "the input measurement is missing on the server (a platform fault, not the image's)"
+        )
     try:
         client = client or docker_client()
         image = inspect_image(spec.image, client=client)
@@ -373,14 +383,20 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
     except (DockerException, requests.RequestException) as exc:
         return RunResult(Outcome.platform_error, f"the container platform is unavailable: {type(exc).__name__}")
     if (image.os, image.architecture) != PLATFORM:
-        return RunResult(Outcome.image_invalid, f"the image is for {image.os}/{image.architecture}; the server runs linux/amd64 images", image_digest=image.id)
+        return RunResult(
+            Outcome.image_invalid,
+            f"the image is for {image.os}/{image.architecture}; the server runs linux/amd64 images",
+            image_digest=image.id,
+        )
     try:
         kwargs = _run_kwargs(spec, image, _prepare_output(spec.work_dir))
     except ImageError as exc:
         return RunResult(Outcome.image_invalid, exc.message, image_digest=image.id)
     except OSError as exc:
         log.error("sandbox run %s: cannot prepare %s: %s", spec.run_id, spec.work_dir, exc)
-        return RunResult(Outcome.platform_error, "the server could not prepare the run's output directory", image_digest=image.id)
+        return RunResult(
+            Outcome.platform_error, "the server could not prepare the run's output directory", image_digest=image.id
+        )
     output_dir = Path(spec.work_dir) / "output"
     container = None
     started = time.monotonic()
@@ -390,7 +406,11 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
             container.start()
         except APIError as exc:
             if exc.is_client_error():  # the daemon refused this image/command, e.g. no such executable
-                return RunResult(Outcome.image_invalid, f"the image could not be started: {exc.explanation or exc}", image_digest=image.id)
+                return RunResult(
+                    Outcome.image_invalid,
+                    f"the image could not be started: {exc.explanation or exc}",
+                    image_digest=image.id,
+                )
             raise
         started = time.monotonic()
         watch, memory = _OutputWatch(container, output_dir, spec.limits), _PeakMemory(container)
@@ -409,25 +429,46 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
         peak = memory.peak
         if oom:  # the cgroup reached its limit by definition, even if no sample caught it
             peak = max(peak or 0, spec.limits.memory_bytes)
-        common = dict(exit_code=exit_code, runtime_seconds=runtime, peak_memory_bytes=peak, log=logs, image_digest=image.id)
+        common = dict(
+            exit_code=exit_code, runtime_seconds=runtime, peak_memory_bytes=peak, log=logs, image_digest=image.id
+        )
         # Checked first and whatever the exit code: a writer stopped by RLIMIT_FSIZE or killed
         # by the watcher exits non-zero, but the cause is the output size.
-        excess = watch.excess or _output_excess(output_dir, max_bytes=spec.limits.output_bytes, max_entries=spec.limits.output_files)
+        excess = watch.excess or _output_excess(
+            output_dir, max_bytes=spec.limits.output_bytes, max_entries=spec.limits.output_files
+        )
         if excess:
             stopped = "; the run was stopped" if watch.excess else ""
             return RunResult(Outcome.output_too_large, f"{excess} (the cap){stopped}", **common)
         if timed_out:
-            return RunResult(Outcome.timeout, f"the container ran longer than {spec.limits.wall_seconds:g} s and was stopped", **common)
+            return RunResult(
+                Outcome.timeout,
+                f"the container ran longer than {spec.limits.wall_seconds:g} s and was stopped",
+                **common,
+            )
         if oom or (exit_code == 137 and peak is not None and peak >= _OOM_FRACTION * spec.limits.memory_bytes):
             mib = spec.limits.memory_bytes / 2**20
-            return RunResult(Outcome.oom_killed, f"the container used more than its {mib:.0f} MiB memory limit and was killed (exit code {exit_code})", **common)
+            return RunResult(
+                Outcome.oom_killed,
+                f"the container used more than its {mib:.0f} MiB memory limit and was killed (exit code {exit_code})",
+                **common,
+            )
         if exit_code != 0:
-            return RunResult(Outcome.nonzero_exit, f"the container exited with code {exit_code}; last log line: {_last_line(logs)}", **common)
+            return RunResult(
+                Outcome.nonzero_exit,
+                f"the container exited with code {exit_code}; last log line: {_last_line(logs)}",
+                **common,
+            )
         outcome, message, path = _check_output(spec, output_dir)
         return RunResult(outcome, message, output_path=path, **common)
     except (DockerException, requests.RequestException) as exc:
         log.exception("sandbox run %s failed on the platform side", spec.run_id)
-        return RunResult(Outcome.platform_error, f"the container platform failed: {type(exc).__name__}", runtime_seconds=time.monotonic() - started, image_digest=image.id)
+        return RunResult(
+            Outcome.platform_error,
+            f"the container platform failed: {type(exc).__name__}",
+            runtime_seconds=time.monotonic() - started,
+            image_digest=image.id,
+        )
     finally:
         if container is not None:
             try:

@@ -32,7 +32,15 @@ from pathlib import Path, PurePosixPath
 
 from harness.errors import ImageError
 
-__all__ = ["MOUNT_POINT", "ENTRY_POINT", "ScriptLimits", "script_kind", "check_script", "unpack_script", "script_command"]
+__all__ = [
+    "ENTRY_POINT",
+    "MOUNT_POINT",
+    "ScriptLimits",
+    "check_script",
+    "script_command",
+    "script_kind",
+    "unpack_script",
+]
 
 MOUNT_POINT = "/submission"
 ENTRY_POINT = "main.py"
@@ -66,7 +74,9 @@ def _check_source(path: Path, limits: ScriptLimits) -> None:
     if size == 0:
         raise ImageError("the script is empty; upload a .py file (or a zip with a main.py)")
     if size > limits.max_source_bytes:
-        raise ImageError(f"the script is {size} bytes; a single .py file may be at most {limits.max_source_bytes} bytes (zip larger projects)")
+        raise ImageError(
+            f"the script is {size} bytes; a single .py file may be at most {limits.max_source_bytes} bytes (zip larger projects)"
+        )
     data = path.read_bytes()
     if b"\0" in data:
         raise ImageError("the upload is neither a zip archive nor a Python source file (it contains NUL bytes)")
@@ -86,7 +96,9 @@ def _check_name(name: str) -> PurePosixPath:
         raise ImageError(f"the archive entry {shown!r} has an absolute path; zip the files with relative names")
     parts = name.rstrip("/").split("/")
     if any(p in ("", ".", "..") for p in parts):
-        raise ImageError(f"the archive entry {shown!r} has an empty, '.' or '..' path component; names must stay inside the archive")
+        raise ImageError(
+            f"the archive entry {shown!r} has an empty, '.' or '..' path component; names must stay inside the archive"
+        )
     if len(parts) > _MAX_DEPTH:
         raise ImageError(f"the archive entry {shown!r} is nested deeper than {_MAX_DEPTH} directories")
     return PurePosixPath(*parts)
@@ -106,7 +118,9 @@ def _entry_type(info: zipfile.ZipInfo) -> str:
     return "dir" if info.filename.endswith("/") else "file"
 
 
-def _checked_entries(zf: zipfile.ZipFile, path: Path, limits: ScriptLimits) -> list[tuple[zipfile.ZipInfo, PurePosixPath, str]]:
+def _checked_entries(
+    zf: zipfile.ZipFile, path: Path, limits: ScriptLimits
+) -> list[tuple[zipfile.ZipInfo, PurePosixPath, str]]:
     infos = zf.infolist()
     if len(infos) > limits.max_entries:
         raise ImageError(f"the archive has {len(infos)} entries; the limit is {limits.max_entries}")
@@ -135,7 +149,9 @@ def _checked_entries(zf: zipfile.ZipFile, path: Path, limits: ScriptLimits) -> l
     if PurePosixPath(ENTRY_POINT) not in files:
         tops = sorted({n.parts[0] for n in files})[:5]
         hint = f" (it holds {', '.join(tops)})" if tops else " (it holds no files)"
-        raise ImageError(f"the archive has no {ENTRY_POINT} at its top level{hint}; zip the files themselves, not their folder")
+        raise ImageError(
+            f"the archive has no {ENTRY_POINT} at its top level{hint}; zip the files themselves, not their folder"
+        )
     for name in files:  # a file that is also another entry's directory
         for parent in name.parents:
             if parent in files:

@@ -13,7 +13,7 @@ Only numpy and scipy are used, so every solver runs in the reference image.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from harness.dataset import Result, Scene, SceneResult, TierDataset
 from harness.solvers import calibrated, mlem, nmf, nnls, tv
@@ -42,7 +42,9 @@ def solve_dataset(
     operator = dataset.operator()
     scenes: dict[str, SceneResult] = {}
     for i, scene in enumerate(dataset.scenes):
-        scenes[scene.scene_id] = solve(Scene(scene.scene_id, scene.y, scene.reference_mask, scene.reference_x), operator)
+        scenes[scene.scene_id] = solve(
+            Scene(scene.scene_id, scene.y, scene.reference_mask, scene.reference_x), operator
+        )
         if progress is not None:
             progress(i + 1, len(dataset.scenes))
     return Result(scenes=scenes, method=solver)

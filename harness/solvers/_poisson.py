@@ -44,7 +44,7 @@ class Counts:
     def n_pixels(self) -> int:
         return int(self.matrix.shape[0])
 
-    def subset(self, pixels: np.ndarray) -> "Counts":
+    def subset(self, pixels: np.ndarray) -> Counts:
         """The counts of the given pixel indices (in that order)."""
         return _from_csr(self.matrix[np.asarray(pixels)])
 
@@ -106,7 +106,9 @@ def mlem_step(counts: Counts, x: np.ndarray, matrix: np.ndarray, sensitivity: np
     """
     lam = expected_at_counts(counts, x, matrix)
     ratio = counts.values / np.maximum(lam, EPSILON)
-    ratio_matrix = scipy.sparse.csr_array((ratio, counts.matrix.indices, counts.matrix.indptr), shape=counts.matrix.shape)
+    ratio_matrix = scipy.sparse.csr_array(
+        (ratio, counts.matrix.indices, counts.matrix.indptr), shape=counts.matrix.shape
+    )
     back = ratio_matrix @ matrix.T
     return x * back / np.maximum(sensitivity, EPSILON)
 

@@ -27,7 +27,8 @@ noise is down to the size of the θ-induced bias. Every likelihood uses the
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Mapping
+from collections.abc import Callable, Mapping
+from typing import Literal
 
 import numpy as np
 from scipy.optimize import minimize
@@ -72,7 +73,7 @@ def _bounds(ranges: Mapping[str, tuple[float, float]]) -> tuple[np.ndarray, np.n
         raise ValueError(f"ranges lack {missing}; give [lo, hi] for each of {list(SPEC_PARAMETERS)}")
     lo = np.array([float(ranges[n][0]) for n in SPEC_PARAMETERS])
     hi = np.array([float(ranges[n][1]) for n in SPEC_PARAMETERS])
-    bad = [n for n, l, h in zip(SPEC_PARAMETERS, lo, hi) if not l <= 0.0 <= h]
+    bad = [n for n, low, high in zip(SPEC_PARAMETERS, lo, hi) if not low <= 0.0 <= high]
     if bad:
         raise ValueError(f"ranges of {bad} must contain the nominal value 0; got {dict(ranges)}")
     return lo, hi

@@ -21,7 +21,7 @@ memory stays O(N·(k + E) + nnz); the NNLS is the exact vectorised
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse

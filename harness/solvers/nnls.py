@@ -14,8 +14,8 @@ The spec is not estimated: θ̂ is nominal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import combinations
-from typing import Callable
 
 import numpy as np
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Iterator
+from collections.abc import Iterator
+from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -23,7 +24,9 @@ SessionDep = Annotated[Session, Depends(_session)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def _participant(session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Participant:
+def _participant(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Participant:
     if credentials is None:
         raise AuthError("this endpoint needs a bearer token: send 'Authorization: Bearer <token>'")
     return authenticate(session, credentials.credentials)

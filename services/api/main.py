@@ -22,7 +22,7 @@ from services.errors import ServiceError
 from services.logging_setup import SubmissionContextMiddleware
 from services.settings import get_settings
 
-__all__ = ["app", "create_app", "BodyCapMiddleware"]
+__all__ = ["BodyCapMiddleware", "app", "create_app"]
 
 log = logging.getLogger(__name__)
 #: Room for the multipart envelope and form fields around an uploaded file.
@@ -67,7 +67,9 @@ class BodyCapMiddleware:
         cap = self.cap(scope["path"])
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > cap:
-            await self._refuse(send, f"the request body is {int(length)} bytes; the cap for this endpoint is {cap} bytes")
+            await self._refuse(
+                send, f"the request body is {int(length)} bytes; the cap for this endpoint is {cap} bytes"
+            )
             return
         received = 0
         exceeded = False
@@ -100,9 +102,17 @@ class BodyCapMiddleware:
     @staticmethod
     async def _refuse(send: Send, message: str) -> None:
         body = json.dumps({"error": {"code": "file_too_large", "message": message}}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

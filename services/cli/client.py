@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import httpx
 import typer
@@ -47,8 +48,13 @@ _TERMINAL = ("scored", "failed")
 _SCRIPT_SUFFIXES = (".py", ".zip")
 
 ApiUrl = Annotated[str, typer.Option("--api-url", envvar="EDX_API_URL", help="Server base URL.")]
-Token = Annotated[Optional[str], typer.Option("--token", envvar="EDX_TOKEN", help="Your API token (from the organizer).")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or spinner (they are also off when stderr is not a terminal).")]
+Token = Annotated[str | None, typer.Option("--token", envvar="EDX_TOKEN", help="Your API token (from the organizer).")]
+Quiet = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No progress bars or spinner (they are also off when stderr is not a terminal)."
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the server's JSON on stdout instead of a table.")]
 
 
@@ -110,19 +116,29 @@ def _ok(response: httpx.Response) -> dict:
     if response.status_code >= 400:
         err = body.get("error") if isinstance(body, dict) else None
         if isinstance(err, dict) and "message" in err:
-            fail(_exit_code_of(response, err.get("code")), f"{response.status_code} ({err.get('code')}): {err['message']}")
+            fail(
+                _exit_code_of(response, err.get("code")),
+                f"{response.status_code} ({err.get('code')}): {err['message']}",
+            )
         detail = body.get("detail") if isinstance(body, dict) else None
         text = str(detail) if detail else response.text.strip()[:200] or response.reason_phrase
         fail(_exit_code_of(response, None), f"{response.status_code} from {response.request.url}: {text}")
     if not isinstance(body, dict):
-        fail(ExitCode.SERVER_ERROR,
-             f"{response.request.url} answered {response.status_code} with something that is not the EDX Arena API's JSON; check --api-url")
+        fail(
+            ExitCode.SERVER_ERROR,
+            f"{response.request.url} answered {response.status_code} with something that is not the EDX Arena API's JSON; check --api-url",
+        )
     return body
 
 
 def multipart_stream(
-    fields: dict[str, str], *, path: Path, field: str = "file", content_type: str = "application/octet-stream",
-    on_chunk: Callable[[int], None] = lambda n: None, chunk_bytes: int = UPLOAD_CHUNK_BYTES,
+    fields: dict[str, str],
+    *,
+    path: Path,
+    field: str = "file",
+    content_type: str = "application/octet-stream",
+    on_chunk: Callable[[int], None] = lambda n: None,
+    chunk_bytes: int = UPLOAD_CHUNK_BYTES,
 ) -> tuple[dict[str, str], Iterator[bytes]]:
     """A ``multipart/form-data`` body that streams ``path`` from disk, with its exact length.
 
@@ -133,11 +149,16 @@ def multipart_stream(
     """
     boundary = secrets.token_hex(16)
     filename = path.name.replace("\\", "\\\\").replace('"', "%22")
-    head = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value.encode() + b"\r\n"
-        for name, value in fields.items()
-    ) + (f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-         f"Content-Type: {content_type}\r\n\r\n").encode()
+    head = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value.encode() + b"\r\n"
+            for name, value in fields.items()
+        )
+        + (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+    )
     tail = f"\r\n--{boundary}--\r\n".encode()
     size = path.stat().st_size
 
@@ -153,19 +174,31 @@ def multipart_stream(
             raise OSError(f"{path} changed size during the upload ({size} → {sent} bytes)")
         yield tail
 
-    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(len(head) + size + len(tail))}
+    headers = {
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        "Content-Length": str(len(head) + size + len(tail)),
+    }
     return headers, body()
 
 
-def _upload(client: httpx.Client, url: str, path: Path, fields: dict[str, str], *, content_type: str, show: bool) -> dict:
+def _upload(
+    client: httpx.Client, url: str, path: Path, fields: dict[str, str], *, content_type: str, show: bool
+) -> dict:
     progress = Progress(
-        TextColumn(f"uploading {escape(path.name)}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), console=console, transient=True, disable=not show,
+        TextColumn(f"uploading {escape(path.name)}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not show,
     )
     with progress:
         task = progress.add_task("upload", total=path.stat().st_size)
-        headers, body = multipart_stream(fields, path=path, content_type=content_type,
-                                         on_chunk=lambda n: progress.advance(task, n))
+        headers, body = multipart_stream(
+            fields, path=path, content_type=content_type, on_chunk=lambda n: progress.advance(task, n)
+        )
         response = _send(client, "POST", url, content=body, headers=headers)
     return _ok(response)
 
@@ -199,26 +232,46 @@ def wait_for_score(client: httpx.Client, submission_id: str, *, timeout: float, 
                 if s["status"] in _TERMINAL:
                     return s
             if spinner is not None:
-                spinner.update(_stage_line(submission_id, seen or ["waiting"], started)
-                               + (f"  [yellow]server unreachable ({escape(unreachable)}), retrying[/yellow]" if unreachable else ""))
+                spinner.update(
+                    _stage_line(submission_id, seen or ["waiting"], started)
+                    + (
+                        f"  [yellow]server unreachable ({escape(unreachable)}), retrying[/yellow]"
+                        if unreachable
+                        else ""
+                    )
+                )
             if time.monotonic() + interval > deadline:
                 break
             time.sleep(interval)
             interval = min(interval * 1.5, _POLL_MAX_S)
     if unreachable:
-        fail(ExitCode.UNREACHABLE, f"cannot reach the server at {client.base_url}: {unreachable} (gave up after {timeout:.0f} s)")
-    fail(ExitCode.TIMEOUT, f"{submission_id} still {seen[-1] if seen else 'unknown'} after {timeout:.0f} s; "
-                           f"check later with `edx-arena status {submission_id}`")
+        fail(
+            ExitCode.UNREACHABLE,
+            f"cannot reach the server at {client.base_url}: {unreachable} (gave up after {timeout:.0f} s)",
+        )
+    fail(
+        ExitCode.TIMEOUT,
+        f"{submission_id} still {seen[-1] if seen else 'unknown'} after {timeout:.0f} s; "
+        f"check later with `edx-arena status {submission_id}`",
+    )
 
 
 def _print_submission(s: dict) -> None:
-    out.print(f"[bold]{s['id']}[/bold]  tier {s['tier']}  {s['kind']}  status [bold]{s['status']}[/bold]"
-              + (f"  outcome {s['outcome']}" if s.get("outcome") else ""), highlight=False, soft_wrap=True)
+    out.print(
+        f"[bold]{s['id']}[/bold]  tier {s['tier']}  {s['kind']}  status [bold]{s['status']}[/bold]"
+        + (f"  outcome {s['outcome']}" if s.get("outcome") else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
     if s.get("error_message"):
         out.print(f"  {escape(s['error_message'])}", soft_wrap=True)
     if s.get("runtime_seconds") is not None:
-        out.print(f"  runtime {s['runtime_seconds']:.1f} s, peak memory {(s.get('peak_memory_bytes') or 0) / 2**20:.0f} MiB, "
-                  f"exit code {s.get('exit_code')}", highlight=False, soft_wrap=True)
+        out.print(
+            f"  runtime {s['runtime_seconds']:.1f} s, peak memory {(s.get('peak_memory_bytes') or 0) / 2**20:.0f} MiB, "
+            f"exit code {s.get('exit_code')}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if s.get("status") == "failed" and s.get("log_tail"):
         out.print("  log (last lines):")
         for line in s["log_tail"].rstrip().splitlines()[-20:]:
@@ -227,8 +280,19 @@ def _print_submission(s: dict) -> None:
     if tier_rows:
         t = Table("scene", "score", "95 % interval", "PSNR dB", "SSIM", "consistency")
         for r in [x for x in s["scores"] if x["scene_id"]] + tier_rows:
-            ci = f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]" if r.get("ci_low") is not None and r.get("ci_high") is not None else ""
-            t.add_row(r["scene_id"] or "tier", f"{r['score']:.4f}", ci, f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['consistency']:.4f}")
+            ci = (
+                f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]"
+                if r.get("ci_low") is not None and r.get("ci_high") is not None
+                else ""
+            )
+            t.add_row(
+                r["scene_id"] or "tier",
+                f"{r['score']:.4f}",
+                ci,
+                f"{r['psnr']:.2f}",
+                f"{r['ssim']:.4f}",
+                f"{r['consistency']:.4f}",
+            )
         out.print(t)
 
 
@@ -242,15 +306,34 @@ def _finish(s: dict, *, as_json: bool) -> None:
 
 
 def submit(
-    file: Annotated[Optional[Path], typer.Argument(
-        help="Result HDF5 (public, dev, standard); for --tier hidden a `docker save` archive (.tar), a .py script or a .zip with main.py.",
-        exists=True, dir_okay=False, show_default=False)] = None,
-    tier: Annotated[Optional[str], typer.Option(help="public, dev, standard or hidden (implied by --image).", show_default=False)] = None,
-    image: Annotated[Optional[str], typer.Option(help="Hidden tier: an image the server's daemon has, or a link to an allow-listed registry.", show_default=False)] = None,
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Result HDF5 (public, dev, standard); for --tier hidden a `docker save` archive (.tar), a .py script or a .zip with main.py.",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    tier: Annotated[
+        str | None, typer.Option(help="public, dev, standard or hidden (implied by --image).", show_default=False)
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="Hidden tier: an image the server's daemon has, or a link to an allow-listed registry.",
+            show_default=False,
+        ),
+    ] = None,
     method: Annotated[str, typer.Option(help="Method name shown on the leaderboard.")] = "",
     description: Annotated[str, typer.Option(help="One-paragraph description of the method.")] = "",
     source: Annotated[str, typer.Option(help="Citation or URL of the method.")] = "",
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the final state and print the scores (exit 4 if it failed, 5 on timeout).")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="Wait for the final state and print the scores (exit 4 if it failed, 5 on timeout)."
+        ),
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 1800,
     as_json: AsJson = False,
     quiet: Quiet = False,
@@ -291,9 +374,23 @@ def submit(
         elif tier == "hidden":
             script = file.suffix.lower() in _SCRIPT_SUFFIXES
             url = "/api/v1/submissions/script" if script else "/api/v1/submissions/container/archive"
-            created = _upload(client, url, file, meta, content_type="application/octet-stream" if script else "application/x-tar", show=show)
+            created = _upload(
+                client,
+                url,
+                file,
+                meta,
+                content_type="application/octet-stream" if script else "application/x-tar",
+                show=show,
+            )
         else:
-            created = _upload(client, "/api/v1/submissions", file, {"tier": tier, **meta}, content_type="application/x-hdf5", show=show)
+            created = _upload(
+                client,
+                "/api/v1/submissions",
+                file,
+                {"tier": tier, **meta},
+                content_type="application/x-hdf5",
+                show=show,
+            )
         if not wait:
             print(json.dumps(created) if as_json else created["id"])
             return
@@ -304,7 +401,9 @@ def submit(
 
 def status(
     submission_id: Annotated[str, typer.Argument(help="Submission id (printed by submit).", show_default=False)],
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the final state first (exit 4 if it failed, 5 on timeout).")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the final state first (exit 4 if it failed, 5 on timeout).")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 1800,
     as_json: AsJson = False,
     quiet: Quiet = False,
@@ -324,7 +423,10 @@ def status(
     """
     with _client(api_url, token) as client:
         if wait:
-            _finish(wait_for_score(client, submission_id, timeout=timeout, show=_show_progress(quiet) and not as_json), as_json=as_json)
+            _finish(
+                wait_for_score(client, submission_id, timeout=timeout, show=_show_progress(quiet) and not as_json),
+                as_json=as_json,
+            )
             return
         s = _ok(_send(client, "GET", f"/api/v1/submissions/{submission_id}"))
     if as_json:
@@ -369,7 +471,10 @@ def leaderboard(
 
 def download(
     tier: Annotated[str, typer.Option(help="public, dev or standard.", show_default=False)],
-    out_path: Annotated[Path, typer.Option("--out", help="File to write (replaced only when the download is complete).", show_default=False)],
+    out_path: Annotated[
+        Path,
+        typer.Option("--out", help="File to write (replaced only when the download is complete).", show_default=False),
+    ],
     quiet: Quiet = False,
     api_url: ApiUrl = "http://127.0.0.1:8000",
 ) -> None:
@@ -399,8 +504,14 @@ def download(
                 _ok(response)
             total = int(response.headers["Content-Length"]) if "Content-Length" in response.headers else None
             progress = Progress(
-                TextColumn(f"downloading {escape(out_path.name)}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                TimeRemainingColumn(), console=console, transient=True, disable=not _show_progress(quiet),
+                TextColumn(f"downloading {escape(out_path.name)}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+                disable=not _show_progress(quiet),
             )
             with progress, open(tmp, "wb") as f:
                 task = progress.add_task("download", total=total)
@@ -417,14 +528,31 @@ def download(
 
 
 def upload_dataset(
-    file: Annotated[Path, typer.Argument(help="Full dataset file with the truth (from `dataset build` or `dataset import`).",
-                                         exists=True, dir_okay=False, show_default=False)],
-    tier: Annotated[str, typer.Option(help="public, dev, hidden or standard (must match the file's tier).", show_default=False)],
-    with_truth: Annotated[bool, typer.Option("--with-truth", help="Standard tier only: participants' download includes the truth.")] = False,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Full dataset file with the truth (from `dataset build` or `dataset import`).",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ],
+    tier: Annotated[
+        str, typer.Option(help="public, dev, hidden or standard (must match the file's tier).", show_default=False)
+    ],
+    with_truth: Annotated[
+        bool, typer.Option("--with-truth", help="Standard tier only: participants' download includes the truth.")
+    ] = False,
     quiet: Quiet = False,
     api_url: ApiUrl = "http://127.0.0.1:8000",
-    token: Annotated[Optional[str], typer.Option("--token", envvar=["EDX_ORGANIZER_TOKEN", "EDX_TOKEN"],
-                                                 help="An organizer's token (the server's EDX_ORGANIZER_TOKEN works).")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar=["EDX_ORGANIZER_TOKEN", "EDX_TOKEN"],
+            help="An organizer's token (the server's EDX_ORGANIZER_TOKEN works).",
+        ),
+    ] = None,
 ) -> None:
     """Upload a full dataset file to a server over HTTP and make it the tier's active dataset.
 
@@ -441,10 +569,19 @@ def upload_dataset(
     """
     with _client(api_url, token) as client:
         fields = {"with_truth": "true"} if with_truth else {}
-        row = _upload(client, f"/api/v1/admin/tiers/{tier}/dataset/upload", file, fields,
-                      content_type="application/x-hdf5", show=_show_progress(quiet))
-    console.print(f"{tier} tier: dataset {row.get('id')} is active (content hash {str(row.get('content_hash'))[:16]}…)",
-                  highlight=False, soft_wrap=True)
+        row = _upload(
+            client,
+            f"/api/v1/admin/tiers/{tier}/dataset/upload",
+            file,
+            fields,
+            content_type="application/x-hdf5",
+            show=_show_progress(quiet),
+        )
+    console.print(
+        f"{tier} tier: dataset {row.get('id')} is active (content hash {str(row.get('content_hash'))[:16]}…)",
+        highlight=False,
+        soft_wrap=True,
+    )
     print(json.dumps(row))
 
 

@@ -17,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator
+from typing import Annotated
 
 import httpx
 import typer
@@ -55,9 +56,9 @@ def _processes(env: dict[str, str], port: int, log_dir: Path) -> Iterator[None]:
             console.print(f"started {name} (pid {procs[-1][1].pid}, log {log_dir / f'{name}.log'})")
         yield
     finally:
-        for name, proc in procs:
+        for _, proc in procs:
             proc.terminate()
-        for name, proc in procs:
+        for _, proc in procs:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -66,8 +67,10 @@ def _processes(env: dict[str, str], port: int, log_dir: Path) -> Iterator[None]:
 
 def _check(response: httpx.Response) -> dict:
     if response.status_code >= 400:
-        fail(ExitCode.SERVER_ERROR if response.status_code >= 500 else ExitCode.FAILURE,
-             f"{response.request.method} {response.request.url.path} → {response.status_code}: {response.text[:500]}")
+        fail(
+            ExitCode.SERVER_ERROR if response.status_code >= 500 else ExitCode.FAILURE,
+            f"{response.request.method} {response.request.url.path} → {response.status_code}: {response.text[:500]}",
+        )
     return response.json()
 
 
@@ -88,7 +91,9 @@ def _wait_scored(client: httpx.Client, ids: dict[str, str], token: str, timeout:
     deadline = time.monotonic() + timeout
     last: dict[str, str] = {}
     while time.monotonic() < deadline:
-        states = {label: _check(client.get(f"/api/v1/submissions/{sid}", headers=headers)) for label, sid in ids.items()}
+        states = {
+            label: _check(client.get(f"/api/v1/submissions/{sid}", headers=headers)) for label, sid in ids.items()
+        }
         for label, s in states.items():
             if last.get(label) != s["status"]:
                 console.print(f"  {label}: {s['status']}" + (f" ({s.get('outcome')})" if s.get("outcome") else ""))
@@ -96,11 +101,15 @@ def _wait_scored(client: httpx.Client, ids: dict[str, str], token: str, timeout:
         if all(s["status"] in _TERMINAL for s in states.values()):
             return states
         time.sleep(0.5)
-    fail(ExitCode.TIMEOUT, f"submissions not finished after {timeout:.0f} s: {last}; see the logs (api.log, worker.log)")
+    fail(
+        ExitCode.TIMEOUT, f"submissions not finished after {timeout:.0f} s: {last}; see the logs (api.log, worker.log)"
+    )
 
 
 def demo(
-    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its database, broker and files (wiped first).")] = Path("var/demo"),
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the demo keeps its database, broker and files (wiped first).")
+    ] = Path("var/demo"),
     size: Annotated[str, typer.Option(help="Grid preset of the tiers: default or small.")] = "default",
     image: Annotated[str, typer.Option(help="Reference solver image for the Hidden tier.")] = "edx-arena/runner:latest",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for all scores.")] = 900,
@@ -139,10 +148,18 @@ def demo(
     with _processes(env, port, data_dir / "log"), httpx.Client(base_url=base_url, timeout=300) as client:
         _wait_healthy(client)
         admin = {"Authorization": f"Bearer {organizer_token}"}
-        for i, tier in enumerate(("public", "dev", "hidden")):
+        for tier in ("public", "dev", "hidden"):
             console.print(f"seeding the {tier} tier ({size})")
-            _check(client.post(f"/api/v1/admin/tiers/{tier}/dataset", json={"seed": secrets.randbits(62), "preset": size}, headers=admin))
-        participant = _check(client.post("/api/v1/admin/participants", json={"name": "demo-team", "team": "Demo Team"}, headers=admin))
+            _check(
+                client.post(
+                    f"/api/v1/admin/tiers/{tier}/dataset",
+                    json={"seed": secrets.randbits(62), "preset": size},
+                    headers=admin,
+                )
+            )
+        participant = _check(
+            client.post("/api/v1/admin/participants", json={"name": "demo-team", "team": "Demo Team"}, headers=admin)
+        )
         token = participant["token"]
         me = {"Authorization": f"Bearer {token}"}
         ids: dict[str, str] = {}
@@ -190,9 +207,11 @@ def demo(
     for e in board["data"]:
         tiers = e.get("tiers", {})
         table.add_row(
-            str(e["rank"]), str(e.get("team") or e.get("participant")), str(e.get("method") or ""),
+            str(e["rank"]),
+            str(e.get("team") or e.get("participant")),
+            str(e.get("method") or ""),
             f"{e['score']:.3f}",
-            *(f"{tiers[t]['score']:.3f}" if t in tiers and tiers[t] else "—" for t in ("public", "dev", "hidden")),
+            *(f"{tiers[t]['score']:.3f}" if tiers.get(t) else "—" for t in ("public", "dev", "hidden")),
             "certified" if e.get("certified") else "",
         )
     out.print(table)

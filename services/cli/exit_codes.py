@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["ExitCode", "EPILOG"]
+__all__ = ["EPILOG", "ExitCode"]
 
 
 class ExitCode(IntEnum):

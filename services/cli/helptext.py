@@ -27,7 +27,8 @@ def reflow(doc: str) -> str:
     paragraphs = inspect.cleandoc(doc).split("\n\n")
     return "\n\n".join(
         "\n".join(f"[{_EXAMPLE_STYLE}]{escape(line)}[/{_EXAMPLE_STYLE}]" for line in p.splitlines())
-        if p.startswith(" ") else " ".join(line.strip() for line in p.splitlines())
+        if p.startswith(" ")
+        else " ".join(line.strip() for line in p.splitlines())
         for p in paragraphs
     )
 

@@ -11,7 +11,7 @@ give (e.g. truth maps of a file without truth).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -28,10 +28,13 @@ plot_app = typer.Typer(
 )
 
 _Measurement = Annotated[
-    Path, typer.Argument(help="Measurement file (a tier download, or a full dataset file).", exists=True, dir_okay=False)
+    Path,
+    typer.Argument(help="Measurement file (a tier download, or a full dataset file).", exists=True, dir_okay=False),
 ]
 _Out = Annotated[Path, typer.Option("--out", help="Folder for the PNG files (created if missing).", file_okay=False)]
-_Scenes = Annotated[Optional[list[str]], typer.Option("--scene", help="Only this scene (repeatable); default: every scene.")]
+_Scenes = Annotated[
+    list[str] | None, typer.Option("--scene", help="Only this scene (repeatable); default: every scene.")
+]
 
 
 def _fail(error: EdxArenaError) -> typer.Exit:
@@ -45,11 +48,13 @@ def _load(measurement: Path, scenes: list[str] | None):
     try:
         dataset = read_measurement(measurement)
     except EdxArenaError as exc:
-        raise _fail(exc)
+        raise _fail(exc) from None
     chosen = scenes or dataset.scene_ids
     unknown = [s for s in chosen if s not in dataset.scene_ids]
     if unknown:
-        console.print(f"[red]error[/red]: no scene {', '.join(unknown)} in {measurement}; its scenes are {', '.join(dataset.scene_ids)}")
+        console.print(
+            f"[red]error[/red]: no scene {', '.join(unknown)} in {measurement}; its scenes are {', '.join(dataset.scene_ids)}"
+        )
         raise typer.Exit(2)
     return dataset, chosen
 
@@ -60,13 +65,15 @@ def _load_result(path: Path, dataset):
     try:
         return read_result(path, ResultExpectation.for_dataset(dataset, max_bytes=1 << 40))
     except EdxArenaError as exc:
-        raise _fail(exc)
+        raise _fail(exc) from None
 
 
 def _need_truth(dataset, measurement: Path, what: str) -> None:
     if not dataset.has_truth:
-        console.print(f"[red]error[/red]: {measurement} has no truth (x_true), so it cannot give {what}; "
-                      "use the Public download or a full dataset file")
+        console.print(
+            f"[red]error[/red]: {measurement} has no truth (x_true), so it cannot give {what}; "
+            "use the Public download or a full dataset file"
+        )
         raise typer.Exit(EXIT_INVALID_FILE)
 
 
@@ -82,8 +89,10 @@ def maps(
     measurement: _Measurement,
     out_dir: _Out,
     result: Annotated[
-        Optional[Path],
-        typer.Option("--result", help="A result file: draw its maps x̂ instead of the truth.", exists=True, dir_okay=False),
+        Path | None,
+        typer.Option(
+            "--result", help="A result file: draw its maps x̂ instead of the truth.", exists=True, dir_okay=False
+        ),
     ] = None,
     scene: _Scenes = None,
     cmap: Annotated[str, typer.Option(help="matplotlib colour map.")] = "viridis",
@@ -106,14 +115,21 @@ def maps(
     for scene_id in scenes:
         try:
             if answer is None:
-                png = maps_png(dataset.scene(scene_id).x_true, dataset.elements, title=f"{scene_id}: true maps x", cmap=cmap)
+                png = maps_png(
+                    dataset.scene(scene_id).x_true, dataset.elements, title=f"{scene_id}: true maps x", cmap=cmap
+                )
                 _write(out_dir, f"{scene_id}-maps.png", png)
             else:
-                png = maps_png(answer.scenes[scene_id].x_hat, dataset.elements, title=f"{scene_id}: maps x̂ ({result.name})", cmap=cmap)
+                png = maps_png(
+                    answer.scenes[scene_id].x_hat,
+                    dataset.elements,
+                    title=f"{scene_id}: maps x̂ ({result.name})",
+                    cmap=cmap,
+                )
                 _write(out_dir, f"{scene_id}-result-maps.png", png)
         except ValueError as exc:
             console.print(f"[red]error[/red]: {exc}")
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
 
 
 @plot_app.command("error")
@@ -139,11 +155,17 @@ def error(
     for scene_id in scenes:
         err = error_maps(answer.scenes[scene_id].x_hat, dataset.scene(scene_id).x_true)
         try:
-            png = maps_png(err, dataset.elements, title=f"{scene_id}: |x̂ − x| (max {err.max():.3f})", vmax=vmax,
-                           cmap="magma", colorbar_label=f"absolute error (≥ {vmax} saturates)")
+            png = maps_png(
+                err,
+                dataset.elements,
+                title=f"{scene_id}: |x̂ − x| (max {err.max():.3f})",
+                vmax=vmax,
+                cmap="magma",
+                colorbar_label=f"absolute error (≥ {vmax} saturates)",
+            )
         except ValueError as exc:
             console.print(f"[red]error[/red]: {exc}")
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         _write(out_dir, f"{scene_id}-error.png", png)
 
 
@@ -152,7 +174,9 @@ def spectrum(
     measurement: _Measurement,
     out_dir: _Out,
     scene: _Scenes = None,
-    log: Annotated[bool, typer.Option("--log", help="Logarithmic counts axis (shows the continuum and weak lines).")] = False,
+    log: Annotated[
+        bool, typer.Option("--log", help="Logarithmic counts axis (shows the continuum and weak lines).")
+    ] = False,
 ) -> None:
     """Each scene's mean spectrum (counts per channel averaged over all pixels) with every
     element's characteristic lines marked. Writes <scene>-spectrum.png.
@@ -169,8 +193,13 @@ def spectrum(
     lines = lines_of({e: LINES[e] for e in dataset.elements})
     for scene_id in scenes:
         s = dataset.scene(scene_id)
-        png = spectrum_png(energy, mean_spectrum(s.y), lines, log_scale=log,
-                           title=f"{scene_id}: mean spectrum over {s.shape[0]} × {s.shape[1]} pixels")
+        png = spectrum_png(
+            energy,
+            mean_spectrum(s.y),
+            lines,
+            log_scale=log,
+            title=f"{scene_id}: mean spectrum over {s.shape[0]} × {s.shape[1]} pixels",
+        )
         _write(out_dir, f"{scene_id}-spectrum.png", png)
 
 

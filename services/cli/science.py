@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -29,9 +29,12 @@ console = Console(stderr=True)
 out = Console()
 
 dataset_app = typer.Typer(
-    help="Build, import and export tier datasets (organizers): `edx-arena dataset COMMAND --help`.", no_args_is_help=True
+    help="Build, import and export tier datasets (organizers): `edx-arena dataset COMMAND --help`.",
+    no_args_is_help=True,
 )
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (it is also off when stderr is not a terminal).")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bar (it is also off when stderr is not a terminal).")
+]
 
 
 def _fail(error: EdxArenaError) -> typer.Exit:
@@ -56,8 +59,10 @@ def build(
     tier: Annotated[str, typer.Option(help="public, dev, hidden or standard.")],
     out_path: Annotated[Path, typer.Option("--out", help="Full dataset file to write (contains the truth).")],
     seed: Annotated[
-        Optional[int],
-        typer.Option(help="Generator seed. Omit for a secret random seed: a known seed lets anyone regenerate the truth."),
+        int | None,
+        typer.Option(
+            help="Generator seed. Omit for a secret random seed: a known seed lets anyone regenerate the truth."
+        ),
     ] = None,
     size: Annotated[str, typer.Option(help="Grid preset: default (128×128×1000) or small (32×32×250).")] = "default",
     quiet: Quiet = False,
@@ -84,7 +89,9 @@ def build(
 
         def step(done: int, total: int) -> None:
             label = f"scene {done + 1}/{total}" if done < total else "done"
-            progress.update(task, completed=done, total=total, description=f"building {tier} tier: {label}", refresh=True)
+            progress.update(
+                task, completed=done, total=total, description=f"building {tier} tier: {label}", refresh=True
+            )
 
         try:
             dataset = build_tier(tier, seed=seed, preset=size, progress=step)
@@ -92,15 +99,19 @@ def build(
             raise typer.BadParameter(str(exc)) from None
         progress.update(task, description=f"writing {out_path.name}")
         write_measurement(dataset, out_path, include_truth=True)
-    console.print(f"wrote {out_path} (tier {tier}, {len(dataset.scenes)} scenes, content hash {dataset.content_hash[:16]}…)")
+    console.print(
+        f"wrote {out_path} (tier {tier}, {len(dataset.scenes)} scenes, content hash {dataset.content_hash[:16]}…)"
+    )
 
 
 @dataset_app.command("import")
 def import_maps(
-    maps_path: Annotated[Path, typer.Argument(help="HDF5 with /elements and /scenes/<id>/x_true (E, H, W).", exists=True, dir_okay=False)],
+    maps_path: Annotated[
+        Path, typer.Argument(help="HDF5 with /elements and /scenes/<id>/x_true (E, H, W).", exists=True, dir_okay=False)
+    ],
     tier: Annotated[str, typer.Option(help="public, dev, hidden or standard.")],
     out_path: Annotated[Path, typer.Option("--out", help="Full dataset file to write (contains the truth).")],
-    seed: Annotated[Optional[int], typer.Option(help="Seed for θ and the noise; omit for a secret random one.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for θ and the noise; omit for a secret random one.")] = None,
     size: Annotated[str, typer.Option(help="Grid preset the maps are drawn on: default or small.")] = "default",
 ) -> None:
     """Make a tier from your own ground-truth maps: θ drawn from the tier's ranges, y simulated.
@@ -125,7 +136,9 @@ def import_maps(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     write_measurement(dataset, out_path, include_truth=True)
-    console.print(f"wrote {out_path} (tier {tier}, scenes {', '.join(dataset.scene_ids)}, content hash {dataset.content_hash[:16]}…)")
+    console.print(
+        f"wrote {out_path} (tier {tier}, scenes {', '.join(dataset.scene_ids)}, content hash {dataset.content_hash[:16]}…)"
+    )
 
 
 @dataset_app.command("export")
@@ -133,7 +146,9 @@ def export(
     dataset_path: Annotated[Path, typer.Argument(help="Full dataset file (with truth).", exists=True, dir_okay=False)],
     out_path: Annotated[Path, typer.Option("--out", help="Participant file to write.")],
     public_view: Annotated[bool, typer.Option("--public-view", help="Keep the truth (Public tier download).")] = False,
-    dev_view: Annotated[bool, typer.Option("--dev-view", help="Strip the truth (Dev tier download, container input).")] = False,
+    dev_view: Annotated[
+        bool, typer.Option("--dev-view", help="Strip the truth (Dev tier download, container input).")
+    ] = False,
 ) -> None:
     """Write the participant view of a full dataset file: Public keeps the truth, Dev strips it.
 
@@ -188,17 +203,24 @@ def solve(
         raise _fail(exc) from None
     with _progress(quiet) as progress:
         task = progress.add_task(f"{solver} on {dataset.tier}", total=len(dataset.scenes))
-        result = solve_dataset(dataset, solver=solver, progress=lambda d, t: progress.update(task, completed=d, total=t))
+        result = solve_dataset(
+            dataset, solver=solver, progress=lambda d, t: progress.update(task, completed=d, total=t)
+        )
     write_result(result, out_path)
     console.print(f"wrote {out_path}")
 
 
 def score(
-    dataset_path: Annotated[Path, typer.Option("--dataset", help="Dataset file with truth.", exists=True, dir_okay=False)],
+    dataset_path: Annotated[
+        Path, typer.Option("--dataset", help="Dataset file with truth.", exists=True, dir_okay=False)
+    ],
     result_path: Annotated[Path, typer.Option("--result", help="Result file to score.", exists=True, dir_okay=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
     max_bytes: Annotated[int, typer.Option(help="Size cap for the result file (bytes).")] = 1 << 30,
-    ci: Annotated[bool, typer.Option("--ci", help="Also the 95 % block-bootstrap interval of each score (the server's, same seeds).")] = False,
+    ci: Annotated[
+        bool,
+        typer.Option("--ci", help="Also the 95 % block-bootstrap interval of each score (the server's, same seeds)."),
+    ] = False,
 ) -> None:
     """Validate a result file and score it with the current scorer (edx-score-v2) against a dataset with truth.
 
@@ -238,12 +260,24 @@ def score(
 
     for s in tier_score.scenes:
         table.add_row(
-            s.scene_id, f"{s.psnr:.2f}", f"{s.ssim:.4f}", f"{s.consistency:.4f}",
-            f"{s.standard:.4f}", f"{s.blind:.4f}", f"{max(s.spec_error.values()):.3g}", *interval(s.ci_low, s.ci_high),
+            s.scene_id,
+            f"{s.psnr:.2f}",
+            f"{s.ssim:.4f}",
+            f"{s.consistency:.4f}",
+            f"{s.standard:.4f}",
+            f"{s.blind:.4f}",
+            f"{max(s.spec_error.values()):.3g}",
+            *interval(s.ci_low, s.ci_high),
         )
     table.add_row(
-        "tier", f"{tier_score.psnr:.2f}", f"{tier_score.ssim:.4f}", f"{tier_score.consistency:.4f}",
-        f"{tier_score.standard:.4f}", f"{tier_score.blind:.4f}", "", *interval(tier_score.ci_low, tier_score.ci_high),
+        "tier",
+        f"{tier_score.psnr:.2f}",
+        f"{tier_score.ssim:.4f}",
+        f"{tier_score.consistency:.4f}",
+        f"{tier_score.standard:.4f}",
+        f"{tier_score.blind:.4f}",
+        "",
+        *interval(tier_score.ci_low, tier_score.ci_high),
         style="bold",
     )
     out.print(table)
@@ -257,9 +291,13 @@ _SEED_CONTEXT = (
 
 def baselines(
     out_path: Annotated[Path, typer.Option("--out", help="Markdown file to write.")] = Path("docs/baselines.md"),
-    seed: Annotated[int, typer.Option(help="Seed of the three generated tiers (published, so anyone can rerun it).")] = 2026,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the three generated tiers (published, so anyone can rerun it).")
+    ] = 2026,
     size: Annotated[str, typer.Option(help="Grid preset: default or small.")] = "default",
-    solvers: Annotated[Optional[list[str]], typer.Option("--solver", help="Solver to include (repeat); default all.")] = None,
+    solvers: Annotated[
+        list[str] | None, typer.Option("--solver", help="Solver to include (repeat); default all.")
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Run every reference solver on freshly built Public, Dev and Hidden tiers and write the table.

@@ -37,8 +37,14 @@ def serve(
 
     from services.logging_setup import logging_config
 
-    uvicorn.run("services.api.main:app", host=host, port=port, log_level="info", timeout_graceful_shutdown=60,
-                log_config=logging_config())
+    uvicorn.run(
+        "services.api.main:app",
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_graceful_shutdown=60,
+        log_config=logging_config(),
+    )
 
 
 def worker(
@@ -61,8 +67,25 @@ def worker(
 
     # --quiet: no start-up banner on stdout, so a JSON log stays one object per line.
     quiet = ["--quiet"] if log_format() == "json" else []
-    argv = [sys.executable, "-m", "celery", "-A", "services.worker.celery_app", *quiet, "worker", "-Q", "edx",
-            "--pool", pool, "--concurrency", str(concurrency), "--hostname", hostname, "-l", "info"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "services.worker.celery_app",
+        *quiet,
+        "worker",
+        "-Q",
+        "edx",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--hostname",
+        hostname,
+        "-l",
+        "info",
+    ]
     os.execv(sys.executable, argv)
 
 
@@ -92,7 +115,9 @@ def create_participant_cmd(
     upgrade_to_head()
     with new_session() as session:
         try:
-            participant, _, token = create_participant(session, name=name, team=team, role=Role.organizer if organizer else Role.participant)
+            participant, _, token = create_participant(
+                session, name=name, team=team, role=Role.organizer if organizer else Role.participant
+            )
         except ServiceError as exc:
             console.print(f"[red]error[/red]: {exc.message}")
             raise typer.Exit(1) from None
@@ -139,7 +164,9 @@ def seed_tier_cmd(
 @admin_app.command("rescore")
 def rescore_cmd(
     ids: Annotated[list[str] | None, typer.Argument(help="Submission ids to score again.")] = None,
-    outdated: Annotated[bool, typer.Option(help="Every scored submission with no score rows of the current scorer version.")] = False,
+    outdated: Annotated[
+        bool, typer.Option(help="Every scored submission with no score rows of the current scorer version.")
+    ] = False,
 ) -> None:
     """Queue finished submissions for scoring again (after a scorer update: --outdated).
 
@@ -170,8 +197,11 @@ def rescore_cmd(
         todo = list(ids or [])
         if outdated:
             current = exists().where(Score.submission_id == Submission.id, Score.scoring_version == SCORER_VERSION)
-            todo += session.scalars(select(Submission.id).where(Submission.status == Status.scored, ~current)
-                                    .order_by(Submission.created_at)).all()
+            todo += session.scalars(
+                select(Submission.id)
+                .where(Submission.status == Status.scored, ~current)
+                .order_by(Submission.created_at)
+            ).all()
         queued, failed = [], []
         for sid in dict.fromkeys(todo):
             try:

@@ -38,8 +38,15 @@ from services.settings import get_settings
 from services.submissions import get_submission
 
 __all__ = [
-    "PLOTS_VERSION", "TIER_PICTURES", "SUBMISSION_PICTURES", "scene_ids", "truth_is_public", "spectrum_is_public",
-    "tier_picture", "submission_picture", "submission_pictures_allowed",
+    "PLOTS_VERSION",
+    "SUBMISSION_PICTURES",
+    "TIER_PICTURES",
+    "scene_ids",
+    "spectrum_is_public",
+    "submission_picture",
+    "submission_pictures_allowed",
+    "tier_picture",
+    "truth_is_public",
 ]
 
 #: Bump when the look of a picture changes: stored pictures of the old look are then unused.
@@ -94,7 +101,9 @@ def tier_picture(session: Session, *, tier: str, scene: str, picture: str) -> by
     row = active_dataset(session, tier)
     _scene(row, scene)
     if picture == "maps" and not truth_is_public(row):
-        raise ForbiddenError(f"the {tier} tier's truth is never shown; truth maps are pictured where the download includes them (public)")
+        raise ForbiddenError(
+            f"the {tier} tier's truth is never shown; truth maps are pictured where the download includes them (public)"
+        )
     folder = _root() / "tiers" / row.content_hash
     return _cached(folder, f"{scene}-{picture}.png", lambda: _render_tier(row, folder))
 
@@ -163,10 +172,15 @@ def _render_tier(row: Dataset, folder: Path) -> dict[str, bytes]:
     out = {}
     for scene in dataset.scenes:
         out[f"{scene.scene_id}-spectrum.png"] = spectrum_png(
-            energy, mean_spectrum(scene.y), lines, title=f"{scene.scene_id}: mean spectrum over {scene.shape[0]} × {scene.shape[1]} pixels"
+            energy,
+            mean_spectrum(scene.y),
+            lines,
+            title=f"{scene.scene_id}: mean spectrum over {scene.shape[0]} × {scene.shape[1]} pixels",
         )
         if scene.x_true is not None:
-            out[f"{scene.scene_id}-maps.png"] = maps_png(scene.x_true, dataset.elements, title=f"{scene.scene_id}: true maps x")
+            out[f"{scene.scene_id}-maps.png"] = maps_png(
+                scene.x_true, dataset.elements, title=f"{scene.scene_id}: true maps x"
+            )
     return out
 
 
@@ -181,7 +195,11 @@ def _render_submission(submission: Submission, folder: Path) -> dict[str, bytes]
         if truth is not None:
             err = error_maps(answer.x_hat, truth.scene(scene_id).x_true)
             out[f"{scene_id}-error.png"] = maps_png(
-                err, elements, title=f"{scene_id}: |x̂ − x| (max {err.max():.3f})", vmax=ERROR_SCALE, cmap="magma",
+                err,
+                elements,
+                title=f"{scene_id}: |x̂ − x| (max {err.max():.3f})",
+                vmax=ERROR_SCALE,
+                cmap="magma",
                 colorbar_label=f"absolute error (≥ {ERROR_SCALE} saturates)",
             )
     return out

@@ -21,9 +21,10 @@ browser asks for HTML, and the API's JSON ``{"error": {"code", "message"}}`` oth
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import jinja2
@@ -48,7 +49,7 @@ from services.leaderboard import MAX_PER_PAGE, leaderboard
 from services.submissions import get_submission
 from services.web import pictures
 
-__all__ = ["router", "COOKIE_NAME", "BOARD_TABS"]
+__all__ = ["BOARD_TABS", "COOKIE_NAME", "router"]
 
 _HERE = Path(__file__).parent
 COOKIE_NAME = "edx_token"
@@ -80,7 +81,10 @@ class _PageRoute(APIRoute):
                 if status == 401:
                     return _login_page(request, next_url=_here(request), message=message, status=401)
                 return templates.TemplateResponse(
-                    request, "error.html", {"status": status, "code": code, "message": message, "viewer": None}, status_code=status
+                    request,
+                    "error.html",
+                    {"status": status, "code": code, "message": message, "viewer": None},
+                    status_code=status,
                 )
 
         return guarded
@@ -144,7 +148,9 @@ def _datetime(value: datetime | None) -> str:
 
 
 # Autoescape on for every template, whatever its name: participant text is never markup.
-templates = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True))
+templates = Jinja2Templates(
+    env=jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True)
+)
 templates.env.filters.update(num=_num, bytes=_bytes, date=_date, datetime=_datetime)
 templates.env.globals.update(is_http=_is_http, half_width=_half_width, scorer_version=SCORER_VERSION)
 
@@ -215,11 +221,23 @@ def leaderboard_page(
     ranks = [e.rank for e in entries if e.rank is not None]
     shared = {r for r in ranks if ranks.count(r) > 1}
     pages = max(1, math.ceil(count / per_page))
-    return templates.TemplateResponse(request, "leaderboard.html", {
-        "viewer": _viewer(request, session), "board": board, "tabs": BOARD_TABS, "entries": entries, "count": count,
-        "shared_ranks": shared, "page": page, "pages": pages, "per_page": per_page, "tiers": BLIND_TIERS,
-        "description": dict((b, d) for b, _, d in BOARD_TABS)[board],
-    })
+    return templates.TemplateResponse(
+        request,
+        "leaderboard.html",
+        {
+            "viewer": _viewer(request, session),
+            "board": board,
+            "tabs": BOARD_TABS,
+            "entries": entries,
+            "count": count,
+            "shared_ranks": shared,
+            "page": page,
+            "pages": pages,
+            "per_page": per_page,
+            "tiers": BLIND_TIERS,
+            "description": dict((b, d) for b, _, d in BOARD_TABS)[board],
+        },
+    )
 
 
 @router.get("/tiers", response_class=HTMLResponse)
@@ -236,9 +254,16 @@ def tiers_page(request: Request, session: SessionDep) -> HTMLResponse:
             row = active_dataset(session, name)
             scenes, truth = pictures.scene_ids(row), pictures.truth_is_public(row)
         tiers.append({"info": info, "scenes": scenes, "truth": truth, "spectrum": name != "hidden"})
-    return templates.TemplateResponse(request, "tiers.html", {
-        "viewer": _viewer(request, session), "tiers": tiers, "ranges": TIER_RANGES, "lines": LINES,
-    })
+    return templates.TemplateResponse(
+        request,
+        "tiers.html",
+        {
+            "viewer": _viewer(request, session),
+            "tiers": tiers,
+            "ranges": TIER_RANGES,
+            "lines": LINES,
+        },
+    )
 
 
 @router.get("/scoring")
@@ -257,14 +282,23 @@ def submission_page(submission_id: str, request: Request, session: SessionDep) -
     shown = SCORER_VERSION if SCORER_VERSION in versions else (versions[-1] if versions else None)
     current = [r for r in rows if r.scoring_version == shown]
     maps_ok, error_ok = pictures.submission_pictures_allowed(submission)
-    return templates.TemplateResponse(request, "submission.html", {
-        "viewer": viewer, "s": submission, "log": visible_log(submission, viewer),
-        "tier_row": next((r for r in current if r.scene_id == ""), None),
-        "scene_rows": [r for r in current if r.scene_id != ""], "shown_version": shown,
-        "other_versions": [v for v in versions if v != shown],
-        "scenes": pictures.scene_ids(submission.dataset), "maps_ok": maps_ok, "error_ok": error_ok,
-        "stages": ("queued", "running", "scoring", "scored"),
-    })
+    return templates.TemplateResponse(
+        request,
+        "submission.html",
+        {
+            "viewer": viewer,
+            "s": submission,
+            "log": visible_log(submission, viewer),
+            "tier_row": next((r for r in current if r.scene_id == ""), None),
+            "scene_rows": [r for r in current if r.scene_id != ""],
+            "shown_version": shown,
+            "other_versions": [v for v in versions if v != shown],
+            "scenes": pictures.scene_ids(submission.dataset),
+            "maps_ok": maps_ok,
+            "error_ok": error_ok,
+            "stages": ("queued", "running", "scoring", "scored"),
+        },
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -273,7 +307,9 @@ def login_form(request: Request, next: str = "/") -> HTMLResponse:
 
 
 @router.post("/login")
-def login(request: Request, session: SessionDep, token: Annotated[str, Form()], next: Annotated[str, Form()] = "/") -> Response:
+def login(
+    request: Request, session: SessionDep, token: Annotated[str, Form()], next: Annotated[str, Form()] = "/"
+) -> Response:
     """Check the token and keep it in an HttpOnly cookie; a bad token re-shows the form (401)."""
     token = token.strip()
     try:
@@ -282,8 +318,13 @@ def login(request: Request, session: SessionDep, token: Annotated[str, Form()], 
         return _login_page(request, next_url=next, message=exc.message, status=401)
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
-        COOKIE_NAME, token, max_age=_COOKIE_SECONDS, httponly=True, samesite="lax",
-        secure=request.url.scheme == "https", path="/",
+        COOKIE_NAME,
+        token,
+        max_age=_COOKIE_SECONDS,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
     )
     return response
 

@@ -17,8 +17,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from celery.exceptions import Retry
 from sqlalchemy.exc import OperationalError
@@ -32,7 +32,7 @@ from services.settings import get_settings
 from services.submissions import claim, queue, reap_expired, renew_lease, stale_queued, update_status
 from services.worker.celery_app import app
 
-__all__ = ["score_submission_task", "run_submission_task", "claimed", "reap_and_requeue", "start_reaper"]
+__all__ = ["claimed", "reap_and_requeue", "run_submission_task", "score_submission_task", "start_reaper"]
 
 log = logging.getLogger(__name__)
 _UNEXPECTED = "An unexpected error occurred on the platform; this submission was not charged, please submit it again."
@@ -80,7 +80,9 @@ def _platform_failure(task, session, submission: Submission, submission_id: str,
             update_status(submission, status=Status.queued, error_message=_RETRYING)
             session.commit()
             raise task.retry(countdown=min(2**submission.attempt, 60), exc=exc)
-        update_status(submission, status=Status.failed, outcome=Outcome.platform_error, error_message=_UNEXPECTED, charged=False)
+        update_status(
+            submission, status=Status.failed, outcome=Outcome.platform_error, error_message=_UNEXPECTED, charged=False
+        )
         session.commit()
     except OperationalError:
         # The database itself is down: nothing can be recorded now. The lease runs out and the
@@ -103,7 +105,7 @@ def claimed(task, submission_id: str) -> Iterator[tuple[Session, Submission | No
         except OperationalError as exc:
             # Database down before anything started: keep the work in the broker.
             log.warning("could not claim %s (database unavailable); retrying the task", submission_id)
-            raise task.retry(countdown=min(get_settings().lease_seconds, 30), exc=exc)
+            raise task.retry(countdown=min(get_settings().lease_seconds, 30), exc=exc) from exc
         if submission is None:
             log.info("submission %s is finished, unknown or held by another worker; nothing to do", submission_id)
             yield session, None
@@ -140,7 +142,7 @@ def run_submission_task(self, submission_id: str) -> None:
             session.commit()
         except RetryRun:
             # run_submission requeued it (platform failure, attempts left): back off.
-            raise self.retry(countdown=min(2**submission.attempt, 60))
+            raise self.retry(countdown=min(2**submission.attempt, 60)) from None
 
 
 def reap_and_requeue(*, include_stale_queued: bool = True) -> list[str]:
@@ -194,4 +196,3 @@ def start_reaper() -> threading.Thread:
     thread = threading.Thread(target=loop, name="lease-reaper", daemon=True)
     thread.start()
     return thread
-

@@ -67,20 +67,33 @@ class Stack:
             "EDX_POSTGRES_PASSWORD": secrets.token_hex(12),
             "EDX_QUOTA_HIDDEN": "10",
         }
-        self.base = [*compose_command(cli), "-p", self.project, "-f", str(ROOT / "docker-compose.yml"), "--project-directory", str(ROOT)]
+        self.base = [
+            *compose_command(cli),
+            "-p",
+            self.project,
+            "-f",
+            str(ROOT / "docker-compose.yml"),
+            "--project-directory",
+            str(ROOT),
+        ]
 
     def run(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([*self.base, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            raise AssertionError(
+                f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
         return proc
 
     def health(self, service: str) -> str:
         cid = self.run("ps", "-q", service).stdout.strip()
         if not cid:
             return "absent"
-        out = subprocess.run(["docker", "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", cid],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", cid],
+            capture_output=True,
+            text=True,
+        )
         return out.stdout.strip()
 
     def wait_healthy(self, services: tuple[str, ...], timeout: float = 240) -> None:
@@ -97,7 +110,9 @@ class Stack:
 
 @pytest.fixture(scope="module", params=["v1", "v2"])
 def stack(request, tmp_path_factory):
-    build = subprocess.run(["bash", str(ROOT / "scripts/build-compose-images.sh")], capture_output=True, text=True, timeout=1800)
+    build = subprocess.run(
+        ["bash", str(ROOT / "scripts/build-compose-images.sh")], capture_output=True, text=True, timeout=1800
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     storage = tmp_path_factory.mktemp("compose-storage")
     s = Stack(storage, request.param)
@@ -107,8 +122,11 @@ def stack(request, tmp_path_factory):
         yield s
     finally:
         s.run("down", "-v", "--remove-orphans", "-t", "20", timeout=300, check=False)
-        left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={s.project}"],
-                              capture_output=True, text=True).stdout.split()
+        left = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={s.project}"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         subprocess.run(["docker", "rm", "-f", *left], capture_output=True) if left else None
         # Runs write files as uid 65534 into the storage folder; root (the tests) removes them.
         shutil.rmtree(storage, ignore_errors=True)
@@ -116,8 +134,12 @@ def stack(request, tmp_path_factory):
 
 
 def volumes(project: str) -> list[str]:
-    out = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return sorted(out.split())
 
 
@@ -128,8 +150,14 @@ def test_named_volumes_health_and_no_published_database_ports(stack):
         ports = subprocess.run(["docker", "port", cid], capture_output=True, text=True).stdout
         assert ports.strip() == "", f"{service} publishes {ports!r}; the host's own 5432/6379 must stay free"
     # The worker reaches the host's daemon through the socket and sees the runner image.
-    seen = stack.run("exec", "-T", "worker", "python3", "-c",
-                     "import docker; print(docker.from_env().images.get('edx-arena/runner:latest').id)")
+    seen = stack.run(
+        "exec",
+        "-T",
+        "worker",
+        "python3",
+        "-c",
+        "import docker; print(docker.from_env().images.get('edx-arena/runner:latest').id)",
+    )
     assert seen.stdout.strip().startswith("sha256:")
 
 
@@ -169,11 +197,19 @@ def test_submit_and_score_through_the_compose_stack(stack, tmp_path):
         write_result(solve_dataset(read_measurement(measurement).without_truth(), solver="nnls"), result)
 
         ids = {}
-        r = api.post("/api/v1/submissions", data={"tier": "public", "method": "nnls"},
-                     files={"file": ("r.h5", result.read_bytes())}, headers=carol)
+        r = api.post(
+            "/api/v1/submissions",
+            data={"tier": "public", "method": "nnls"},
+            files={"file": ("r.h5", result.read_bytes())},
+            headers=carol,
+        )
         assert r.status_code == 202, r.text
         ids["public"] = r.json()["id"]
-        r = api.post("/api/v1/submissions/container", json={"image": "edx-arena/runner:latest", "method": "runner"}, headers=carol)
+        r = api.post(
+            "/api/v1/submissions/container",
+            json={"image": "edx-arena/runner:latest", "method": "runner"},
+            headers=carol,
+        )
         assert r.status_code == 202, r.text
         ids["hidden"] = r.json()["id"]
         bad = api.post("/api/v1/submissions/container", json={"image": "no-such/image:1"}, headers=carol)
@@ -189,7 +225,9 @@ def test_submit_and_score_through_the_compose_stack(stack, tmp_path):
 
         for tier, sid in (("public", ids["public"]), ("hidden", ids["hidden"])):
             deadline = time.monotonic() + 15  # the API caches a board for EDX_LEADERBOARD_CACHE_SECONDS (2 s)
-            while (board := api.get("/api/v1/leaderboard", params={"tier": tier}).json())["count"] == 0 and time.monotonic() < deadline:
+            while (board := api.get("/api/v1/leaderboard", params={"tier": tier}).json())[
+                "count"
+            ] == 0 and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert board["count"] == 1 and board["data"][0]["submission_id"] == sid, board
 
@@ -199,25 +237,40 @@ def test_submit_and_score_through_the_compose_stack(stack, tmp_path):
         assert "edx_arena_container_seconds_count 1.0" in metrics
 
         # The operations guide's commands: a rescore from the CLI inside the api container, a database dump.
-        rescored = stack.run("exec", "-T", "api", "python3", "-m", "services.cli.main", "admin", "rescore", ids["public"])
+        rescored = stack.run(
+            "exec", "-T", "api", "python3", "-m", "services.cli.main", "admin", "rescore", ids["public"]
+        )
         assert rescored.stdout.split() == [ids["public"]]
         again = wait_scored(api, carol, {"public": ids["public"]})["public"]
         assert again["status"] == "scored" and again["scores"] == states["public"]["scores"]
-        dump = subprocess.run([*stack.base, "exec", "-T", "postgres", "pg_dump", "-U", "edx", "-Fc", "edx"], env=stack.env,
-                              capture_output=True, timeout=120)
+        dump = subprocess.run(
+            [*stack.base, "exec", "-T", "postgres", "pg_dump", "-U", "edx", "-Fc", "edx"],
+            env=stack.env,
+            capture_output=True,
+            timeout=120,
+        )
         assert dump.returncode == 0 and dump.stdout.startswith(b"PGDMP") and len(dump.stdout) > 10_000
 
     # The sandbox container ran on the host's daemon and is gone.
-    left = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=edx-arena.submission={ids['hidden']}"],
-                          capture_output=True, text=True).stdout.split()
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=edx-arena.submission={ids['hidden']}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert left == []
 
     # Structured logs: every api and worker line is a JSON object; the submissions' lines carry their ids.
     logs = {}
     for service in ("api", "worker"):
-        lines = [line.split("|", 1)[1] for line in stack.run("logs", "--no-color", service).stdout.splitlines() if "|" in line]
+        lines = [
+            line.split("|", 1)[1]
+            for line in stack.run("logs", "--no-color", service).stdout.splitlines()
+            if "|" in line
+        ]
         logs[service] = [json.loads(line) for line in lines if line.strip()]
-        assert logs[service] and all({"timestamp", "level", "logger", "message", "submission_id"} <= set(e) for e in logs[service])
+        assert logs[service] and all(
+            {"timestamp", "level", "logger", "message", "submission_id"} <= set(e) for e in logs[service]
+        )
     for sid in ids.values():
         assert any(e["submission_id"] == sid for e in logs["worker"]), sid
         assert all(e["submission_id"] == sid for e in logs["worker"] if sid in e["message"])

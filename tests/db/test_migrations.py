@@ -7,11 +7,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from db_fixtures import db_url  # noqa: F401  (fixture)
 from sqlalchemy import create_engine, inspect
 
 from db.migrate import alembic_config, upgrade_to_head
 from db.models import Base
-from db_fixtures import db_url  # noqa: F401  (fixture)
 
 TABLES = {"participants", "api_tokens", "datasets", "submissions", "runs", "scores", "alembic_version"}
 

@@ -12,7 +12,10 @@ def test_baselines_score_every_pair_and_rank_mlem_over_nnls():
     by_solver = {r.solver: r for r in rows}
     assert by_solver["mlem"].blind > by_solver["nnls"].blind
     assert set(by_solver["nnls"].spec_error) == {
-        "absorption_correction_error", "detector_solid_angle", "peak_overlap", "bremsstrahlung_background"
+        "absorption_correction_error",
+        "detector_solid_angle",
+        "peak_overlap",
+        "bremsstrahlung_background",
     }
     assert all(0 < r.blind < 1 and r.runtime_seconds >= 0 for r in rows)
 

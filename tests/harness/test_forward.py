@@ -51,9 +51,7 @@ def test_absorption_error_lowers_soft_lines_more_than_hard_ones():
 
 def test_solid_angle_is_an_exact_gain():
     model = ForwardModel("small")
-    np.testing.assert_allclose(
-        model.matrix(Spec(detector_solid_angle=0.1)), model.matrix() * (0.8 / 0.7), rtol=1e-12
-    )
+    np.testing.assert_allclose(model.matrix(Spec(detector_solid_angle=0.1)), model.matrix() * (0.8 / 0.7), rtol=1e-12)
 
 
 def test_peak_overlap_widens_peaks():

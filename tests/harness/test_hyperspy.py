@@ -55,7 +55,10 @@ def test_counts_and_orientation_are_unchanged(files):
     assert s.data.sum(dtype=np.float64) == y.sum(dtype=np.float64)
     h, w, _ = y.shape
     assert s.axes_manager.navigation_shape == (w, h)
-    assert [(a.name, a.units, a.scale, a.offset) for a in s.axes_manager.navigation_axes] == [("x", "px", 1, 0), ("y", "px", 1, 0)]
+    assert [(a.name, a.units, a.scale, a.offset) for a in s.axes_manager.navigation_axes] == [
+        ("x", "px", 1, 0),
+        ("y", "px", 1, 0),
+    ]
     # inav is (x, y): column 5 of row 2 is y[2, 5].
     np.testing.assert_array_equal(s.inav[5, 2].data, y[2, 5])
     # Summing over the scan in HyperSpy gives the file's mean spectrum times the pixel count.
@@ -70,7 +73,7 @@ def test_isolated_lines_peak_at_their_energy_in_keV(files, line):
     element, name = line.split("_")
     energy = dict((n, e) for n, e, _ in LINES[element])[name]
     s = to_eds_signal(full, "public-s0").sum()
-    window = s.isig[energy - 0.4:energy + 0.4]
+    window = s.isig[energy - 0.4 : energy + 0.4]
     axis = window.axes_manager.signal_axes[0].axis
     assert abs(axis[int(np.argmax(window.data))] - energy) <= s.axes_manager.signal_axes[0].scale
 

@@ -39,7 +39,9 @@ def test_phantom_constraints(hidden):
         body = x[:, REFERENCE_ROWS:]
         assert np.all((body >= PRESENCE_THRESHOLD).mean(axis=(1, 2)) >= PRESENCE_FRACTION)
         ref = np.array(list(REFERENCE_COMPOSITION.values()))
-        np.testing.assert_allclose(x[:, :REFERENCE_ROWS], np.broadcast_to(ref[:, None, None], (6, REFERENCE_ROWS, 32)), rtol=1e-6)
+        np.testing.assert_allclose(
+            x[:, :REFERENCE_ROWS], np.broadcast_to(ref[:, None, None], (6, REFERENCE_ROWS, 32)), rtol=1e-6
+        )
         assert scene.reference_mask[:REFERENCE_ROWS].all() and not scene.reference_mask[REFERENCE_ROWS:].any()
 
 
@@ -79,7 +81,9 @@ def test_dataset_from_maps(hidden):
     ds = dataset_from_maps("dev", maps, seed=3, preset="small", specs={"a": Spec(peak_overlap=0.5)})
     assert ds.scene_ids == ["a", "b"] and ds.scenes[0].spec_true == Spec(peak_overlap=0.5)
     assert ds.content_hash
-    with pytest.raises(ValueError, match=r"scene 'a': maps have shape \(6, 8, 8\); the small preset needs \(6, 32, 32\)"):
+    with pytest.raises(
+        ValueError, match=r"scene 'a': maps have shape \(6, 8, 8\); the small preset needs \(6, 32, 32\)"
+    ):
         dataset_from_maps("dev", {"a": np.zeros((6, 8, 8))}, seed=1, preset="small")
     bad = hidden.scenes[0].x_true.copy()
     bad[0, 10, 10] = np.nan
@@ -87,7 +91,7 @@ def test_dataset_from_maps(hidden):
         dataset_from_maps("dev", {"a": bad}, seed=1, preset="small")
     with pytest.raises(ValueError, match=r"sum to .* > 1"):
         dataset_from_maps("dev", {"a": np.full((6, 32, 32), 0.5)}, seed=1, preset="small")
-    with pytest.raises(ValueError, match="peak_overlap=5.0 is outside the dev range"):
+    with pytest.raises(ValueError, match=r"peak_overlap=5\.0 is outside the dev range"):
         dataset_from_maps("dev", maps, seed=1, preset="small", specs={"a": Spec(peak_overlap=5.0)})
 
 
@@ -143,7 +147,9 @@ def test_dataset_from_maps_sets_strip_and_is_deterministic(hidden):
     again = dataset_from_maps("hidden", {"mine": x}, seed=8, preset="small")
     assert ds.content_hash == again.content_hash
     ref = np.array([REFERENCE_COMPOSITION[e] for e in ds.elements])
-    np.testing.assert_allclose(ds.scenes[0].x_true[:, :REFERENCE_ROWS, 0].T, np.tile(ref, (REFERENCE_ROWS, 1)), rtol=1e-6)
+    np.testing.assert_allclose(
+        ds.scenes[0].x_true[:, :REFERENCE_ROWS, 0].T, np.tile(ref, (REFERENCE_ROWS, 1)), rtol=1e-6
+    )
     np.testing.assert_allclose(ds.scenes[0].x_true[:, REFERENCE_ROWS:], x[:, REFERENCE_ROWS:], rtol=1e-6)
     spec = ds.scenes[0].spec_true
     for name in SPEC_PARAMETERS:

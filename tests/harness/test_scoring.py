@@ -276,8 +276,14 @@ def test_all_nan_answer_scores_like_zeros(op, scene, theta) -> None:
 
 def test_constant_maps_give_finite_ssim(op, theta) -> None:
     x_const = np.full((6, 32, 32), 0.1)
-    s_const = Scene("c", op.sample(x_const, theta, np.random.default_rng(2)), np.zeros((32, 32), bool),
-                    np.full(6, 0.1), x_const, theta)
+    s_const = Scene(
+        "c",
+        op.sample(x_const, theta, np.random.default_rng(2)),
+        np.zeros((32, 32), bool),
+        np.full(6, 0.1),
+        x_const,
+        theta,
+    )
     zero = score_scene(s_const, SceneResult(np.zeros_like(x_const), theta), operator=op)
     same = score_scene(s_const, SceneResult(x_const.copy(), theta), operator=op)
     other = score_scene(s_const, SceneResult(np.full_like(x_const, 0.3), theta), operator=op)
@@ -408,8 +414,9 @@ def test_score_tier_is_the_mean_of_scene_scores(dataset) -> None:
 
 
 def test_standard_tier_ranks_by_standard_score(dataset) -> None:
-    std = TierDataset(tier="standard", preset=dataset.preset, constants=dataset.constants,
-                      scenes=dataset.scenes, seed=1)
+    std = TierDataset(
+        tier="standard", preset=dataset.preset, constants=dataset.constants, scenes=dataset.scenes, seed=1
+    )
     result = Result(scenes={s.scene_id: SceneResult(s.x_true, Spec(3.0, 0.1, 0.5, 0.1)) for s in std.scenes})
     t = score_tier(std, result)
     assert t.score == t.standard

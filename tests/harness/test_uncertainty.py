@@ -48,7 +48,9 @@ def _noisy(dataset, sigma: float, seed: int) -> Result:
     rng = np.random.default_rng(seed)
     return Result(
         scenes={
-            s.scene_id: SceneResult(x_hat=s.x_true + rng.normal(0.0, sigma, s.x_true.shape), spec=Spec(0.5, 0.02, 0.1, -0.03))
+            s.scene_id: SceneResult(
+                x_hat=s.x_true + rng.normal(0.0, sigma, s.x_true.shape), spec=Spec(0.5, 0.02, 0.1, -0.03)
+            )
             for s in dataset.scenes
         }
     )
@@ -71,16 +73,72 @@ def dev():
 #: (psnr, ssim, consistency, consistency_measured, standard, blind).
 V1_GOLDEN = {
     "noisy": {
-        "dev-s0": ("0x1.eed125285c201p+4", "0x1.b737e72ff4713p-1", "0x1.2c368cf1ac337p-1", "0x1.db0ab46fed65ap-2", "0x1.6382f6582b5acp-1", "0x1.5873ae107852fp-1"),
-        "dev-s1": ("0x1.ee02468e478f7p+4", "0x1.b0118239164a5p-1", "0x1.6bca90056b6b2p-1", "0x1.2298f549d4125p-1", "0x1.5f816f464ae92p-1", "0x1.61f675d2eb032p-1"),
-        "dev-s2": ("0x1.f0e29b431760dp+4", "0x1.aa1068600832dp-1", "0x1.b329b86dd1176p-1", "0x1.50c7d417a3f2ep-1", "0x1.5e09980f8808cp-1", "0x1.6f1004ef303eep-1"),
-        "tier": ("0x1.ef3cacfde9057p+4", "0x1.b07345edb0fa1p-1", "0x1.6e639c76f83cbp-1", "0x1.204cb6887a3d5p-1", "0x1.6059ff39ff6edp-1", "0x1.6328b8463131bp-1"),
+        "dev-s0": (
+            "0x1.eed125285c201p+4",
+            "0x1.b737e72ff4713p-1",
+            "0x1.2c368cf1ac337p-1",
+            "0x1.db0ab46fed65ap-2",
+            "0x1.6382f6582b5acp-1",
+            "0x1.5873ae107852fp-1",
+        ),
+        "dev-s1": (
+            "0x1.ee02468e478f7p+4",
+            "0x1.b0118239164a5p-1",
+            "0x1.6bca90056b6b2p-1",
+            "0x1.2298f549d4125p-1",
+            "0x1.5f816f464ae92p-1",
+            "0x1.61f675d2eb032p-1",
+        ),
+        "dev-s2": (
+            "0x1.f0e29b431760dp+4",
+            "0x1.aa1068600832dp-1",
+            "0x1.b329b86dd1176p-1",
+            "0x1.50c7d417a3f2ep-1",
+            "0x1.5e09980f8808cp-1",
+            "0x1.6f1004ef303eep-1",
+        ),
+        "tier": (
+            "0x1.ef3cacfde9057p+4",
+            "0x1.b07345edb0fa1p-1",
+            "0x1.6e639c76f83cbp-1",
+            "0x1.204cb6887a3d5p-1",
+            "0x1.6059ff39ff6edp-1",
+            "0x1.6328b8463131bp-1",
+        ),
     },
     "blurred": {
-        "dev-s0": ("0x1.84e2d5a18774cp+4", "0x1.87ad3fb037c37p-1", "0x1.43118ecdead61p-1", "0x1.fa60ac06b9204p-2", "0x1.133e893f530efp-1", "0x1.1ccf23f57169fp-1"),
-        "dev-s1": ("0x1.87a5a008f1ed7p+4", "0x1.8f4749d5fb37bp-1", "0x1.6fa89b3181cbcp-1", "0x1.25e8be2811d0ep-1", "0x1.188482cda0c52p-1", "0x1.29f2214800f9bp-1"),
-        "dev-s2": ("0x1.918292f493f8fp+4", "0x1.9b73faa50e43fp-1", "0x1.8b850e8da31a1p-1", "0x1.3f34edacb291ep-1", "0x1.23dd7ee609405p-1", "0x1.38989ba128058p-1"),
-        "tier": ("0x1.8a03ad8a59c91p+4", "0x1.90cd8163c06a5p-1", "0x1.6a1512d9afe94p-1", "0x1.20c4ab480afbap-1", "0x1.1a8ad8fba9b17p-1", "0x1.2a734af4de231p-1"),
+        "dev-s0": (
+            "0x1.84e2d5a18774cp+4",
+            "0x1.87ad3fb037c37p-1",
+            "0x1.43118ecdead61p-1",
+            "0x1.fa60ac06b9204p-2",
+            "0x1.133e893f530efp-1",
+            "0x1.1ccf23f57169fp-1",
+        ),
+        "dev-s1": (
+            "0x1.87a5a008f1ed7p+4",
+            "0x1.8f4749d5fb37bp-1",
+            "0x1.6fa89b3181cbcp-1",
+            "0x1.25e8be2811d0ep-1",
+            "0x1.188482cda0c52p-1",
+            "0x1.29f2214800f9bp-1",
+        ),
+        "dev-s2": (
+            "0x1.918292f493f8fp+4",
+            "0x1.9b73faa50e43fp-1",
+            "0x1.8b850e8da31a1p-1",
+            "0x1.3f34edacb291ep-1",
+            "0x1.23dd7ee609405p-1",
+            "0x1.38989ba128058p-1",
+        ),
+        "tier": (
+            "0x1.8a03ad8a59c91p+4",
+            "0x1.90cd8163c06a5p-1",
+            "0x1.6a1512d9afe94p-1",
+            "0x1.20c4ab480afbap-1",
+            "0x1.1a8ad8fba9b17p-1",
+            "0x1.2a734af4de231p-1",
+        ),
     },
 }
 _GOLDEN_TERMS = ("psnr", "ssim", "consistency", "consistency_measured", "standard", "blind")
@@ -91,7 +149,9 @@ def test_point_scores_are_bit_identical_to_v1(dev):
     answers = {
         "noisy": _noisy(dev, 0.03, seed=3),
         "blurred": Result(
-            scenes={s.scene_id: SceneResult(x_hat=gaussian_filter(s.x_true, (0, 1.5, 1.5)), spec=Spec()) for s in dev.scenes}
+            scenes={
+                s.scene_id: SceneResult(x_hat=gaussian_filter(s.x_true, (0, 1.5, 1.5)), spec=Spec()) for s in dev.scenes
+            }
         ),
     }
     for name, answer in answers.items():
@@ -110,7 +170,9 @@ def test_point_scores_are_bit_identical_to_v1(dev):
 def test_tile_labels_are_row_major_with_smaller_edge_tiles():
     labels = tile_labels(20, 35, tile_size=16)
     assert labels.shape == (20, 35) and labels.max() == 5  # 2 tile rows × 3 tile columns
-    assert labels[0, 0] == 0 and labels[0, 16] == 1 and labels[0, 34] == 2 and labels[16, 0] == 3 and labels[19, 34] == 5
+    assert (
+        labels[0, 0] == 0 and labels[0, 16] == 1 and labels[0, 34] == 2 and labels[16, 0] == 3 and labels[19, 34] == 5
+    )
     assert np.bincount(labels.ravel()).tolist() == [256, 256, 48, 64, 64, 12]
 
 
@@ -148,9 +210,23 @@ def test_tile_stats_json_round_trip_and_malformed_input(dev):
 
 def test_tile_stats_rejects_mismatched_maps():
     with pytest.raises(ValueError, match=r"sq_error must be \(H − 4, W\)"):
-        tile_stats(np.zeros((32, 32)), np.zeros((2, 28, 32)), np.zeros((32, 32)), np.zeros((32, 32)), image_row_offset=4, ssim_pad=3)
+        tile_stats(
+            np.zeros((32, 32)),
+            np.zeros((2, 28, 32)),
+            np.zeros((32, 32)),
+            np.zeros((32, 32)),
+            image_row_offset=4,
+            ssim_pad=3,
+        )
     with pytest.raises(ValueError, match="ssim_map must be"):
-        tile_stats(np.zeros((28, 32)), np.zeros((28, 32)), np.zeros((32, 32)), np.zeros((32, 32)), image_row_offset=4, ssim_pad=3)
+        tile_stats(
+            np.zeros((28, 32)),
+            np.zeros((28, 32)),
+            np.zeros((32, 32)),
+            np.zeros((32, 32)),
+            image_row_offset=4,
+            ssim_pad=3,
+        )
 
 
 # -- resampling and intervals ----------------------------------------------------------------
@@ -243,7 +319,11 @@ def test_pairing_separates_what_overlapping_intervals_would_not():
     noise = {s.scene_id: rng.normal(0.0, 0.03, s.x_true.shape) for s in ds.scenes}
 
     def answer(k: float) -> Result:
-        return Result(scenes={s.scene_id: SceneResult(x_hat=s.x_true + k * noise[s.scene_id], spec=s.spec_true) for s in ds.scenes})
+        return Result(
+            scenes={
+                s.scene_id: SceneResult(x_hat=s.x_true + k * noise[s.scene_id], spec=s.spec_true) for s in ds.scenes
+            }
+        )
 
     better, worse = score_tier(ds, answer(1.0)), score_tier(ds, answer(1.03))
     assert better.blind > worse.blind and better.ci_low < worse.ci_high  # intervals overlap

@@ -12,8 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))  # arena_testing
 
-from arena_testing import drop_backend, make_backend  # noqa: E402
-from reliability_testing import SEEDS, fast_settings, seed  # noqa: E402
+from arena_testing import drop_backend, make_backend
+from reliability_testing import SEEDS, fast_settings, seed
 
 
 def pytest_collection_modifyitems(config, items):

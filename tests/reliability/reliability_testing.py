@@ -19,8 +19,13 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Seconds: short enough that an expired lease or a lost message is noticed within a test.
-FAST = {"EDX_LEASE_SECONDS": "3", "EDX_QUEUED_STALE_SECONDS": "3", "EDX_MAX_ATTEMPTS": "3", "EDX_QUOTA_DEV": "0",
-        "EDX_QUOTA_HIDDEN": "50"}
+FAST = {
+    "EDX_LEASE_SECONDS": "3",
+    "EDX_QUEUED_STALE_SECONDS": "3",
+    "EDX_MAX_ATTEMPTS": "3",
+    "EDX_QUOTA_DEV": "0",
+    "EDX_QUOTA_HIDDEN": "50",
+}
 SEEDS = {"public": 40, "dev": 41, "hidden": 42}
 
 
@@ -34,7 +39,9 @@ def fast_settings(monkeypatch, **extra: str) -> None:
 
 def seed(client, tiers=("dev",)) -> None:
     for tier in tiers:
-        r = client.post(f"/api/v1/admin/tiers/{tier}/dataset", json={"seed": SEEDS[tier], "preset": "small"}, headers=_org())
+        r = client.post(
+            f"/api/v1/admin/tiers/{tier}/dataset", json={"seed": SEEDS[tier], "preset": "small"}, headers=_org()
+        )
         assert r.status_code == 201, r.text
 
 
@@ -81,9 +88,21 @@ class PrivateRedis:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
-            stdout=open(self.workdir / "redis.log", "ab"), stderr=subprocess.STDOUT,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=open(self.workdir / "redis.log", "ab"),
+            stderr=subprocess.STDOUT,
         )
         wait_for(self._ping, timeout=15, what="the private redis-server")
 
@@ -146,7 +165,20 @@ class PrivatePostgres:
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.workdir / "pg.log"), "-o", opts, "-w", "-t", "60", "start", timeout=90)
+        self._run(
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.workdir / "pg.log"),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+            timeout=90,
+        )
 
     def stop(self) -> None:
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop", timeout=90)
@@ -163,9 +195,25 @@ def start_worker(log_path: Path, *, name: str, env: dict | None = None, concurre
     """A real Celery worker process on the settings in ``os.environ`` (plus ``env``)."""
     pool = ["--pool", "solo"] if concurrency == 1 else ["--pool", "prefork", "--concurrency", str(concurrency)]
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "services.worker.celery_app", "worker", "-Q", "edx", *pool,
-         "--hostname", f"{name}@%h", "-l", "info"],
-        env={**os.environ, **(env or {})}, cwd=ROOT, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "services.worker.celery_app",
+            "worker",
+            "-Q",
+            "edx",
+            *pool,
+            "--hostname",
+            f"{name}@%h",
+            "-l",
+            "info",
+        ],
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        stdout=open(log_path, "ab"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -175,7 +223,10 @@ def start_api(log_path: Path, *, port: int, env: dict | None = None) -> subproce
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli.main", "serve", "--port", str(port)],
-        env={**os.environ, **(env or {})}, cwd=ROOT, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        stdout=open(log_path, "ab"),
+        stderr=subprocess.STDOUT,
     )
 
     def up() -> bool:
@@ -210,8 +261,10 @@ def db_counts(submission_id: str) -> tuple[int, int]:
     from db.session import new_session
 
     with new_session() as s:
-        return (s.scalar(select(func.count()).select_from(Score).where(Score.submission_id == submission_id)),
-                s.scalar(select(func.count()).select_from(Run).where(Run.submission_id == submission_id)))
+        return (
+            s.scalar(select(func.count()).select_from(Score).where(Score.submission_id == submission_id)),
+            s.scalar(select(func.count()).select_from(Run).where(Run.submission_id == submission_id)),
+        )
 
 
 def poll_states(client, headers, ids, *, timeout: float) -> dict[str, dict]:

@@ -24,7 +24,7 @@ def _together(n: int, fn) -> list:
         barrier.wait(timeout=30)
         try:
             results[i] = fn(i)
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
+        except Exception as exc:
             results[i] = exc
 
     threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
@@ -37,7 +37,12 @@ def _together(n: int, fn) -> list:
 
 
 def _submit(client, headers, payload: bytes) -> str:
-    r = client.post("/api/v1/submissions", data={"tier": "dev", "method": "nnls"}, files={"file": ("r.h5", payload)}, headers=headers)
+    r = client.post(
+        "/api/v1/submissions",
+        data={"tier": "dev", "method": "nnls"},
+        files={"file": ("r.h5", payload)},
+        headers=headers,
+    )
     assert r.status_code == 202, r.text
     return r.json()["id"]
 
@@ -129,7 +134,10 @@ def test_reaper_retries_then_fails_uncharged_and_rescore_starts_a_new_round(clie
         state = client.get(f"/api/v1/submissions/{sid}", headers=alice).json()
         if attempt < 3:
             assert state["status"] == "queued" and state["attempt"] == attempt
-            assert state["error_message"] == f"the worker running attempt {attempt} of 3 stopped; the run was requeued automatically"
+            assert (
+                state["error_message"]
+                == f"the worker running attempt {attempt} of 3 stopped; the run was requeued automatically"
+            )
     assert state["status"] == "failed" and state["outcome"] == Outcome.platform_error and state["charged"] is False
     assert "lost this run 3 times" in state["error_message"] and "not charged" in state["error_message"]
 

@@ -99,7 +99,12 @@ def _containers(submission_id: str) -> list:
 
 
 def _submit_hdf5(client, headers, payload: bytes) -> str:
-    r = client.post("/api/v1/submissions", data={"tier": "dev", "method": "nnls"}, files={"file": ("r.h5", payload)}, headers=headers)
+    r = client.post(
+        "/api/v1/submissions",
+        data={"tier": "dev", "method": "nnls"},
+        files={"file": ("r.h5", payload)},
+        headers=headers,
+    )
     assert r.status_code == 202, r.text
     return r.json()["id"]
 
@@ -123,8 +128,11 @@ def test_worker_killed_mid_container_run_is_reaped_and_scored_once(pg_stack, wor
         r = api.post("/api/v1/submissions/container", json={"image": slow_image, "method": "slow"}, headers=alice)
         assert r.status_code == 202, r.text
         sid = r.json()["id"]
-        container = wait_for(lambda: next(iter(c for c in _containers(sid) if c.status == "running"), None),
-                             timeout=90, what="the sandbox container to start")
+        container = wait_for(
+            lambda: next(iter(c for c in _containers(sid) if c.status == "running"), None),
+            timeout=90,
+            what="the sandbox container to start",
+        )
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=15)
         container.reload()
@@ -214,8 +222,10 @@ def test_postgres_restart_during_scoring(tmp_path, monkeypatch, redis_server, wo
             for path in ("/api/v1/health", f"/api/v1/submissions/{caught}"):
                 r = api.get(path, headers=alice)
                 assert r.status_code == 503, r.text
-                assert r.json()["error"] == {"code": "database_unavailable",
-                                             "message": "the database is unavailable; retry in a few seconds"}
+                assert r.json()["error"] == {
+                    "code": "database_unavailable",
+                    "message": "the database is unavailable; retry in a few seconds",
+                }
             time.sleep(4)  # longer than a lease: the interrupted run's lease expires meanwhile
             pg.start()
             states = poll_states(api, alice, ids, timeout=180)
@@ -287,8 +297,9 @@ def test_docker_daemon_unreachable_ends_platform_error_uncharged(backend, tmp_pa
         state = poll_states(api, alice, [sid], timeout=150)[sid]
         assert state["status"] == "failed" and state["outcome"] == "platform_error", state
         assert state["attempt"] == 3 and state["charged"] is False
-        assert state["error_message"] == ("the container platform is unavailable: DockerException "
-                                          "(after 3 attempts; not charged)")
+        assert state["error_message"] == (
+            "the container platform is unavailable: DockerException (after 3 attempts; not charged)"
+        )
         assert db_counts(sid) == (0, 3)
         # Not charged: the day's only Hidden slot is free again.
         again = api.post("/api/v1/submissions/container", json={"image": "edx-arena/runner:latest"}, headers=alice)
@@ -307,7 +318,9 @@ def test_sigterm_worker_finishes_its_current_run(pg_stack, workers, slow_image):
         worker = workers.start("w1")
         r = api.post("/api/v1/submissions/container", json={"image": slow_image}, headers=alice)
         sid = r.json()["id"]
-        wait_for(lambda: any(c.status == "running" for c in _containers(sid)), timeout=90, what="the container to start")
+        wait_for(
+            lambda: any(c.status == "running" for c in _containers(sid)), timeout=90, what="the container to start"
+        )
         assert stop(worker, timeout=120) == 0  # warm shutdown: it waited for the run
         state = api.get(f"/api/v1/submissions/{sid}", headers=alice).json()
         assert state["status"] == "scored" and state["attempt"] == 1, state
@@ -330,9 +343,11 @@ def test_sigterm_api_finishes_an_upload_in_flight(backend, tmp_path, dev_result)
             seed(c)
             alice = add_participant(c, "alice")
         boundary = "edxarenaboundary"
-        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"tier\"\r\n\r\ndev\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"r.h5\"\r\n"
-                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="tier"\r\n\r\ndev\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="r.h5"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
         tail = f"\r\n--{boundary}--\r\n".encode()
         half = len(dev_result) // 2
 
@@ -343,13 +358,21 @@ def test_sigterm_api_finishes_an_upload_in_flight(backend, tmp_path, dev_result)
             time.sleep(1.0)
             yield dev_result[half:] + tail
 
-        r = httpx.post(f"{base}/api/v1/submissions", content=body(), timeout=60,
-                       headers={**alice, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        r = httpx.post(
+            f"{base}/api/v1/submissions",
+            content=body(),
+            timeout=60,
+            headers={**alice, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
         assert r.status_code == 202, r.text
         # uvicorn re-raises the signal once its graceful shutdown is complete.
         assert api.wait(timeout=60) in (0, -signal.SIGTERM)
         log = (tmp_path / "api.log").read_text()
-        assert log.index("Shutting down") < log.index('"POST /api/v1/submissions HTTP/1.1" 202') < log.index("Finished server process")
+        assert (
+            log.index("Shutting down")
+            < log.index('"POST /api/v1/submissions HTTP/1.1" 202')
+            < log.index("Finished server process")
+        )
     finally:
         stop(api)
     from db.models import Submission

@@ -95,9 +95,25 @@ def download_and_solve(client, tier: str, tmp_path: Path, solver: str = "nnls") 
 
 
 def add_scored(
-    session, dataset, who, score: float, *, created_at, started_at, method: str, kind: str = "hdf5", status: str = "scored",
-    version: str | None = None, description: str = "", source: str = "", baseline: bool = False, trust: str | None = None,
-    image_digest: str | None | EllipsisType = ..., psnr: float | None = None, ci: tuple = (None, None), tile_stats: dict | None = None,
+    session,
+    dataset,
+    who,
+    score: float,
+    *,
+    created_at,
+    started_at,
+    method: str,
+    kind: str = "hdf5",
+    status: str = "scored",
+    version: str | None = None,
+    description: str = "",
+    source: str = "",
+    baseline: bool = False,
+    trust: str | None = None,
+    image_digest: str | EllipsisType | None = ...,
+    psnr: float | None = None,
+    ci: tuple = (None, None),
+    tile_stats: dict | None = None,
 ):
     """A submission on ``dataset`` with, when ``status == "scored"``, its tier score row (written
     straight to the database, as services.evaluation would): the boards' tests need many entries
@@ -107,14 +123,43 @@ def add_scored(
 
     if image_digest is ...:
         image_digest = None if kind == "hdf5" else "sha256:x"
-    sub = Submission(participant=who, dataset=dataset, tier=dataset.tier, kind=kind, status=status, method=method,
-                     description=description, source=source, created_at=created_at, baseline=baseline, trust=trust,
-                     image_digest=image_digest)
+    sub = Submission(
+        participant=who,
+        dataset=dataset,
+        tier=dataset.tier,
+        kind=kind,
+        status=status,
+        method=method,
+        description=description,
+        source=source,
+        created_at=created_at,
+        baseline=baseline,
+        trust=trust,
+        image_digest=image_digest,
+    )
     session.add(sub)
     session.flush()
     if status == "scored":
-        session.add(Score(submission_id=sub.id, scene_id="", scoring_version=version or SCORER_VERSION, operator_version="v",
-                          harness_version="0", dataset_hash="h", submission_hash="s", score=score, blind=score, standard=score,
-                          psnr=20 + score if psnr is None else psnr, ssim=score, consistency=score, metrics={},
-                          started_at=started_at, ci_low=ci[0], ci_high=ci[1], tile_stats=tile_stats))
+        session.add(
+            Score(
+                submission_id=sub.id,
+                scene_id="",
+                scoring_version=version or SCORER_VERSION,
+                operator_version="v",
+                harness_version="0",
+                dataset_hash="h",
+                submission_hash="s",
+                score=score,
+                blind=score,
+                standard=score,
+                psnr=20 + score if psnr is None else psnr,
+                ssim=score,
+                consistency=score,
+                metrics={},
+                started_at=started_at,
+                ci_low=ci[0],
+                ci_high=ci[1],
+                tile_stats=tile_stats,
+            )
+        )
     return sub

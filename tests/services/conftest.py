@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 from arena_testing import ORG, drop_backend, make_backend
-from worker_testing import api, stack, worker  # noqa: F401 - end-to-end fixtures (real worker), for every services test
 from fastapi.testclient import TestClient
+from worker_testing import api, stack, worker  # noqa: F401 - end-to-end fixtures (real worker), for every services test
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -3,7 +3,7 @@ gets its status and exact JSON error, and a rejected upload leaves no row and no
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from arena_testing import ORG, add_participant, download_and_solve, reset_caches
@@ -51,18 +51,35 @@ def test_downloads(seeded, tmp_path):
         assert "x_true" in f["scenes/public-s0"] and "seed" not in f.attrs
     with h5py.File(dev) as f:
         assert "x_true" not in f["scenes/dev-s0"] and "seed" not in f.attrs
-    _error(seeded.get("/api/v1/tiers/hidden/measurement"), 403, "forbidden",
-           "the hidden tier's measurements are never downloadable; submit a container image")
-    _error(seeded.get("/api/v1/tiers/gold/measurement"), 404, "not_found",
-           "unknown tier 'gold'; tiers are public, dev, hidden, standard")
-    _error(seeded.get("/api/v1/tiers/standard/measurement"), 404, "not_found",
-           "the standard tier has no dataset yet; an organizer must seed it")
+    _error(
+        seeded.get("/api/v1/tiers/hidden/measurement"),
+        403,
+        "forbidden",
+        "the hidden tier's measurements are never downloadable; submit a container image",
+    )
+    _error(
+        seeded.get("/api/v1/tiers/gold/measurement"),
+        404,
+        "not_found",
+        "unknown tier 'gold'; tiers are public, dev, hidden, standard",
+    )
+    _error(
+        seeded.get("/api/v1/tiers/standard/measurement"),
+        404,
+        "not_found",
+        "the standard tier has no dataset yet; an organizer must seed it",
+    )
 
 
 def test_submit_valid_result_is_queued(seeded, tmp_path, backend):
     alice = add_participant(seeded, "alice")
     result = download_and_solve(seeded, "dev", tmp_path)
-    r = seeded.post("/api/v1/submissions", data={"tier": "dev", "method": "nnls"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice)
+    r = seeded.post(
+        "/api/v1/submissions",
+        data={"tier": "dev", "method": "nnls"},
+        files={"file": ("r.h5", result.read_bytes())},
+        headers=alice,
+    )
     assert r.status_code == 202, r.text
     sid = r.json()["id"]
     s = seeded.get(f"/api/v1/submissions/{sid}", headers=alice).json()
@@ -73,20 +90,32 @@ def test_submit_valid_result_is_queued(seeded, tmp_path, backend):
 @pytest.mark.parametrize(
     "payload, status, code, message",
     [
-        (b"junk", 422, "invalid_file", "not an HDF5 file (no HDF5 signature found); write the file with h5py or another HDF5 library"),
+        (
+            b"junk",
+            422,
+            "invalid_file",
+            "not an HDF5 file (no HDF5 signature found); write the file with h5py or another HDF5 library",
+        ),
         (b"", 422, "invalid_file", None),
     ],
 )
 def test_bad_file_rejected_nothing_left(seeded, backend, payload, status, code, message):
     alice = add_participant(seeded, "alice")
-    _error(seeded.post("/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", payload)}, headers=alice), status, code, message)
+    _error(
+        seeded.post("/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", payload)}, headers=alice),
+        status,
+        code,
+        message,
+    )
     assert _submission_count() == 0 and _upload_files(backend) == []
 
 
 def test_result_for_another_tier_is_refused_by_scene(seeded, tmp_path, backend):
     alice = add_participant(seeded, "alice")
     result = download_and_solve(seeded, "public", tmp_path)
-    r = seeded.post("/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice)
+    r = seeded.post(
+        "/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice
+    )
     _error(r, 422, "invalid_file")
     assert "dev-s0" in r.json()["error"]["message"]
     assert _submission_count() == 0 and _upload_files(backend) == []
@@ -94,15 +123,39 @@ def test_result_for_another_tier_is_refused_by_scene(seeded, tmp_path, backend):
 
 def test_wrong_tier_and_missing_fields(seeded):
     alice = add_participant(seeded, "alice")
-    _error(seeded.post("/api/v1/submissions", data={"tier": "gold"}, files={"file": ("r.h5", b"x")}, headers=alice),
-           404, "not_found", "unknown tier 'gold'; tiers are public, dev, hidden, standard")
-    _error(seeded.post("/api/v1/submissions", data={"tier": "hidden"}, files={"file": ("r.h5", b"x")}, headers=alice),
-           400, "bad_request", "HDF5 results are for the public, dev, standard tiers; the hidden tier takes a container image")
-    _error(seeded.post("/api/v1/submissions", files={"file": ("r.h5", b"x")}, headers=alice), 422, "invalid_request", "tier: Field required")
-    _error(seeded.post("/api/v1/submissions", data={"tier": "dev"}, headers=alice), 422, "invalid_request", "file: Field required")
+    _error(
+        seeded.post("/api/v1/submissions", data={"tier": "gold"}, files={"file": ("r.h5", b"x")}, headers=alice),
+        404,
+        "not_found",
+        "unknown tier 'gold'; tiers are public, dev, hidden, standard",
+    )
+    _error(
+        seeded.post("/api/v1/submissions", data={"tier": "hidden"}, files={"file": ("r.h5", b"x")}, headers=alice),
+        400,
+        "bad_request",
+        "HDF5 results are for the public, dev, standard tiers; the hidden tier takes a container image",
+    )
+    _error(
+        seeded.post("/api/v1/submissions", files={"file": ("r.h5", b"x")}, headers=alice),
+        422,
+        "invalid_request",
+        "tier: Field required",
+    )
+    _error(
+        seeded.post("/api/v1/submissions", data={"tier": "dev"}, headers=alice),
+        422,
+        "invalid_request",
+        "file: Field required",
+    )
     long = "x" * 201
-    _error(seeded.post("/api/v1/submissions", data={"tier": "dev", "method": long}, files={"file": ("r.h5", b"x")}, headers=alice),
-           400, "bad_request", "method is 201 characters; the limit is 200")
+    _error(
+        seeded.post(
+            "/api/v1/submissions", data={"tier": "dev", "method": long}, files={"file": ("r.h5", b"x")}, headers=alice
+        ),
+        400,
+        "bad_request",
+        "method is 201 characters; the limit is 200",
+    )
 
 
 def test_oversized_body(seeded, monkeypatch, backend, tmp_path):
@@ -110,7 +163,11 @@ def test_oversized_body(seeded, monkeypatch, backend, tmp_path):
     monkeypatch.setenv("EDX_MAX_UPLOAD_BYTES", "1000")
     reset_caches()
     big = b"\0" * 3 * 2**20
-    _error(seeded.post("/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", big)}, headers=alice), 413, "file_too_large")
+    _error(
+        seeded.post("/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", big)}, headers=alice),
+        413,
+        "file_too_large",
+    )
     # Under the header check but over the streamed cap (the multipart envelope hides the file size).
     r = seeded.post("/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", b"\0" * 5000)}, headers=alice)
     _error(r, 413, "file_too_large", "the file is over the 1000 byte upload cap")
@@ -121,11 +178,31 @@ def test_auth_denials(seeded):
     alice = add_participant(seeded, "alice")
     bob = add_participant(seeded, "bob")
     anon_msg = "this endpoint needs a bearer token: send 'Authorization: Bearer <token>'"
-    _error(seeded.post("/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", b"x")}), 401, "unauthorized", anon_msg)
-    _error(seeded.get("/api/v1/submissions/x", headers={"Authorization": "Bearer nope"}), 401, "unauthorized", "invalid token")
-    _error(seeded.post("/api/v1/admin/participants", json={"name": "eve"}, headers=alice), 403, "forbidden", "this endpoint is for organizers")
+    _error(
+        seeded.post("/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", b"x")}),
+        401,
+        "unauthorized",
+        anon_msg,
+    )
+    _error(
+        seeded.get("/api/v1/submissions/x", headers={"Authorization": "Bearer nope"}),
+        401,
+        "unauthorized",
+        "invalid token",
+    )
+    _error(
+        seeded.post("/api/v1/admin/participants", json={"name": "eve"}, headers=alice),
+        403,
+        "forbidden",
+        "this endpoint is for organizers",
+    )
     _error(seeded.post("/api/v1/admin/tiers/dev/dataset", json={"seed": 1}), 401, "unauthorized", anon_msg)
-    _error(seeded.get("/api/v1/submissions/does-not-exist", headers=alice), 404, "not_found", "no submission 'does-not-exist'")
+    _error(
+        seeded.get("/api/v1/submissions/does-not-exist", headers=alice),
+        404,
+        "not_found",
+        "no submission 'does-not-exist'",
+    )
     # bob cannot see alice's submission: same 404 as a missing id
     with new_session() as s:
         ds = s.scalar(select(Dataset).where(Dataset.tier == "dev"))
@@ -144,14 +221,32 @@ def test_revoked_and_expired_tokens(seeded):
     carol = {"Authorization": f"Bearer {r['token']}"}
     assert seeded.get("/api/v1/submissions/x", headers=carol).status_code == 404
     assert seeded.delete(f"/api/v1/admin/tokens/{r['token_id']}", headers=ORG).status_code == 204
-    _error(seeded.get("/api/v1/submissions/x", headers=carol), 401, "unauthorized", "this token was revoked; ask the organizer for a new one")
+    _error(
+        seeded.get("/api/v1/submissions/x", headers=carol),
+        401,
+        "unauthorized",
+        "this token was revoked; ask the organizer for a new one",
+    )
     fresh = seeded.post(f"/api/v1/admin/participants/{r['id']}/tokens", headers=ORG).json()
     with new_session() as s:
-        s.execute(update(ApiToken).where(ApiToken.id == fresh["token_id"]).values(expires_at=datetime.now(timezone.utc) - timedelta(hours=1)))
+        s.execute(
+            update(ApiToken)
+            .where(ApiToken.id == fresh["token_id"])
+            .values(expires_at=datetime.now(UTC) - timedelta(hours=1))
+        )
         s.commit()
-    _error(seeded.get("/api/v1/submissions/x", headers={"Authorization": f"Bearer {fresh['token']}"}), 401, "unauthorized",
-           "this token has expired; ask the organizer for a new one")
-    _error(seeded.post("/api/v1/admin/participants", json={"name": "carol"}, headers=ORG), 409, "conflict", "a participant named 'carol' already exists")
+    _error(
+        seeded.get("/api/v1/submissions/x", headers={"Authorization": f"Bearer {fresh['token']}"}),
+        401,
+        "unauthorized",
+        "this token has expired; ask the organizer for a new one",
+    )
+    _error(
+        seeded.post("/api/v1/admin/participants", json={"name": "carol"}, headers=ORG),
+        409,
+        "conflict",
+        "a participant named 'carol' already exists",
+    )
 
 
 def test_quota_and_refund(seeded, tmp_path, monkeypatch):
@@ -163,16 +258,32 @@ def test_quota_and_refund(seeded, tmp_path, monkeypatch):
     assert first.status_code == 202
     r = seeded.post("/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", result)}, headers=alice)
     _error(r, 429, "quota_exceeded")
-    assert r.json()["error"]["message"].startswith("daily quota reached: 1 of 1 dev submissions today; the next slot opens at ")
+    assert r.json()["error"]["message"].startswith(
+        "daily quota reached: 1 of 1 dev submissions today; the next slot opens at "
+    )
     # a run that failed for a platform reason is refunded
     with new_session() as s:
-        s.execute(update(Submission).where(Submission.id == first.json()["id"]).values(charged=False, status="failed", outcome="platform_error"))
+        s.execute(
+            update(Submission)
+            .where(Submission.id == first.json()["id"])
+            .values(charged=False, status="failed", outcome="platform_error")
+        )
         s.commit()
-    assert seeded.post("/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", result)}, headers=alice).status_code == 202
+    assert (
+        seeded.post(
+            "/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", result)}, headers=alice
+        ).status_code
+        == 202
+    )
     # Public is unlimited
     public = download_and_solve(seeded, "public", tmp_path).read_bytes()
     for _ in range(3):
-        assert seeded.post("/api/v1/submissions", data={"tier": "public"}, files={"file": ("r.h5", public)}, headers=alice).status_code == 202
+        assert (
+            seeded.post(
+                "/api/v1/submissions", data={"tier": "public"}, files={"file": ("r.h5", public)}, headers=alice
+            ).status_code
+            == 202
+        )
 
 
 def test_dataset_upload_failing_validation_changes_nothing(seeded, backend):
@@ -192,15 +303,21 @@ def test_dataset_upload_roundtrip(seeded, tmp_path):
     full = tmp_path / "full.h5"
     ds = build_tier("standard", seed=3, preset="small")
     write_measurement(ds, full, include_truth=True)
-    r = seeded.post("/api/v1/admin/tiers/standard/dataset/upload", files={"file": ("full.h5", full.read_bytes())}, headers=ORG)
+    r = seeded.post(
+        "/api/v1/admin/tiers/standard/dataset/upload", files={"file": ("full.h5", full.read_bytes())}, headers=ORG
+    )
     assert r.status_code == 201, r.text
     assert r.json()["content_hash"] == ds.content_hash
     assert seeded.get("/api/v1/tiers/standard/measurement").status_code == 200
 
 
 def test_leaderboard_validation(client):
-    _error(client.get("/api/v1/leaderboard", params={"tier": "gold"}), 400, "bad_request",
-           "unknown leaderboard 'gold'; boards are public, dev, hidden, standard, overall")
+    _error(
+        client.get("/api/v1/leaderboard", params={"tier": "gold"}),
+        400,
+        "bad_request",
+        "unknown leaderboard 'gold'; boards are public, dev, hidden, standard, overall",
+    )
     _error(client.get("/api/v1/leaderboard", params={"tier": "dev", "page": 0}), 422, "invalid_request")
     assert client.get("/api/v1/leaderboard", params={"tier": "overall"}).json() == {"data": [], "count": 0}
 
@@ -225,17 +342,32 @@ def test_chunked_body_over_the_cap_is_cut_off(seeded, monkeypatch, backend):
 
 
 def test_other_bodies_are_capped_too(client):
-    r = client.post("/api/v1/admin/participants", content=b"{" + b" " * 2**21 + b"}", headers={**ORG, "Content-Type": "application/json"})
+    r = client.post(
+        "/api/v1/admin/participants",
+        content=b"{" + b" " * 2**21 + b"}",
+        headers={**ORG, "Content-Type": "application/json"},
+    )
     _error(r, 413, "file_too_large", "the request body is 2097154 bytes; the cap for this endpoint is 1048576 bytes")
 
 
 def test_rescore_denials(seeded, tmp_path):
     alice = add_participant(seeded, "alice")
     result = download_and_solve(seeded, "dev", tmp_path)
-    sid = seeded.post("/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice).json()["id"]
-    _error(seeded.post(f"/api/v1/admin/submissions/{sid}/rescore", headers=alice), 403, "forbidden", "this endpoint is for organizers")
-    _error(seeded.post(f"/api/v1/admin/submissions/{sid}/rescore", headers=ORG), 409, "conflict",
-           f"submission '{sid}' is queued; rescore it once it has finished")
+    sid = seeded.post(
+        "/api/v1/submissions", data={"tier": "dev"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice
+    ).json()["id"]
+    _error(
+        seeded.post(f"/api/v1/admin/submissions/{sid}/rescore", headers=alice),
+        403,
+        "forbidden",
+        "this endpoint is for organizers",
+    )
+    _error(
+        seeded.post(f"/api/v1/admin/submissions/{sid}/rescore", headers=ORG),
+        409,
+        "conflict",
+        f"submission '{sid}' is queued; rescore it once it has finished",
+    )
     _error(seeded.post("/api/v1/admin/submissions/nope/rescore", headers=ORG), 404, "not_found", "no submission 'nope'")
 
 
@@ -248,10 +380,19 @@ def test_participant_and_token_management(client):
     assert dana["team"] == "Team D" and dana["role"] == "participant"
     assert [t["expires_at"] is not None for t in dana["tokens"]] == [False, True]
     assert created["token"] not in r.text + str(listing) and dana["tokens"][0]["prefix"] == created["token"][:8]
-    _error(client.post("/api/v1/admin/participants", json={"name": "organizer"}, headers=ORG), 409, "conflict",
-           "the name 'organizer' is reserved for the built-in organizer account")
+    _error(
+        client.post("/api/v1/admin/participants", json={"name": "organizer"}, headers=ORG),
+        409,
+        "conflict",
+        "the name 'organizer' is reserved for the built-in organizer account",
+    )
     _error(client.post("/api/v1/admin/participants", json={"name": "bad name!"}, headers=ORG), 422, "invalid_request")
-    _error(client.post("/api/v1/admin/participants/999/tokens", headers=ORG), 404, "not_found", "no participant with id 999")
+    _error(
+        client.post("/api/v1/admin/participants/999/tokens", headers=ORG),
+        404,
+        "not_found",
+        "no participant with id 999",
+    )
     _error(client.delete("/api/v1/admin/tokens/999", headers=ORG), 404, "not_found", "no token with id 999")
     _error(client.get("/api/v1/admin/participants"), 401, "unauthorized")
 
@@ -262,14 +403,25 @@ def test_dataset_upload_for_another_tier_is_refused(seeded, backend, tmp_path):
 
     full = tmp_path / "full.h5"
     write_measurement(build_tier("public", seed=5, preset="small"), full, include_truth=True)
-    r = seeded.post("/api/v1/admin/tiers/dev/dataset/upload", files={"file": ("full.h5", full.read_bytes())}, headers=ORG)
-    _error(r, 422, "invalid_file", "the file is a 'public' tier dataset (its scenes are named for that tier); "
-           "upload it to the public tier or build it for 'dev'")
+    r = seeded.post(
+        "/api/v1/admin/tiers/dev/dataset/upload", files={"file": ("full.h5", full.read_bytes())}, headers=ORG
+    )
+    _error(
+        r,
+        422,
+        "invalid_file",
+        "the file is a 'public' tier dataset (its scenes are named for that tier); "
+        "upload it to the public tier or build it for 'dev'",
+    )
     with new_session() as s:
         assert s.scalar(select(func.count()).select_from(Dataset)) == 2
     assert len(list((backend.data_dir / "storage" / "datasets" / "dev").iterdir())) == 1
-    _error(seeded.post("/api/v1/admin/tiers/dev/dataset", json={"seed": 1, "preset": "huge"}, headers=ORG), 400, "bad_request",
-           "unknown preset 'huge'; presets are default, small")
+    _error(
+        seeded.post("/api/v1/admin/tiers/dev/dataset", json={"seed": 1, "preset": "huge"}, headers=ORG),
+        400,
+        "bad_request",
+        "unknown preset 'huge'; presets are default, small",
+    )
 
 
 def test_seed_replaces_the_active_dataset_and_keeps_the_seed_server_side(seeded):
@@ -285,8 +437,16 @@ def test_seed_replaces_the_active_dataset_and_keeps_the_seed_server_side(seeded)
 
 def test_openapi_documents_every_endpoint(client):
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/api/v1/health", "/api/v1/tiers", "/api/v1/tiers/{tier}/measurement", "/api/v1/submissions",
-                 "/api/v1/submissions/{submission_id}", "/api/v1/leaderboard", "/api/v1/admin/tiers/{tier}/dataset",
-                 "/api/v1/admin/submissions/{submission_id}/rescore", "/api/v1/admin/participants"):
+    for path in (
+        "/api/v1/health",
+        "/api/v1/tiers",
+        "/api/v1/tiers/{tier}/measurement",
+        "/api/v1/submissions",
+        "/api/v1/submissions/{submission_id}",
+        "/api/v1/leaderboard",
+        "/api/v1/admin/tiers/{tier}/dataset",
+        "/api/v1/admin/submissions/{submission_id}/rescore",
+        "/api/v1/admin/participants",
+    ):
         assert path in paths, path
     assert client.get("/docs").status_code == 200

@@ -35,7 +35,9 @@ def hidden(seeded):
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_rescore_scores_the_kept_output_without_running_again(hidden):
     alice = add_participant(hidden, "alice")
-    sid = hidden.post("/api/v1/submissions/container", json={"image": RUNNER, "method": "nnls"}, headers=alice).json()["id"]
+    sid = hidden.post("/api/v1/submissions/container", json={"image": RUNNER, "method": "nnls"}, headers=alice).json()[
+        "id"
+    ]
     _run(sid)
     with new_session() as s:
         sub = s.get(Submission, sid)
@@ -51,8 +53,13 @@ def test_rescore_scores_the_kept_output_without_running_again(hidden):
     _run(sid)
     with new_session() as s:
         sub = s.get(Submission, sid)
-        versions = dict(s.execute(select(Score.scoring_version, func.count()).where(Score.submission_id == sid)
-                                  .group_by(Score.scoring_version)).all())
+        versions = dict(
+            s.execute(
+                select(Score.scoring_version, func.count())
+                .where(Score.submission_id == sid)
+                .group_by(Score.scoring_version)
+            ).all()
+        )
         assert sub.status == "scored" and sub.runtime_seconds == first_runtime  # not run again
     assert versions == {"edx-score-v0": 4, SCORER_VERSION: 4}  # old rows kept, new ones added
 

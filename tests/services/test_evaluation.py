@@ -32,7 +32,12 @@ from services.submissions import claim
 def submitted(seeded, tmp_path):
     alice = add_participant(seeded, "alice")
     result = download_and_solve(seeded, "dev", tmp_path)
-    r = seeded.post("/api/v1/submissions", data={"tier": "dev", "method": "nnls"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice)
+    r = seeded.post(
+        "/api/v1/submissions",
+        data={"tier": "dev", "method": "nnls"},
+        files={"file": ("r.h5", result.read_bytes())},
+        headers=alice,
+    )
     assert r.status_code == 202, r.text
     return r.json()["id"], result
 
@@ -61,7 +66,11 @@ def test_scores_with_provenance_equal_to_the_harness(submitted):
     for row, scene in zip(rows[1:], expected.scenes):
         assert row.score == pytest.approx(scene.blind, abs=1e-12) and row.metrics["scene_id"] == scene.scene_id
     for row in rows:
-        assert (row.scoring_version, row.harness_version, row.operator_version) == (SCORER_VERSION, HARNESS_VERSION, "edx-forward-v1")
+        assert (row.scoring_version, row.harness_version, row.operator_version) == (
+            SCORER_VERSION,
+            HARNESS_VERSION,
+            "edx-forward-v1",
+        )
         assert row.dataset_hash == dataset_row.content_hash == full.content_hash
         assert row.submission_hash == sub.file_sha256
         assert row.started_at <= row.ended_at
@@ -105,7 +114,11 @@ def test_rows_carry_intervals_and_the_statistics_behind_them(submitted):
     assert (tier_row.ci_low, tier_row.ci_high) == (expected.ci_low, expected.ci_high)
     assert tier_row.ci_low < tier_row.score < tier_row.ci_high
     stats = tier_row.tile_stats
-    assert stats["kind"] == "tier" and stats["n_resamples"] == N_RESAMPLES and stats["resample_key"] == expected.resample_key
+    assert (
+        stats["kind"] == "tier"
+        and stats["n_resamples"] == N_RESAMPLES
+        and stats["resample_key"] == expected.resample_key
+    )
     draws = decode_draws(stats["draws"])
     assert np.array_equal(draws, expected.score_draws)
     assert percentile_interval(draws) == (tier_row.ci_low, tier_row.ci_high)
@@ -121,7 +134,12 @@ def test_rows_carry_intervals_and_the_statistics_behind_them(submitted):
 def test_identical_submissions_are_tied_on_the_board(seeded, submitted):
     sid, result_path = submitted
     bob = add_participant(seeded, "bob")
-    r = seeded.post("/api/v1/submissions", data={"tier": "dev", "method": "copy"}, files={"file": ("r.h5", result_path.read_bytes())}, headers=bob)
+    r = seeded.post(
+        "/api/v1/submissions",
+        data={"tier": "dev", "method": "copy"},
+        files={"file": ("r.h5", result_path.read_bytes())},
+        headers=bob,
+    )
     assert r.status_code == 202, r.text
     _score_once(sid)
     _score_once(r.json()["id"])
@@ -143,13 +161,31 @@ def test_old_rows_are_kept_and_the_board_reads_the_current_version(submitted):
     sid, _ = submitted
     with new_session() as s:
         sub = s.get(Submission, sid)
-        s.add(Score(submission_id=sid, scene_id="", scoring_version="edx-score-v1", operator_version="edx-forward-v1",
-                    harness_version="0", dataset_hash=sub.dataset.content_hash, submission_hash="old", score=0.99, blind=0.99,
-                    standard=0.99, psnr=40, ssim=0.99, consistency=0.99, metrics={}, started_at=sub.created_at))
+        s.add(
+            Score(
+                submission_id=sid,
+                scene_id="",
+                scoring_version="edx-score-v1",
+                operator_version="edx-forward-v1",
+                harness_version="0",
+                dataset_hash=sub.dataset.content_hash,
+                submission_hash="old",
+                score=0.99,
+                blind=0.99,
+                standard=0.99,
+                psnr=40,
+                ssim=0.99,
+                consistency=0.99,
+                metrics={},
+                started_at=sub.created_at,
+            )
+        )
         s.commit()
     _score_once(sid)
     with new_session() as s:
-        versions = s.scalars(select(Score.scoring_version).where(Score.submission_id == sid, Score.scene_id == "")).all()
+        versions = s.scalars(
+            select(Score.scoring_version).where(Score.submission_id == sid, Score.scene_id == "")
+        ).all()
         entries, _ = leaderboard(s, board="dev")
     assert sorted(versions) == ["edx-score-v1", SCORER_VERSION]
     assert len(entries) == 1 and entries[0].score < 0.99 and entries[0].ci_low is not None

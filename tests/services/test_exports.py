@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from arena_testing import add_scored
@@ -15,29 +15,84 @@ from db.models import Dataset, Participant
 from db.session import new_session
 from services.api.routes.leaderboard import export_columns
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
-TIER_COLUMNS = ["rank", "participant", "team", "method", "description", "source", "score", "ci_low", "ci_high", "tie_group",
-                "psnr", "ssim", "certified", "baseline", "submission_id", "submitted_at"]
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+TIER_COLUMNS = [
+    "rank",
+    "participant",
+    "team",
+    "method",
+    "description",
+    "source",
+    "score",
+    "ci_low",
+    "ci_high",
+    "tie_group",
+    "psnr",
+    "ssim",
+    "certified",
+    "baseline",
+    "submission_id",
+    "submitted_at",
+]
 
 
-def _row(session, dataset, who, score, *, minutes, method, description="", source="", baseline=False, ci=(None, None), kind="hdf5"):
-    return add_scored(session, dataset, who, score, created_at=T0 + timedelta(minutes=minutes), started_at=T0, method=method,
-                      kind=kind, description=description, source=source, baseline=baseline, ci=ci)
+def _row(
+    session,
+    dataset,
+    who,
+    score,
+    *,
+    minutes,
+    method,
+    description="",
+    source="",
+    baseline=False,
+    ci=(None, None),
+    kind="hdf5",
+):
+    return add_scored(
+        session,
+        dataset,
+        who,
+        score,
+        created_at=T0 + timedelta(minutes=minutes),
+        started_at=T0,
+        method=method,
+        kind=kind,
+        description=description,
+        source=source,
+        baseline=baseline,
+        ci=ci,
+    )
 
 
 @pytest.fixture
 def boards(client):
     with new_session() as s:
-        ds = {t: Dataset(tier=t, content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-")
-              for t in ("public", "dev", "hidden", "standard")}
+        ds = {
+            t: Dataset(
+                tier=t, content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-"
+            )
+            for t in ("public", "dev", "hidden", "standard")
+        }
         s.add_all(ds.values())
         people = {n: Participant(name=n, team=f"team {n}") for n in ("ann", "ben", "org")}
         s.add_all(people.values())
         s.flush()
         for i, tier in enumerate(("public", "dev", "hidden")):
             kind = "container" if tier == "hidden" else "hdf5"
-            _row(s, ds[tier], people["ann"], 0.7 + i / 100, minutes=i, method="=HYPERLINK(\"http://evil\")",
-                 description='<b>bold</b>, "quoted"\nsecond line', source="https://example.org/a?x=1&y=2", ci=(0.65, 0.75), kind=kind)
+            _row(
+                s,
+                ds[tier],
+                people["ann"],
+                0.7 + i / 100,
+                minutes=i,
+                method='=HYPERLINK("http://evil")',
+                description='<b>bold</b>, "quoted"\nsecond line',
+                source="https://example.org/a?x=1&y=2",
+                ci=(0.65, 0.75),
+                kind=kind,
+            )
             _row(s, ds[tier], people["ben"], 0.6, minutes=10 + i, method="ben's TV", kind=kind)
             _row(s, ds[tier], people["org"], 0.9, minutes=20 + i, method="reference", baseline=True, kind=kind)
         _row(s, ds["standard"], people["ben"], 0.55, minutes=30, method="std", source="doi:10.1/x")
@@ -64,7 +119,7 @@ def test_tier_board_csv_matches_the_page(boards):
     assert (ann["rank"], ben["rank"]) == ("1", "2")
     assert ann["description"] == '<b>bold</b>, "quoted"\nsecond line'  # as submitted, CSV-quoted
     assert ann["source"] == "https://example.org/a?x=1&y=2"
-    assert ann["method"] == "'=HYPERLINK(\"http://evil\")"  # never evaluated by a spreadsheet
+    assert ann["method"] == '\'=HYPERLINK("http://evil")'  # never evaluated by a spreadsheet
     assert (float(ann["ci_low"]), float(ann["ci_high"])) == (0.65, 0.75) and ben["ci_low"] == ""
     assert float(ann["score"]) == page[1]["score"] and float(ann["psnr"]) == page[1]["psnr"]
     assert ann["certified"] == "False" and ann["team"] == "team ann"
@@ -82,7 +137,10 @@ def test_json_export_has_the_page_fields(boards):
             assert record == {c: entry[c] for c in TIER_COLUMNS}
     hidden = boards.get("/api/v1/leaderboard/export", params={"tier": "hidden", "format": "json"}).json()["data"]
     assert [(e["method"], e["certified"], e["baseline"]) for e in hidden] == [
-        ("reference", True, True), ("=HYPERLINK(\"http://evil\")", True, False), ("ben's TV", True, False)]
+        ("reference", True, True),
+        ('=HYPERLINK("http://evil")', True, False),
+        ("ben's TV", True, False),
+    ]
     standard = boards.get("/api/v1/leaderboard/export", params={"tier": "standard", "format": "json"}).json()
     assert [(e["participant"], e["source"], e["rank"]) for e in standard["data"]] == [("ben", "doi:10.1/x", 1)]
 
@@ -90,8 +148,14 @@ def test_json_export_has_the_page_fields(boards):
 def test_overall_export_has_each_tier_side_by_side(boards):
     header, rows = _csv(boards, "overall")
     assert header == export_columns("overall")
-    assert "psnr" not in header and header[-12:] == [f"{t}_{f}" for t in ("public", "dev", "hidden") for f in ("score", "psnr", "ssim", "submission_id")]
-    assert [(r["participant"], r["rank"], r["baseline"]) for r in rows] == [("org", "", "True"), ("ann", "1", "False"), ("ben", "2", "False")]
+    assert "psnr" not in header and header[-12:] == [
+        f"{t}_{f}" for t in ("public", "dev", "hidden") for f in ("score", "psnr", "ssim", "submission_id")
+    ]
+    assert [(r["participant"], r["rank"], r["baseline"]) for r in rows] == [
+        ("org", "", "True"),
+        ("ann", "1", "False"),
+        ("ben", "2", "False"),
+    ]
     ann = rows[1]
     assert (float(ann["public_score"]), float(ann["dev_score"]), float(ann["hidden_score"])) == (0.7, 0.71, 0.72)
     body = boards.get("/api/v1/leaderboard/export", params={"tier": "overall", "format": "json"}).json()
@@ -102,7 +166,9 @@ def test_overall_export_has_each_tier_side_by_side(boards):
 
 def test_export_of_a_long_board_is_complete(client):
     with new_session() as s:
-        dataset = Dataset(tier="dev", content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-")
+        dataset = Dataset(
+            tier="dev", content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-"
+        )
         s.add(dataset)
         people = [Participant(name=f"p{i:04d}") for i in range(620)]  # more than one 500-entry page
         s.add_all(people)
@@ -110,7 +176,7 @@ def test_export_of_a_long_board_is_complete(client):
         for i, who in enumerate(people):
             _row(s, dataset, who, i / 1000, minutes=i, method="m")
         s.commit()
-    header, rows = _csv(client, "dev")
+    _header, rows = _csv(client, "dev")
     assert len(rows) == 620 and rows[0]["participant"] == "p0619" and rows[-1]["rank"] == "620"
 
 
@@ -118,6 +184,14 @@ def test_export_bad_requests(client):
     _, rows = _csv(client, "dev")
     assert rows == []  # an empty board: the header only
     r = client.get("/api/v1/leaderboard/export", params={"tier": "gold"})
-    assert r.status_code == 400 and r.json()["error"]["message"] == "unknown leaderboard 'gold'; boards are public, dev, hidden, standard, overall"
+    assert (
+        r.status_code == 400
+        and r.json()["error"]["message"]
+        == "unknown leaderboard 'gold'; boards are public, dev, hidden, standard, overall"
+    )
     r = client.get("/api/v1/leaderboard/export", params={"tier": "dev", "format": "xlsx"})
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request" and r.json()["error"]["message"].startswith("format:")
+    assert (
+        r.status_code == 422
+        and r.json()["error"]["code"] == "invalid_request"
+        and r.json()["error"]["message"].startswith("format:")
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -15,25 +15,63 @@ from harness.scoring import SCORER_VERSION
 from harness.uncertainty import encode_draws, percentile_interval
 from services.leaderboard import leaderboard
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def _world(session):
-    datasets = {t: Dataset(tier=t, content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-") for t in ("public", "dev", "hidden")}
+    datasets = {
+        t: Dataset(tier=t, content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-")
+        for t in ("public", "dev", "hidden")
+    }
     session.add_all(datasets.values())
     session.flush()
     return datasets
 
 
-def _scored(session, datasets, who: Participant, tier: str, score: float, *, minutes: int, status="scored", kind="hdf5", version=SCORER_VERSION,
-            draws: np.ndarray | None = None, baseline: bool = False):
+def _scored(
+    session,
+    datasets,
+    who: Participant,
+    tier: str,
+    score: float,
+    *,
+    minutes: int,
+    status="scored",
+    kind="hdf5",
+    version=SCORER_VERSION,
+    draws: np.ndarray | None = None,
+    baseline: bool = False,
+):
     # As services.evaluation records them: the interval in columns, the paired draws in tile_stats.
     ci = (None, None) if draws is None else percentile_interval(draws)
-    stats = None if draws is None else {"kind": "tier", "resample_key": f"key-{tier}", "n_resamples": len(draws),
-                                        "confidence": 0.95, "tile_size": 16, "draws": encode_draws(draws)}
-    return add_scored(session, datasets[tier], who, score, created_at=T0 + timedelta(minutes=minutes), started_at=T0,
-                      method=f"{who.name}-{score}", kind=kind, status=status, version=version, baseline=baseline,
-                      image_digest="sha256:x" if kind == "container" else None, ci=ci, tile_stats=stats)
+    stats = (
+        None
+        if draws is None
+        else {
+            "kind": "tier",
+            "resample_key": f"key-{tier}",
+            "n_resamples": len(draws),
+            "confidence": 0.95,
+            "tile_size": 16,
+            "draws": encode_draws(draws),
+        }
+    )
+    return add_scored(
+        session,
+        datasets[tier],
+        who,
+        score,
+        created_at=T0 + timedelta(minutes=minutes),
+        started_at=T0,
+        method=f"{who.name}-{score}",
+        kind=kind,
+        status=status,
+        version=version,
+        baseline=baseline,
+        image_digest="sha256:x" if kind == "container" else None,
+        ci=ci,
+        tile_stats=stats,
+    )
 
 
 @pytest.fixture
@@ -44,15 +82,17 @@ def world(client):
         s.add_all(people.values())
         s.flush()
         _scored(s, datasets, people["ann"], "dev", 0.70, minutes=1)
-        _scored(s, datasets, people["ann"], "dev", 0.80, minutes=2)   # best of ann
-        _scored(s, datasets, people["ann"], "dev", 0.60, minutes=3)   # latest of ann
-        _scored(s, datasets, people["ben"], "dev", 0.80, minutes=4)   # ties ann
+        _scored(s, datasets, people["ann"], "dev", 0.80, minutes=2)  # best of ann
+        _scored(s, datasets, people["ann"], "dev", 0.60, minutes=3)  # latest of ann
+        _scored(s, datasets, people["ben"], "dev", 0.80, minutes=4)  # ties ann
         _scored(s, datasets, people["cy"], "dev", 0.50, minutes=5)
         _scored(s, datasets, people["dee"], "dev", 0.99, minutes=6, status="failed")  # never ranked
         _scored(s, datasets, people["dee"], "dev", 0.95, minutes=7, status="running")
         _scored(s, datasets, people["cy"], "dev", 0.97, minutes=8, version="edx-score-v0")  # old scorer: ignored
         for tier, score in (("public", 0.83), ("hidden", 0.723)):
-            _scored(s, datasets, people["ann"], tier, score, minutes=9, kind="container" if tier == "hidden" else "hdf5")
+            _scored(
+                s, datasets, people["ann"], tier, score, minutes=9, kind="container" if tier == "hidden" else "hdf5"
+            )
         _scored(s, datasets, people["ben"], "public", 0.9, minutes=10)  # ben lacks hidden: not on overall
         s.commit()
 
@@ -78,7 +118,9 @@ def test_overall_needs_all_three_tiers(world):
         entries, count = leaderboard(s, board="overall")
     assert count == 1 and entries[0].participant == "ann"
     assert round(entries[0].score, 3) == round((0.83 + 0.80 + 0.723) / 3, 3)
-    assert set(entries[0].tiers) == {"public", "dev", "hidden"} and entries[0].tiers["dev"]["psnr"] == pytest.approx(20.8)
+    assert set(entries[0].tiers) == {"public", "dev", "hidden"} and entries[0].tiers["dev"]["psnr"] == pytest.approx(
+        20.8
+    )
     assert entries[0].certified
 
 
@@ -143,9 +185,14 @@ def tie_world(client):
         s.add_all(people.values())
         s.flush()
         shared = _noise(0)
-        plan = [("p1", 0.90, 0.90 + 0.001 * shared), ("p2", 0.80, 0.80 + 0.01 * _noise(1)),
-                ("p3", 0.79, 0.79 + 0.01 * _noise(2)), ("p4", 0.78, 0.78 + 0.01 * _noise(3)),
-                ("p5", 0.60, 0.60 + 0.01 * shared), ("p6", 0.60, 0.60 + 0.01 * shared)]
+        plan = [
+            ("p1", 0.90, 0.90 + 0.001 * shared),
+            ("p2", 0.80, 0.80 + 0.01 * _noise(1)),
+            ("p3", 0.79, 0.79 + 0.01 * _noise(2)),
+            ("p4", 0.78, 0.78 + 0.01 * _noise(3)),
+            ("p5", 0.60, 0.60 + 0.01 * shared),
+            ("p6", 0.60, 0.60 + 0.01 * shared),
+        ]
         for minutes, (name, score, draws) in enumerate(plan):
             _scored(s, datasets, people[name], "dev", score, minutes=minutes, draws=draws)
         _scored(s, datasets, people["ref"], "dev", 0.795, minutes=9, draws=0.795 + 0.01 * _noise(1), baseline=True)
@@ -158,7 +205,15 @@ def test_entries_carry_their_interval_and_tie_group(tie_world):
         entries, count = leaderboard(s, board="dev")
     assert count == 7
     view = [(e.participant, e.rank, e.tie_group) for e in entries]
-    assert view == [("p1", 1, None), ("p2", 2, 2), ("ref", None, None), ("p3", 3, 2), ("p4", 4, 2), ("p5", 5, 5), ("p6", 5, 5)]
+    assert view == [
+        ("p1", 1, None),
+        ("p2", 2, 2),
+        ("ref", None, None),
+        ("p3", 3, 2),
+        ("p4", 4, 2),
+        ("p5", 5, 5),
+        ("p6", 5, 5),
+    ]
     for e in entries:
         if e.participant != "ref":
             assert (e.ci_low, e.ci_high) == percentile_interval(tie_world[e.participant])
@@ -187,7 +242,10 @@ def test_classic_ranks_only_when_ties_are_off(tie_world, monkeypatch):
 def test_rows_without_draws_show_no_interval_and_no_tie(world):
     with new_session() as s:
         entries, _ = leaderboard(s, board="dev")
-    assert [(e.participant, e.score, e.ci_low, e.tie_group) for e in entries][:2] == [("ann", 0.80, None, None), ("ben", 0.80, None, None)]
+    assert [(e.participant, e.score, e.ci_low, e.tie_group) for e in entries][:2] == [
+        ("ann", 0.80, None, None),
+        ("ben", 0.80, None, None),
+    ]
 
 
 @pytest.fixture

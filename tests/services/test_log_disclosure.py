@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import io
 
-import docker
 import pytest
 from arena_testing import ORG, add_participant
 
+import docker
 from db.session import new_session
 from services.containers import run_submission
 from services.submissions import claim

@@ -45,7 +45,7 @@ def test_json_lines_carry_fields_context_and_traceback():
     with submission_context(SID):
         logger.warning("scoring %s", "dev", extra={"tier": "dev", "obj": object()})
         try:
-            1 / 0
+            raise ZeroDivisionError("division by zero")
         except ZeroDivisionError:
             logger.exception("boom\nsecond line")
     logger.info("after")
@@ -73,7 +73,9 @@ def test_text_lines_name_the_submission_only_when_there_is_one():
 
 def test_celery_task_lines_and_the_lease_thread_are_attributed():
     filt = SubmissionFilter()
-    received = logging.LogRecord("celery.worker.strategy", logging.INFO, "", 0, "Task %(name)s[%(id)s] received", None, None)
+    received = logging.LogRecord(
+        "celery.worker.strategy", logging.INFO, "", 0, "Task %(name)s[%(id)s] received", None, None
+    )
     received.data = {"id": "task-uuid", "name": "run_submission", "args": f"('{SID}',)", "kwargs": "{}"}
     other = logging.LogRecord("celery.worker.strategy", logging.INFO, "", 0, "x", None, None)
     other.data = {"id": "t", "name": "celery.ping", "args": "('abc',)"}
@@ -93,7 +95,12 @@ def test_api_requests_about_a_submission_are_attributed():
         seen.append((scope["path"], SubmissionFilter().filter(r := logging.makeLogRecord({})) and r.submission_id))
 
     middleware = SubmissionContextMiddleware(app)
-    for path in (f"/api/v1/submissions/{SID}", f"/api/v1/admin/submissions/{SID}/rescore", "/api/v1/submissions", "/api/v1/leaderboard"):
+    for path in (
+        f"/api/v1/submissions/{SID}",
+        f"/api/v1/admin/submissions/{SID}/rescore",
+        "/api/v1/submissions",
+        "/api/v1/leaderboard",
+    ):
         asyncio.run(middleware({"type": "http", "path": path}, None, None))
     assert [s for _, s in seen] == [SID, SID, None, None]
 
@@ -104,8 +111,12 @@ def cli_worker(stack, tmp_path, monkeypatch):
     monkeypatch.setenv("EDX_LOG_FORMAT", "json")
     log_path = tmp_path / "worker-json.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli.main", "worker"], env=dict(os.environ),
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "worker"],
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         yield log_path
         proc.send_signal(signal.SIGTERM)
         try:
@@ -127,7 +138,12 @@ def test_worker_lines_all_carry_the_submission_id(cli_worker, tmp_path):
         result = download_and_solve(api, "public", tmp_path)
         ids = {}
         for name in ("first", "second"):  # two, so one's lines cannot be taken for the other's
-            r = api.post("/api/v1/submissions", data={"tier": "public"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice)
+            r = api.post(
+                "/api/v1/submissions",
+                data={"tier": "public"},
+                files={"file": ("r.h5", result.read_bytes())},
+                headers=alice,
+            )
             assert r.status_code == 202, r.text
             ids[name] = r.json()["id"]
         states = wait_finished(api, alice, ids, timeout=120)
@@ -141,7 +157,7 @@ def test_worker_lines_all_carry_the_submission_id(cli_worker, tmp_path):
         assert mine, f"no line attributed to {sid}"
         # Everything from the task's arrival to its end is attributed to it, Celery's own lines included.
         assert "received" in entries[mine[0]]["message"] and "succeeded" in entries[mine[-1]]["message"]
-        handling = entries[mine[0]:mine[-1] + 1]
+        handling = entries[mine[0] : mine[-1] + 1]
         assert all(e["submission_id"] == sid for e in handling), handling
         assert all(e["submission_id"] == sid for e in entries if sid in e["message"])
     if os.geteuid() == 0:  # Celery warns a root worker; the warning is a JSON line too

@@ -4,7 +4,7 @@ public provenance of scored entries; admin endpoints' denials."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from arena_testing import ORG, add_participant, add_scored, download_and_solve
@@ -14,7 +14,7 @@ from db.session import new_session
 from harness.scoring import SCORER_VERSION
 
 HTML = '<img src=x onerror="alert(1)"> & <b>bold</b>'
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def _score_in_process(submission_id: str) -> None:
@@ -25,7 +25,12 @@ def _score_in_process(submission_id: str) -> None:
 
 
 def _submit(client, headers, result, **form) -> str:
-    r = client.post("/api/v1/submissions", data={"tier": "public", **form}, files={"file": ("r.h5", result.read_bytes())}, headers=headers)
+    r = client.post(
+        "/api/v1/submissions",
+        data={"tier": "public", **form},
+        files={"file": ("r.h5", result.read_bytes())},
+        headers=headers,
+    )
     assert r.status_code == 202, r.text
     _score_in_process(r.json()["id"])
     return r.json()["id"]
@@ -40,10 +45,16 @@ def _board(client, tier="public") -> list[dict]:
 def test_metadata_is_shown_as_submitted_and_provenance_is_public(seeded, tmp_path):
     alice = add_participant(seeded, "alice")
     result = download_and_solve(seeded, "public", tmp_path)
-    sid = _submit(seeded, alice, result, method="<i>nnls</i>", description=HTML, source="https://example.org/?a=1&b=<2>")
+    sid = _submit(
+        seeded, alice, result, method="<i>nnls</i>", description=HTML, source="https://example.org/?a=1&b=<2>"
+    )
     [entry] = _board(seeded)
     # Stored and served as-is: escaping is the page's job (Jinja autoescape), never the data's.
-    assert (entry["method"], entry["description"], entry["source"]) == ("<i>nnls</i>", HTML, "https://example.org/?a=1&b=<2>")
+    assert (entry["method"], entry["description"], entry["source"]) == (
+        "<i>nnls</i>",
+        HTML,
+        "https://example.org/?a=1&b=<2>",
+    )
     assert entry["rank"] == 1 and entry["baseline"] is False and entry["certified"] is False
 
     prov = seeded.get(f"/api/v1/submissions/{sid}/provenance").json()  # anonymous
@@ -94,9 +105,16 @@ def test_baselines_are_shown_unranked_and_trust_overrides_certified(seeded, tmp_
     assert r.json() == {"id": a, "baseline": False, "trust": "granted", "certified": True}
     assert {e["method"]: e["certified"] for e in _board(seeded)}["alice-mlem"] is True
     assert seeded.get(f"/api/v1/submissions/{a}/provenance").json()["certified"] is True
-    assert seeded.put(f"/api/v1/admin/submissions/{a}/trust", json={"trust": "revoked"}, headers=ORG).json()["certified"] is False
+    assert (
+        seeded.put(f"/api/v1/admin/submissions/{a}/trust", json={"trust": "revoked"}, headers=ORG).json()["certified"]
+        is False
+    )
     assert seeded.put(f"/api/v1/admin/submissions/{a}/trust", json={"trust": None}, headers=ORG).json() == {
-        "id": a, "baseline": False, "trust": None, "certified": False}
+        "id": a,
+        "baseline": False,
+        "trust": None,
+        "certified": False,
+    }
 
     r = seeded.put(f"/api/v1/admin/submissions/{base_nnls}/baseline", json={"baseline": False}, headers=ORG)
     assert r.json()["baseline"] is False
@@ -114,7 +132,11 @@ def test_mark_endpoints_refuse_bad_requests(seeded, tmp_path):
     r = seeded.put("/api/v1/admin/submissions/nope/trust", json={"trust": "granted"}, headers=ORG)
     assert r.status_code == 404 and r.json()["error"]["message"] == "no submission 'nope'"
     r = seeded.put(f"/api/v1/admin/submissions/{sid}/trust", json={"trust": "maybe"}, headers=ORG)
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request" and "trust" in r.json()["error"]["message"]
+    assert (
+        r.status_code == 422
+        and r.json()["error"]["code"] == "invalid_request"
+        and "trust" in r.json()["error"]["message"]
+    )
     r = seeded.put(f"/api/v1/admin/submissions/{sid}/baseline", json={}, headers=ORG)
     assert r.status_code == 422 and r.json()["error"]["message"] == "baseline: Field required"
 
@@ -122,22 +144,45 @@ def test_mark_endpoints_refuse_bad_requests(seeded, tmp_path):
 def test_metadata_limits_on_every_intake(seeded, tmp_path):
     alice = add_participant(seeded, "alice")
     result = download_and_solve(seeded, "public", tmp_path)
-    r = seeded.post("/api/v1/submissions", data={"tier": "public", "description": "d" * 4001},
-                    files={"file": ("r.h5", result.read_bytes())}, headers=alice)
+    r = seeded.post(
+        "/api/v1/submissions",
+        data={"tier": "public", "description": "d" * 4001},
+        files={"file": ("r.h5", result.read_bytes())},
+        headers=alice,
+    )
     assert r.status_code == 400 and r.json()["error"]["message"] == "description is 4001 characters; the limit is 4000"
     r = seeded.post("/api/v1/submissions/container", json={"image": "x:1", "source": "s" * 501}, headers=alice)
-    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request" and r.json()["error"]["message"].startswith("source:")
+    assert (
+        r.status_code == 422
+        and r.json()["error"]["code"] == "invalid_request"
+        and r.json()["error"]["message"].startswith("source:")
+    )
 
 
 def _row(session, datasets, who, tier, score, *, minutes, baseline=False, method=None, kind="hdf5", trust=None):
-    return add_scored(session, datasets[tier], who, score, created_at=T0 + timedelta(minutes=minutes), started_at=T0,
-                      method=method or who.name, kind=kind, baseline=baseline, trust=trust, psnr=20)
+    return add_scored(
+        session,
+        datasets[tier],
+        who,
+        score,
+        created_at=T0 + timedelta(minutes=minutes),
+        started_at=T0,
+        method=method or who.name,
+        kind=kind,
+        baseline=baseline,
+        trust=trust,
+        psnr=20,
+    )
 
 
 def test_overall_board_ranks_participants_around_a_complete_baseline(client):
     with new_session() as s:
-        datasets = {t: Dataset(tier=t, content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-")
-                    for t in ("public", "dev", "hidden")}
+        datasets = {
+            t: Dataset(
+                tier=t, content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-"
+            )
+            for t in ("public", "dev", "hidden")
+        }
         s.add_all(datasets.values())
         people = {n: Participant(name=n) for n in ("org", "ann", "ben")}
         s.add_all(people.values())
@@ -147,25 +192,45 @@ def test_overall_board_ranks_participants_around_a_complete_baseline(client):
             _row(s, datasets, people["org"], tier, 0.9, minutes=i, baseline=True, method="TV", kind=kind)
             _row(s, datasets, people["org"], tier, 0.3, minutes=i, baseline=True, method="NNLS", kind=kind)
             _row(s, datasets, people["ann"], tier, 0.6, minutes=i, kind=kind)
-            _row(s, datasets, people["ben"], tier, 0.5, minutes=i, kind="script" if tier == "hidden" else kind,
-                 trust="revoked" if tier == "hidden" else None)
+            _row(
+                s,
+                datasets,
+                people["ben"],
+                tier,
+                0.5,
+                minutes=i,
+                kind="script" if tier == "hidden" else kind,
+                trust="revoked" if tier == "hidden" else None,
+            )
         s.commit()
     body = client.get("/api/v1/leaderboard", params={"tier": "overall"}).json()
     rows = [(e["participant"], e["method"], e["rank"], e["baseline"], e["certified"]) for e in body["data"]]
-    assert rows == [("org", "TV", None, True, True), ("ann", "ann", 1, False, True),
-                    ("ben", "ben", 2, False, False), ("org", "NNLS", None, True, True)]
+    assert rows == [
+        ("org", "TV", None, True, True),
+        ("ann", "ann", 1, False, True),
+        ("ben", "ben", 2, False, False),
+        ("org", "NNLS", None, True, True),
+    ]
     assert body["count"] == 4
     page2 = client.get("/api/v1/leaderboard", params={"tier": "overall", "page": 2, "per_page": 2}).json()
     assert [(e["participant"], e["rank"]) for e in page2["data"]] == [("ben", 2), ("org", None)]
     hidden = client.get("/api/v1/leaderboard", params={"tier": "hidden"}).json()["data"]
     assert [(e["method"], e["rank"], e["certified"]) for e in hidden] == [
-        ("TV", None, True), ("ann", 1, True), ("ben", 2, False), ("NNLS", None, True)]
+        ("TV", None, True),
+        ("ann", 1, True),
+        ("ben", 2, False),
+        ("NNLS", None, True),
+    ]
 
 
 @pytest.mark.parametrize("kind, certified", [("container", True), ("script", True), ("hdf5", False)])
 def test_automatic_certified_rule(client, kind, certified):
     with new_session() as s:
-        datasets = {"hidden": Dataset(tier="hidden", content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-")}
+        datasets = {
+            "hidden": Dataset(
+                tier="hidden", content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-"
+            )
+        }
         s.add_all(datasets.values())
         who = Participant(name="ann")
         s.add(who)

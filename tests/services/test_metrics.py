@@ -13,8 +13,11 @@ def scrape(client) -> dict[tuple[str, tuple], float]:
     r = client.get("/metrics")
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain; version=")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(r.text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
 
 
 def value(samples, name: str, **labels) -> float:
@@ -31,9 +34,13 @@ def test_queue_depth_and_upload_bytes(seeded, tmp_path):
     result = download_and_solve(client, "public", tmp_path)
     payload = result.read_bytes()
     for _ in range(2):  # no worker runs: both stay queued
-        r = client.post("/api/v1/submissions", data={"tier": "public"}, files={"file": ("r.h5", payload)}, headers=alice)
+        r = client.post(
+            "/api/v1/submissions", data={"tier": "public"}, files={"file": ("r.h5", payload)}, headers=alice
+        )
         assert r.status_code == 202, r.text
-    refused = client.post("/api/v1/submissions", data={"tier": "public"}, files={"file": ("r.h5", b"junk")}, headers=alice)
+    refused = client.post(
+        "/api/v1/submissions", data={"tier": "public"}, files={"file": ("r.h5", b"junk")}, headers=alice
+    )
     assert refused.status_code == 422
 
     after = scrape(client)
@@ -62,8 +69,11 @@ def test_a_database_outage_is_reported_not_raised(backend, monkeypatch):
 def test_runs_by_outcome_and_durations_after_real_work(api, tmp_path):
     alice = add_participant(api, "alice")
     result = download_and_solve(api, "public", tmp_path)
-    ids = {"hdf5": api.post("/api/v1/submissions", data={"tier": "public"}, files={"file": ("r.h5", result.read_bytes())},
-                            headers=alice).json()["id"]}
+    ids = {
+        "hdf5": api.post(
+            "/api/v1/submissions", data={"tier": "public"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice
+        ).json()["id"]
+    }
     for key, image in (("runner", "edx-arena/runner:latest"), ("empty", "edx-arena-test/busybox:latest")):
         r = api.post("/api/v1/submissions/container", json={"image": image}, headers=alice)
         assert r.status_code == 202, r.text
@@ -80,8 +90,11 @@ def test_runs_by_outcome_and_durations_after_real_work(api, tmp_path):
     assert value(m, "edx_arena_run_duration_seconds_count", kind="container") == 2
     assert 0 < value(m, "edx_arena_run_duration_seconds_sum", kind="container") < 600
     # Buckets are cumulative and end at the count.
-    buckets = sorted((float(dict(labels)["le"]), v) for (name, labels), v in m.items()
-                     if name == "edx_arena_run_duration_seconds_bucket" and dict(labels)["kind"] == "container")
+    buckets = sorted(
+        (float(dict(labels)["le"]), v)
+        for (name, labels), v in m.items()
+        if name == "edx_arena_run_duration_seconds_bucket" and dict(labels)["kind"] == "container"
+    )
     assert [v for _, v in buckets] == sorted(v for _, v in buckets) and buckets[-1] == (float("inf"), 2)
     runner_seconds = states["runner"]["runtime_seconds"]
     assert value(m, "edx_arena_container_seconds_count") == 2

@@ -23,7 +23,9 @@ def test_rescore_outdated_after_a_scorer_update(api, tmp_path):
     result = download_and_solve(api, "public", tmp_path)
     ids = {}
     for key in ("old", "current"):
-        r = api.post("/api/v1/submissions", data={"tier": "public"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice)
+        r = api.post(
+            "/api/v1/submissions", data={"tier": "public"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice
+        )
         assert r.status_code == 202, r.text
         ids[key] = r.json()["id"]
     wait_finished(api, alice, ids)

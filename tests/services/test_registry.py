@@ -21,12 +21,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import docker
 import pytest
 from arena_testing import ORG, add_participant, reset_caches
 from sqlalchemy import func, select
 from worker_testing import error, wait_finished
 
+import docker
 from db.models import Submission
 from db.session import new_session
 from harness.scoring import SCORER_VERSION
@@ -119,7 +119,7 @@ def _build(dk, files: dict[str, bytes], dockerfile: str) -> str:
             tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
     tag = f"edx-arena-test/linked-{uuid.uuid4().hex[:8]}:latest"
-    image, _ = dk.images.build(fileobj=buf, custom_context=True, tag=tag, network_mode="none", rm=True)
+    _image, _ = dk.images.build(fileobj=buf, custom_context=True, tag=tag, network_mode="none", rm=True)
     return tag
 
 
@@ -161,12 +161,23 @@ def allow(stack, registry, monkeypatch):
 def test_linked_image_is_pulled_pinned_and_scored(allow, api, dk, tmp_path):
     registry = allow
     alice = add_participant(api, "alice")
-    built = _build(dk, {"result.h5": _hidden_result(tmp_path)},
-                   f'FROM {BASE}\nCOPY result.h5 /result.h5\nCMD ["cp /result.h5 /output/result.h5 && echo delivered"]\n')
+    built = _build(
+        dk,
+        {"result.h5": _hidden_result(tmp_path)},
+        f'FROM {BASE}\nCOPY result.h5 /result.h5\nCMD ["cp /result.h5 /output/result.h5 && echo delivered"]\n',
+    )
     link = _push(dk, built, f"{registry}/team/solver", "1.2")
     try:
-        r = api.post("/api/v1/submissions/container", headers=alice,
-                     json={"image": link, "method": "linked solver", "source": "https://example.org/solver", "description": "nnls, shipped"})
+        r = api.post(
+            "/api/v1/submissions/container",
+            headers=alice,
+            json={
+                "image": link,
+                "method": "linked solver",
+                "source": "https://example.org/solver",
+                "description": "nnls, shipped",
+            },
+        )
         assert r.status_code == 202, r.text
         sid = r.json()["id"]
         s = wait_finished(api, alice, {"link": sid})["link"]
@@ -181,11 +192,17 @@ def test_linked_image_is_pulled_pinned_and_scored(allow, api, dk, tmp_path):
 
         entry = api.get("/api/v1/leaderboard", params={"tier": "hidden"}).json()["data"][0]
         assert (entry["participant"], entry["method"], entry["source"], entry["description"]) == (
-            "alice", "linked solver", "https://example.org/solver", "nnls, shipped")
+            "alice",
+            "linked solver",
+            "https://example.org/solver",
+            "nnls, shipped",
+        )
         assert entry["certified"] is True and entry["rank"] == 1 and entry["submission_id"] == sid
         prov = api.get(f"/api/v1/submissions/{sid}/provenance").json()
         assert prov["image"] == f"{link}@{manifest}" and prov["image_digest"] == built_id
-        assert prov["scores"][0]["submission_hash"] == built_id and prov["scores"][0]["scoring_version"] == SCORER_VERSION
+        assert (
+            prov["scores"][0]["submission_hash"] == built_id and prov["scores"][0]["scoring_version"] == SCORER_VERSION
+        )
     finally:
         _forget(dk, link, f"{registry}/team/solver@{dk.images.get_registry_data(link).id}", built)
 
@@ -213,15 +230,27 @@ def _link(client, headers, image: str):
 
 def test_link_outside_the_allow_list_is_refused(hidden, monkeypatch, registry, pushed):
     alice = add_participant(hidden, "alice")
-    error(_link(hidden, alice, pushed), 422, "image_invalid",
-          f"the registry '{registry}' is not on this server's allow-list (allowed: none are configured)")
+    error(
+        _link(hidden, alice, pushed),
+        422,
+        "image_invalid",
+        f"the registry '{registry}' is not on this server's allow-list (allowed: none are configured)",
+    )
     monkeypatch.setenv("EDX_REGISTRY_ALLOWLIST", f"registry.example:5000,{registry}/team")
     reset_caches()
     # the path prefix counts: /team/ is allowed, /other/ is not
-    error(_link(hidden, alice, f"{registry}/other/solver:1"), 422, "image_invalid",
-          f"the registry '{registry}' is not on this server's allow-list (allowed: registry.example:5000, {registry}/team)")
-    error(_link(hidden, alice, "Not A Reference!"), 422, "image_invalid",
-          "'Not A Reference!' is not a valid image reference (expected [registry/]name[:tag][@sha256:digest])")
+    error(
+        _link(hidden, alice, f"{registry}/other/solver:1"),
+        422,
+        "image_invalid",
+        f"the registry '{registry}' is not on this server's allow-list (allowed: registry.example:5000, {registry}/team)",
+    )
+    error(
+        _link(hidden, alice, "Not A Reference!"),
+        422,
+        "image_invalid",
+        "'Not A Reference!' is not a valid image reference (expected [registry/]name[:tag][@sha256:digest])",
+    )
     assert _count() == 0
 
 
@@ -230,16 +259,22 @@ def test_missing_private_and_oversized_images_are_refused(hidden, monkeypatch, r
     monkeypatch.setenv("EDX_REGISTRY_ALLOWLIST", f"{registry},{private_registry}")
     reset_caches()
     body = error(_link(hidden, alice, f"{registry}/team/busybox:no-such-tag"), 422, "image_invalid")
-    assert body["message"].startswith(f"cannot pull '{registry}/team/busybox:no-such-tag': the registry has no such image or tag (")
+    assert body["message"].startswith(
+        f"cannot pull '{registry}/team/busybox:no-such-tag': the registry has no such image or tag ("
+    )
     body = error(_link(hidden, alice, f"{registry}/nobody/nothing:1"), 422, "image_invalid")
     assert "the registry has no such image or tag" in body["message"]
     body = error(_link(hidden, alice, f"{private_registry}/team/secret:1"), 422, "image_invalid")
-    assert body["message"].startswith(f"cannot pull '{private_registry}/team/secret:1': the registry refused access (a private image?)"), body
+    assert body["message"].startswith(
+        f"cannot pull '{private_registry}/team/secret:1': the registry refused access (a private image?)"
+    ), body
 
     size = dk.images.get(BASE).attrs["Size"]
     monkeypatch.setenv("EDX_MAX_IMAGE_BYTES", "100000")
     reset_caches()
-    error(_link(hidden, alice, pushed), 422, "image_invalid", f"{pushed!r} is {size} bytes; the image cap is 100000 bytes")
+    error(
+        _link(hidden, alice, pushed), 422, "image_invalid", f"{pushed!r} is {size} bytes; the image cap is 100000 bytes"
+    )
     manifest = dk.images.get_registry_data(pushed).id
     with pytest.raises(docker.errors.ImageNotFound):  # the refused pull is not kept
         dk.images.get(f"{pushed.rsplit(':', 1)[0]}@{manifest}")
@@ -291,9 +326,13 @@ def test_plain_local_names_are_looked_up_not_pulled(hidden, monkeypatch, registr
     assert r.status_code == 202, r.text
     s = hidden.get(f"/api/v1/submissions/{r.json()['id']}", headers=alice).json()
     assert s["image_digest"] == docker.from_env().images.get(BASE).id
-    error(_link(hidden, alice, "team/not-here:1"), 422, "image_invalid",
-          "no image 'team/not-here:1' on the server; upload it as a docker save archive, "
-          "or link it from an allowed registry (registry.example:5000/team/solver:1.2)")
+    error(
+        _link(hidden, alice, "team/not-here:1"),
+        422,
+        "image_invalid",
+        "no image 'team/not-here:1' on the server; upload it as a docker save archive, "
+        "or link it from an allowed registry (registry.example:5000/team/solver:1.2)",
+    )
     assert _count() == 1
 
 
@@ -317,7 +356,10 @@ def test_link_whose_layers_are_not_here_is_downloaded_or_stopped_at_the_cap(hidd
         reset_caches()
         body = error(_link(hidden, alice, link), 422, "image_invalid")
         # stopped early, from the layer sizes the registry announced
-        assert body["message"] == f"{link!r} is over the {5 * 2**20 // 2} byte image cap (its layers alone are larger); the pull was stopped"
+        assert (
+            body["message"]
+            == f"{link!r} is over the {5 * 2**20 // 2} byte image cap (its layers alone are larger); the pull was stopped"
+        )
         with pytest.raises(docker.errors.ImageNotFound):
             dk.images.get(pinned)
         assert _count() == 0

@@ -50,8 +50,13 @@ def test_scripts_are_run_in_the_base_image_and_scored(api):
     assert r.status_code == 202, r.text
     ids["py"] = r.json()["id"]
     lib = "def run():\n" + "".join("    " + line + "\n" for line in SOLVER.decode().splitlines())
-    r = _submit(api, alice, _zip({"main.py": "from lib.solve import run\nrun()\n", "lib/__init__.py": "", "lib/solve.py": lib}),
-                name="solver.zip", method="zipped lstsq")
+    r = _submit(
+        api,
+        alice,
+        _zip({"main.py": "from lib.solve import run\nrun()\n", "lib/__init__.py": "", "lib/solve.py": lib}),
+        name="solver.zip",
+        method="zipped lstsq",
+    )
     assert r.status_code == 202, r.text
     ids["zip"] = r.json()["id"]
     r = _submit(api, alice, b"import numpy\nimport torch  # not in the base image\n", method="needs torch")
@@ -70,7 +75,10 @@ def test_scripts_are_run_in_the_base_image_and_scored(api):
 
     missing = states["missing"]
     assert missing["status"] == "failed" and missing["outcome"] == "nonzero_exit" and missing["exit_code"] == 1
-    assert missing["error_message"] == "the container exited with code 1; last log line: ModuleNotFoundError: No module named 'torch'"
+    assert (
+        missing["error_message"]
+        == "the container exited with code 1; last log line: ModuleNotFoundError: No module named 'torch'"
+    )
     assert "Traceback (most recent call last)" in missing["log_tail"]  # the owner's (filtered) log
     assert "ModuleNotFoundError: No module named 'torch'" in missing["log_tail"]
     organizer_view = api.get(f"/api/v1/submissions/{ids['missing']}", headers=ORG).json()
@@ -101,7 +109,10 @@ def test_identical_script_reuses_the_earlier_run(api):
     s = wait_finished(api, alice, {"b": again})["b"]
     assert s["status"] == "scored" and s["outcome"] == "succeeded"
     with new_session() as session:
-        assert session.get(Submission, again).log_tail == "identical script already ran on this dataset; its result was reused"
+        assert (
+            session.get(Submission, again).log_tail
+            == "identical script already ran on this dataset; its result was reused"
+        )
 
 
 # ---- intake: refused before anything is stored ------------------------------------------------
@@ -124,16 +135,27 @@ def _nothing_stored(backend) -> None:
 @pytest.mark.parametrize(
     "payload, message",
     [
-        (_zip({"main.py": "pass", "../../etc/cron.d/x": "evil"}),
-         "the archive entry '../../etc/cron.d/x' has an empty, '.' or '..' path component; names must stay inside the archive"),
-        (_zip({"main.py": "pass", "/etc/passwd": "evil"}),
-         "the archive entry '/etc/passwd' has an absolute path; zip the files with relative names"),
-        (_zip({"main.py": ("/etc/shadow", stat.S_IFLNK | 0o777)}),
-         "the archive entry 'main.py' is a symbolic link; include the file itself"),
+        (
+            _zip({"main.py": "pass", "../../etc/cron.d/x": "evil"}),
+            "the archive entry '../../etc/cron.d/x' has an empty, '.' or '..' path component; names must stay inside the archive",
+        ),
+        (
+            _zip({"main.py": "pass", "/etc/passwd": "evil"}),
+            "the archive entry '/etc/passwd' has an absolute path; zip the files with relative names",
+        ),
+        (
+            _zip({"main.py": ("/etc/shadow", stat.S_IFLNK | 0o777)}),
+            "the archive entry 'main.py' is a symbolic link; include the file itself",
+        ),
         (_zip({"main.py": "pass", "zeros.bin": b"\0" * (8 * 2**20)}), None),
-        (_zip({"src/main.py": "pass"}),
-         "the archive has no main.py at its top level (it holds src); zip the files themselves, not their folder"),
-        (b"\x7fELF\x02\x01\x01\0\0\0", "the upload is neither a zip archive nor a Python source file (it contains NUL bytes)"),
+        (
+            _zip({"src/main.py": "pass"}),
+            "the archive has no main.py at its top level (it holds src); zip the files themselves, not their folder",
+        ),
+        (
+            b"\x7fELF\x02\x01\x01\0\0\0",
+            "the upload is neither a zip archive nor a Python source file (it contains NUL bytes)",
+        ),
     ],
     ids=["traversal", "absolute", "symlink", "bomb", "no-main", "binary"],
 )
@@ -141,30 +163,56 @@ def test_bad_archives_are_refused(hidden, backend, payload, message):
     alice = add_participant(hidden, "alice")
     body = error(_submit(hidden, alice, payload, name="s.zip"), 422, "image_invalid", message)
     if message is None:
-        assert body["message"].startswith("the archive expands ") and body["message"].endswith("; the limit is 100-fold (a zip bomb?)")
+        assert body["message"].startswith("the archive expands ") and body["message"].endswith(
+            "; the limit is 100-fold (a zip bomb?)"
+        )
     _nothing_stored(backend)
 
 
 def test_script_intake_denials(hidden, backend, monkeypatch, client):
     alice = add_participant(hidden, "alice")
     error(_submit(hidden, {}, SOLVER), 401, "unauthorized")
-    error(_submit(hidden, alice, SOLVER, method="m" * 201), 400, "bad_request", "method is 201 characters; the limit is 200")
-    error(_submit(hidden, alice, SOLVER, source="s" * 501), 400, "bad_request", "source is 501 characters; the limit is 500")
-    error(hidden.post("/api/v1/submissions/script", data={"method": "x"}, headers=alice), 422, "invalid_request", "file: Field required")
+    error(
+        _submit(hidden, alice, SOLVER, method="m" * 201),
+        400,
+        "bad_request",
+        "method is 201 characters; the limit is 200",
+    )
+    error(
+        _submit(hidden, alice, SOLVER, source="s" * 501),
+        400,
+        "bad_request",
+        "source is 501 characters; the limit is 500",
+    )
+    error(
+        hidden.post("/api/v1/submissions/script", data={"method": "x"}, headers=alice),
+        422,
+        "invalid_request",
+        "file: Field required",
+    )
     monkeypatch.setenv("EDX_MAX_SCRIPT_BYTES", "1000")
     reset_caches()
     error(_submit(hidden, alice, b"#" * 5000), 413, "file_too_large", "the file is over the 1000 byte upload cap")
     monkeypatch.setenv("EDX_MAX_SCRIPT_BYTES", str(2**20))
     monkeypatch.setenv("EDX_SCRIPT_IMAGE", "edx-arena/not-installed:1")
     reset_caches()
-    error(_submit(hidden, alice, SOLVER), 503, "platform_error",
-          "the script base image edx-arena/not-installed:1 is not installed on this server; tell the organizers")
+    error(
+        _submit(hidden, alice, SOLVER),
+        503,
+        "platform_error",
+        "the script base image edx-arena/not-installed:1 is not installed on this server; tell the organizers",
+    )
     _nothing_stored(backend)
 
 
 def test_script_needs_a_hidden_dataset(client, backend):
     alice = add_participant(client, "alice")
-    error(_submit(client, alice, SOLVER), 404, "not_found", "the hidden tier has no dataset yet; an organizer must seed it")
+    error(
+        _submit(client, alice, SOLVER),
+        404,
+        "not_found",
+        "the hidden tier has no dataset yet; an organizer must seed it",
+    )
     _nothing_stored(backend)
 
 
@@ -174,7 +222,9 @@ def test_valid_script_is_stored_and_queued(hidden, backend):
     assert r.status_code == 202, r.text
     sid = r.json()["id"]
     s = hidden.get(f"/api/v1/submissions/{sid}", headers=alice).json()
-    assert s["status"] == "queued" and s["kind"] == "script" and s["tier"] == "hidden" and s["source"] == "doi:10.1000/x"
+    assert (
+        s["status"] == "queued" and s["kind"] == "script" and s["tier"] == "hidden" and s["source"] == "doi:10.1000/x"
+    )
     assert sorted(p.name for p in (backend.data_dir / "storage" / "uploads").iterdir()) == [f"{sid}.zip"]
     # not scored yet: its provenance is its owner's (and organizers') only
     error(hidden.get(f"/api/v1/submissions/{sid}/provenance"), 404, "not_found", f"no submission {sid!r}")

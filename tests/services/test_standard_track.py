@@ -21,9 +21,17 @@ def test_standard_submission_is_scored_on_its_own_board(api, tmp_path):
         assert f.attrs["tier"] == "standard" and all("x_true" not in f["scenes"][s] for s in f["scenes"])
 
     result = download_and_solve(api, "standard", tmp_path, solver="nnls")
-    r = api.post("/api/v1/submissions", data={"tier": "standard", "method": "NNLS", "source": "Lawson & Hanson 1974",
-                                              "description": "per-pixel NNLS with the nominal operator"},
-                 files={"file": ("r.h5", result.read_bytes())}, headers=alice)
+    r = api.post(
+        "/api/v1/submissions",
+        data={
+            "tier": "standard",
+            "method": "NNLS",
+            "source": "Lawson & Hanson 1974",
+            "description": "per-pixel NNLS with the nominal operator",
+        },
+        files={"file": ("r.h5", result.read_bytes())},
+        headers=alice,
+    )
     assert r.status_code == 202, r.text
     sid = r.json()["id"]
     s = wait_finished(api, alice, {"std": sid})["std"]
@@ -42,15 +50,24 @@ def test_standard_submission_is_scored_on_its_own_board(api, tmp_path):
     assert board["count"] == 1
     entry = board["data"][0]
     assert (entry["rank"], entry["participant"], entry["method"], entry["source"], entry["description"]) == (
-        1, "alice", "NNLS", "Lawson & Hanson 1974", "per-pixel NNLS with the nominal operator")
+        1,
+        "alice",
+        "NNLS",
+        "Lawson & Hanson 1974",
+        "per-pixel NNLS with the nominal operator",
+    )
     assert entry["score"] == tier_row["score"] and entry["certified"] is False
-    assert api.get("/api/v1/leaderboard", params={"tier": "overall"}).json()["count"] == 0  # not part of the blind score
+    assert (
+        api.get("/api/v1/leaderboard", params={"tier": "overall"}).json()["count"] == 0
+    )  # not part of the blind score
     export = api.get("/api/v1/leaderboard/export", params={"tier": "standard", "format": "json"}).json()
     assert [(e["submission_id"], e["method"]) for e in export["data"]] == [(sid, "NNLS")]
 
 
 def test_standard_truth_is_the_organizers_choice(seeded, tmp_path):
-    r = seeded.post("/api/v1/admin/tiers/standard/dataset", json={"seed": 7, "preset": "small", "with_truth": True}, headers=ORG)
+    r = seeded.post(
+        "/api/v1/admin/tiers/standard/dataset", json={"seed": 7, "preset": "small", "with_truth": True}, headers=ORG
+    )
     assert r.status_code == 201, r.text
     path = tmp_path / "s.h5"
     path.write_bytes(seeded.get("/api/v1/tiers/standard/measurement").content)
@@ -60,24 +77,56 @@ def test_standard_truth_is_the_organizers_choice(seeded, tmp_path):
             # scenes at nominal θ: the operator is exactly the published one
             assert all(scene.attrs[f"spec_true/{p}"] == f["spec/nominal"].attrs[p] for p in SPEC_PARAMETERS)
     # reseeding without the flag goes back to the default: no truth
-    assert seeded.post("/api/v1/admin/tiers/standard/dataset", json={"seed": 8, "preset": "small"}, headers=ORG).status_code == 201
+    assert (
+        seeded.post(
+            "/api/v1/admin/tiers/standard/dataset", json={"seed": 8, "preset": "small"}, headers=ORG
+        ).status_code
+        == 201
+    )
     path.write_bytes(seeded.get("/api/v1/tiers/standard/measurement").content)
     with h5py.File(path) as f:
         assert all("x_true" not in scene for scene in f["scenes"].values())
 
-    message = ("with_truth is the organizer's choice on the standard tier only; the public tier always "
-               "includes its truth and the dev and hidden tiers never do")
+    message = (
+        "with_truth is the organizer's choice on the standard tier only; the public tier always "
+        "includes its truth and the dev and hidden tiers never do"
+    )
     for tier in ("dev", "hidden", "public"):
-        error(seeded.post(f"/api/v1/admin/tiers/{tier}/dataset", json={"seed": 9, "preset": "small", "with_truth": True}, headers=ORG),
-              400, "bad_request", message)
-    error(seeded.post("/api/v1/admin/tiers/gold/dataset", json={"seed": 9}, headers=ORG), 404, "not_found",
-          "unknown tier 'gold'; tiers are public, dev, hidden, standard")
+        error(
+            seeded.post(
+                f"/api/v1/admin/tiers/{tier}/dataset",
+                json={"seed": 9, "preset": "small", "with_truth": True},
+                headers=ORG,
+            ),
+            400,
+            "bad_request",
+            message,
+        )
+    error(
+        seeded.post("/api/v1/admin/tiers/gold/dataset", json={"seed": 9}, headers=ORG),
+        404,
+        "not_found",
+        "unknown tier 'gold'; tiers are public, dev, hidden, standard",
+    )
 
 
 def test_standard_results_are_checked_against_its_scenes(seeded, tmp_path):
     alice = add_participant(seeded, "alice")
-    assert seeded.post("/api/v1/admin/tiers/standard/dataset", json={"seed": 7, "preset": "small"}, headers=ORG).status_code == 201
+    assert (
+        seeded.post(
+            "/api/v1/admin/tiers/standard/dataset", json={"seed": 7, "preset": "small"}, headers=ORG
+        ).status_code
+        == 201
+    )
     dev_result = download_and_solve(seeded, "dev", tmp_path)
-    body = error(seeded.post("/api/v1/submissions", data={"tier": "standard"}, files={"file": ("r.h5", dev_result.read_bytes())},
-                             headers=alice), 422, "invalid_file")
+    body = error(
+        seeded.post(
+            "/api/v1/submissions",
+            data={"tier": "standard"},
+            files={"file": ("r.h5", dev_result.read_bytes())},
+            headers=alice,
+        ),
+        422,
+        "invalid_file",
+    )
     assert "standard-s0" in body["message"]

@@ -5,7 +5,7 @@ attempt is a Run row, rescoring only finished submissions; streamed intake with 
 from __future__ import annotations
 
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from arena_testing import reset_caches
@@ -16,7 +16,14 @@ from db.models import Dataset, Outcome, Participant, Role, Run, Status, Submissi
 from db.session import new_session
 from services.errors import ConflictError, NotFoundError, QuotaError, TooLargeError
 from services.submissions import (
-    check_quota, claim, reap_expired, renew_lease, rescore, stale_queued, stream_to_disk, update_status,
+    check_quota,
+    claim,
+    reap_expired,
+    renew_lease,
+    rescore,
+    stale_queued,
+    stream_to_disk,
+    update_status,
 )
 
 
@@ -24,7 +31,9 @@ from services.submissions import (
 def sid(backend):
     upgrade_to_head()
     with new_session() as s:
-        ds = Dataset(tier="dev", content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-")
+        ds = Dataset(
+            tier="dev", content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-"
+        )
         sub = Submission(participant=Participant(name="ann"), dataset=ds, tier="dev")
         s.add(sub)
         s.commit()
@@ -33,14 +42,20 @@ def sid(backend):
 
 def _expire(submission_id: str) -> None:
     with new_session() as s:
-        s.execute(update(Submission).where(Submission.id == submission_id)
-                  .values(lease_expires_at=datetime.now(timezone.utc) - timedelta(seconds=1)))
+        s.execute(
+            update(Submission)
+            .where(Submission.id == submission_id)
+            .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
         s.commit()
 
 
 def _runs(submission_id: str) -> list[tuple[int, str, str | None]]:
     with new_session() as s:
-        return [(r.attempt, r.worker, r.outcome) for r in s.scalars(select(Run).where(Run.submission_id == submission_id).order_by(Run.attempt))]
+        return [
+            (r.attempt, r.worker, r.outcome)
+            for r in s.scalars(select(Run).where(Run.submission_id == submission_id).order_by(Run.attempt))
+        ]
 
 
 def test_claim_once_then_duplicates_do_nothing(sid):
@@ -93,7 +108,12 @@ def test_run_diagnostics_are_copied_when_a_run_ends(sid):
         s.commit()
         assert len(sub.error_message) == 1024
         run = s.scalar(select(Run).where(Run.submission_id == sid))
-        assert (run.outcome, run.exit_code, run.runtime_seconds, run.peak_memory_bytes) == ("oom_killed", 137, 2.5, 3 * 2**20)
+        assert (run.outcome, run.exit_code, run.runtime_seconds, run.peak_memory_bytes) == (
+            "oom_killed",
+            137,
+            2.5,
+            3 * 2**20,
+        )
 
 
 def test_reaper_requeues_then_fails_uncharged_after_max_attempts(sid, monkeypatch):
@@ -119,7 +139,7 @@ def test_reaper_requeues_then_fails_uncharged_after_max_attempts(sid, monkeypatc
 def test_stale_queued_lists_old_queued_submissions_only(sid):
     with new_session() as s:
         assert stale_queued(s) == []
-        assert stale_queued(s, now=datetime.now(timezone.utc) + timedelta(hours=1)) == [(sid, "hdf5")]
+        assert stale_queued(s, now=datetime.now(UTC) + timedelta(hours=1)) == [(sid, "hdf5")]
 
 
 def test_rescore_only_finished_submissions(sid):
@@ -141,7 +161,7 @@ def test_quota_counts_the_utc_day_and_skips_uncharged_and_organizers(sid, monkey
     reset_caches()
     with new_session() as s:
         ann = s.scalar(select(Participant).where(Participant.name == "ann"))
-        created = s.get(Submission, sid).created_at.replace(tzinfo=timezone.utc)
+        created = s.get(Submission, sid).created_at.replace(tzinfo=UTC)
         with pytest.raises(QuotaError, match=r"next slot opens at \d{4}-\d\d-\d\d 00:00 UTC"):
             check_quota(s, participant=ann, tier="dev")
         check_quota(s, participant=ann, tier="dev", now=created + timedelta(days=1))  # a new UTC day

@@ -23,13 +23,24 @@ def test_worker_scores_hdf5_and_container_submissions(api, tmp_path):
     ids = {}
     for tier in ("public", "dev"):
         result = download_and_solve(api, tier, tmp_path, solver="mlem")
-        r = api.post("/api/v1/submissions", data={"tier": tier, "method": "mlem"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice)
+        r = api.post(
+            "/api/v1/submissions",
+            data={"tier": tier, "method": "mlem"},
+            files={"file": ("r.h5", result.read_bytes())},
+            headers=alice,
+        )
         assert r.status_code == 202, r.text
         ids[tier] = r.json()["id"]
-    r = api.post("/api/v1/submissions/container", json={"image": "edx-arena/runner:latest", "method": "runner"}, headers=alice)
+    r = api.post(
+        "/api/v1/submissions/container", json={"image": "edx-arena/runner:latest", "method": "runner"}, headers=alice
+    )
     assert r.status_code == 202, r.text
     ids["hidden"] = r.json()["id"]
-    r = api.post("/api/v1/submissions/container", json={"image": "edx-arena-test/busybox:latest", "method": "empty"}, headers=alice)
+    r = api.post(
+        "/api/v1/submissions/container",
+        json={"image": "edx-arena-test/busybox:latest", "method": "empty"},
+        headers=alice,
+    )
     ids["broken"] = r.json()["id"]
     states = wait_finished(api, alice, ids)
 
@@ -75,7 +86,12 @@ def test_duplicate_deliveries_and_rescore_score_once(api, stack, tmp_path):
 
     alice = add_participant(api, "alice")
     result = download_and_solve(api, "dev", tmp_path)
-    r = api.post("/api/v1/submissions", data={"tier": "dev", "method": "nnls"}, files={"file": ("r.h5", result.read_bytes())}, headers=alice)
+    r = api.post(
+        "/api/v1/submissions",
+        data={"tier": "dev", "method": "nnls"},
+        files={"file": ("r.h5", result.read_bytes())},
+        headers=alice,
+    )
     sid = r.json()["id"]
     for _ in range(2):  # a broker redelivery, a client retry: the same task, again
         score_submission_task.delay(sid)
@@ -88,8 +104,10 @@ def test_duplicate_deliveries_and_rescore_score_once(api, stack, tmp_path):
 
     def counts():
         with new_session() as s:
-            return (s.scalar(select(func.count()).select_from(Score).where(Score.submission_id == sid)),
-                    s.scalar(select(func.count()).select_from(Run).where(Run.submission_id == sid)))
+            return (
+                s.scalar(select(func.count()).select_from(Score).where(Score.submission_id == sid)),
+                s.scalar(select(func.count()).select_from(Run).where(Run.submission_id == sid)),
+            )
 
     assert first["status"] == "scored" and first["attempt"] == 1 and counts() == (4, 1)
     board = api.get("/api/v1/leaderboard", params={"tier": "dev"}).json()

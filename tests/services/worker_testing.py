@@ -43,8 +43,23 @@ def stack(request, tmp_path, monkeypatch):
 def worker(stack, tmp_path):
     log = open(tmp_path / "worker.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "services.worker.celery_app", "worker", "-Q", "edx", "--pool", "solo", "-l", "info"],
-        env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "services.worker.celery_app",
+            "worker",
+            "-Q",
+            "edx",
+            "--pool",
+            "solo",
+            "-l",
+            "info",
+        ],
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     yield proc
     proc.send_signal(signal.SIGTERM)

@@ -1,6 +1,6 @@
 """Organizer endpoints: tier datasets, participants and tokens, rescoring."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile, status
@@ -11,9 +11,19 @@ from sqlalchemy.orm import selectinload
 from db.models import Participant, Role
 from services.api.deps import OrganizerDep, SessionDep
 from services.api.schemas import (
-    BaselineUpdate, MarksPublic, TrustUpdate,
-    DatasetPublic, DatasetSeed, ParticipantCreate, ParticipantCreated, ParticipantPublic, Page, SubmissionCreated,
-    TokenCreate, TokenCreated, TokenPublic,
+    BaselineUpdate,
+    DatasetPublic,
+    DatasetSeed,
+    MarksPublic,
+    Page,
+    ParticipantCreate,
+    ParticipantCreated,
+    ParticipantPublic,
+    SubmissionCreated,
+    TokenCreate,
+    TokenCreated,
+    TokenPublic,
+    TrustUpdate,
 )
 from services.auth import create_participant, issue_token, revoke_token
 from services.datasets import seed_tier, upload_tier
@@ -34,12 +44,17 @@ def generate_dataset(tier: str, body: DatasetSeed, session: SessionDep, _: Organ
 
 @router.post("/tiers/{tier}/dataset/upload", status_code=status.HTTP_201_CREATED)
 def upload_dataset(
-    tier: str, file: Annotated[UploadFile, File()], session: SessionDep, _: OrganizerDep,
+    tier: str,
+    file: Annotated[UploadFile, File()],
+    session: SessionDep,
+    _: OrganizerDep,
     with_truth: Annotated[bool, Form(description="standard tier only: include the truth in the download")] = False,
 ) -> DatasetPublic:
     """Upload a full dataset file (with truth), validated before it replaces the active one."""
     settings = get_settings()
-    path, _, _ = stream_to_disk(file.file, directory=settings.storage_dir / "uploads", max_bytes=settings.max_image_bytes)
+    path, _, _ = stream_to_disk(
+        file.file, directory=settings.storage_dir / "uploads", max_bytes=settings.max_image_bytes
+    )
     try:
         row = upload_tier(session, tier=tier, path=path, with_truth=with_truth)
         session.commit()
@@ -55,7 +70,12 @@ def add_participant(body: ParticipantCreate, session: SessionDep, _: OrganizerDe
     participant, token_row, token = create_participant(session, name=body.name, team=body.team, role=role)
     session.commit()
     return ParticipantCreated(
-        id=participant.id, name=participant.name, team=participant.team, role=participant.role, token=token, token_id=token_row.id
+        id=participant.id,
+        name=participant.name,
+        team=participant.team,
+        role=participant.role,
+        token=token,
+        token_id=token_row.id,
     )
 
 
@@ -64,22 +84,25 @@ def list_participants(session: SessionDep, _: OrganizerDep) -> Page[ParticipantP
     """Every participant with its tokens (prefix, expiry, revocation; never the token)."""
     rows = session.scalars(select(Participant).options(selectinload(Participant.tokens)).order_by(Participant.id)).all()
     data = [
-        ParticipantPublic(id=p.id, name=p.name, team=p.team, role=p.role,
-                          tokens=[TokenPublic.model_validate(t) for t in p.tokens])
+        ParticipantPublic(
+            id=p.id, name=p.name, team=p.team, role=p.role, tokens=[TokenPublic.model_validate(t) for t in p.tokens]
+        )
         for p in rows
     ]
     return Page(data=data, count=len(data))
 
 
 @router.post("/participants/{participant_id}/tokens", status_code=status.HTTP_201_CREATED)
-def add_token(participant_id: int, session: SessionDep, _: OrganizerDep, body: TokenCreate | None = None) -> TokenCreated:
+def add_token(
+    participant_id: int, session: SessionDep, _: OrganizerDep, body: TokenCreate | None = None
+) -> TokenCreated:
     """Issue another token (shown only this once), optionally expiring after ``expires_in_days``."""
     participant = session.get(Participant, participant_id)
     if participant is None:
         raise NotFoundError(f"no participant with id {participant_id}")
     expires = None
     if body is not None and body.expires_in_days is not None:
-        expires = datetime.now(timezone.utc) + timedelta(days=body.expires_in_days)
+        expires = datetime.now(UTC) + timedelta(days=body.expires_in_days)
     row, token = issue_token(session, participant=participant, expires_at=expires)
     session.commit()
     return TokenCreated(token_id=row.id, token=token)
@@ -108,7 +131,9 @@ def mark_baseline(submission_id: str, body: BaselineUpdate, session: SessionDep,
 
     submission = set_baseline(session, submission_id=submission_id, baseline=body.baseline)
     session.commit()
-    return MarksPublic(id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=certified(submission))
+    return MarksPublic(
+        id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=certified(submission)
+    )
 
 
 @router.put("/submissions/{submission_id}/trust")
@@ -118,7 +143,9 @@ def mark_trust(submission_id: str, body: TrustUpdate, session: SessionDep, _: Or
 
     submission = set_trust(session, submission_id=submission_id, trust=body.trust)
     session.commit()
-    return MarksPublic(id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=certified(submission))
+    return MarksPublic(
+        id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=certified(submission)
+    )
 
 
 class RunAttention(BaseModel):
@@ -141,11 +168,18 @@ class RunAttention(BaseModel):
 
 @router.get("/runs")
 def list_runs(
-    session: SessionDep, _: OrganizerDep,
-    state: Annotated[Literal["stuck", "retried"], Query(description="stuck: running with an expired lease, or queued "
-                                                              "too long; retried: needed more than one attempt")],
-    older_than_minutes: Annotated[float | None, Query(gt=0, description="stuck: queued longer than this "
-                                                      "(default: EDX_QUEUED_STALE_SECONDS)")] = None,
+    session: SessionDep,
+    _: OrganizerDep,
+    state: Annotated[
+        Literal["stuck", "retried"],
+        Query(
+            description="stuck: running with an expired lease, or queued "
+            "too long; retried: needed more than one attempt"
+        ),
+    ],
+    older_than_minutes: Annotated[
+        float | None, Query(gt=0, description="stuck: queued longer than this (default: EDX_QUEUED_STALE_SECONDS)")
+    ] = None,
 ) -> Page[RunAttention]:
     """Runs needing attention, oldest first (at most 500)."""
     from services.submissions import runs_needing_attention

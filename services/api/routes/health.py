@@ -14,4 +14,9 @@ router = APIRouter(prefix="/api/v1", tags=["health"])
 @router.get("/health")
 def health(session: SessionDep) -> dict:
     session.execute(text("SELECT 1"))
-    return {"status": "ok", "harness_version": HARNESS_VERSION, "operator_version": OPERATOR_VERSION, "scoring_version": SCORER_VERSION}
+    return {
+        "status": "ok",
+        "harness_version": HARNESS_VERSION,
+        "operator_version": OPERATOR_VERSION,
+        "scoring_version": SCORER_VERSION,
+    }

@@ -22,7 +22,9 @@ router = APIRouter(prefix="/api/v1/leaderboard", tags=["leaderboard"])
 def _render(board: str, page: int, per_page: int) -> bytes:
     with new_session() as session:
         entries, count = leaderboard(session, board=board, page=page, per_page=per_page)
-    return Page[EntryPublic](data=[EntryPublic.model_validate(e) for e in entries], count=count).model_dump_json().encode()
+    return (
+        Page[EntryPublic](data=[EntryPublic.model_validate(e) for e in entries], count=count).model_dump_json().encode()
+    )
 
 
 @router.get("", response_model=Page[EntryPublic])
@@ -41,8 +43,22 @@ async def read_leaderboard(
 #: The columns of a board, as its page shows them (the overall board adds each tier's score,
 #: PSNR and SSIM, and has no single PSNR/SSIM of its own).
 EXPORT_COLUMNS = (
-    "rank", "participant", "team", "method", "description", "source", "score", "ci_low", "ci_high", "tie_group",
-    "psnr", "ssim", "certified", "baseline", "submission_id", "submitted_at",
+    "rank",
+    "participant",
+    "team",
+    "method",
+    "description",
+    "source",
+    "score",
+    "ci_low",
+    "ci_high",
+    "tie_group",
+    "psnr",
+    "ssim",
+    "certified",
+    "baseline",
+    "submission_id",
+    "submitted_at",
 )
 _TIER_FIELDS = ("score", "psnr", "ssim", "submission_id")
 
@@ -76,7 +92,9 @@ def _export(board: str, fmt: str) -> tuple[bytes, str]:
             page += 1
     columns = export_columns(board)
     if fmt == "json":
-        return json.dumps({"board": board, "columns": columns, "count": len(records), "data": records}).encode(), "application/json"
+        return json.dumps(
+            {"board": board, "columns": columns, "count": len(records), "data": records}
+        ).encode(), "application/json"
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -104,4 +122,6 @@ async def export_leaderboard(
     certified and baseline fields). Unranked baselines have an empty rank."""
     body, media_type = await run_in_threadpool(_export, tier, format)
     filename = f"edx-arena-{tier}-leaderboard.{format}"
-    return Response(content=body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        content=body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )

@@ -10,7 +10,13 @@ from sqlalchemy import select
 from db.models import Participant, Score
 from services.api.deps import CurrentParticipant, SessionDep
 from services.api.schemas import (
-    ContainerCreate, ProvenancePublic, ProvenanceRun, ProvenanceScore, ScoreRow, SubmissionCreated, SubmissionPublic,
+    ContainerCreate,
+    ProvenancePublic,
+    ProvenanceRun,
+    ProvenanceScore,
+    ScoreRow,
+    SubmissionCreated,
+    SubmissionPublic,
 )
 from services.auth import authenticate
 from services.disclosure import visible_log
@@ -31,7 +37,13 @@ def submit_result(
 ) -> SubmissionCreated:
     """Upload an HDF5 result (Public, Dev, Standard); validated before it is queued."""
     submission = create_hdf5_submission(
-        session, participant=participant, tier=tier, upload=file.file, method=method, description=description, source=source
+        session,
+        participant=participant,
+        tier=tier,
+        upload=file.file,
+        method=method,
+        description=description,
+        source=source,
     )
     try:
         session.commit()
@@ -48,7 +60,12 @@ def submit_container(session: SessionDep, participant: CurrentParticipant, body:
     from services.containers import create_container_submission
 
     submission = create_container_submission(
-        session, participant=participant, image=body.image, method=body.method, description=body.description, source=body.source
+        session,
+        participant=participant,
+        image=body.image,
+        method=body.method,
+        description=body.description,
+        source=body.source,
     )
     session.commit()
     queue(submission.id, submission.kind)
@@ -106,7 +123,9 @@ def submit_script(
 _optional_bearer = HTTPBearer(auto_error=False)
 
 
-def _viewer(session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)]) -> Participant | None:
+def _viewer(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)]
+) -> Participant | None:
     return None if credentials is None else authenticate(session, credentials.credentials)
 
 
@@ -120,12 +139,26 @@ def read_provenance(
 
     submission, rows = provenance_of(session, submission_id=submission_id, viewer=viewer)
     return ProvenancePublic(
-        id=submission.id, participant=submission.participant.name, team=submission.participant.team,
-        tier=submission.tier, kind=submission.kind, method=submission.method, description=submission.description,
-        source=submission.source, status=submission.status, outcome=submission.outcome, baseline=submission.baseline,
-        trust=submission.trust, certified=certified(submission), file_sha256=submission.file_sha256,
-        image=submission.image, image_digest=submission.image_digest, dataset_hash=submission.dataset.content_hash,
-        dataset_preset=submission.dataset.preset, created_at=submission.created_at, finished_at=submission.finished_at,
+        id=submission.id,
+        participant=submission.participant.name,
+        team=submission.participant.team,
+        tier=submission.tier,
+        kind=submission.kind,
+        method=submission.method,
+        description=submission.description,
+        source=submission.source,
+        status=submission.status,
+        outcome=submission.outcome,
+        baseline=submission.baseline,
+        trust=submission.trust,
+        certified=certified(submission),
+        file_sha256=submission.file_sha256,
+        image=submission.image,
+        image_digest=submission.image_digest,
+        dataset_hash=submission.dataset.content_hash,
+        dataset_preset=submission.dataset.preset,
+        created_at=submission.created_at,
+        finished_at=submission.finished_at,
         scores=[ProvenanceScore.model_validate(r) for r in rows],
         runs=[ProvenanceRun.model_validate(r) for r in submission.runs],
     )

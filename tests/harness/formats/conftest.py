@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from format_testing import make_dataset, make_result
+
 from harness.dataset import TierDataset
 from harness.formats import ResultExpectation, write_result
 

@@ -37,9 +37,7 @@ def test_file_that_exhausts_the_childs_memory_is_unsafe(result_path, expect):
         roomy = ResultExpectation(**{**expect.as_dict(), "max_bytes": 64 << 20})
         validate_result_isolated(result_path, roomy, timeout=60, memory_bytes=16 << 20)
     assert info.value.rule == "unsafe"
-    assert info.value.message == (
-        "the file could not be read safely: reading it needed more than 16.0 MiB of memory"
-    )
+    assert info.value.message == ("the file could not be read safely: reading it needed more than 16.0 MiB of memory")
 
 
 def test_child_that_runs_out_of_time_is_killed(result_path, expect):

@@ -8,8 +8,8 @@ import os
 import h5py
 import numpy as np
 import pytest
-
 from format_testing import make_dataset, make_result
+
 from harness.dataset import Result, SceneResult, content_hash
 from harness.errors import FileTooLargeError, FormatError
 from harness.formats import (
@@ -122,7 +122,9 @@ def test_layout_follows_design(dataset, truth_file):
         assert dict(f["spec/nominal"].attrs) == Spec().as_dict()
         for name in SPEC_PARAMETERS:
             np.testing.assert_array_equal(f["spec/ranges"].attrs[name], dataset.ranges[name])
-        assert {k: float(v) for k, v in f["operator"].attrs.items() if k != "operator_version"} == OperatorConstants().as_dict()
+        assert {
+            k: float(v) for k, v in f["operator"].attrs.items() if k != "operator_version"
+        } == OperatorConstants().as_dict()
         y = f["scenes/s0/y"]
         assert (y.dtype, y.compression, y.shuffle) == (np.float32, "gzip", True)
         assert y.chunks[1:] == (32, 250) and y.chunks[0] * 32 * 250 * 4 <= 1 << 20
@@ -176,7 +178,7 @@ def test_upload_without_truth_is_rejected(dev_file):
 
 
 def test_upload_over_the_cap_is_rejected(truth_file):
-    with pytest.raises(FileTooLargeError, match="over the 1.0 KiB limit"):
+    with pytest.raises(FileTooLargeError, match=r"over the 1\.0 KiB limit"):
         validate_measurement(truth_file, max_bytes=1024)
 
 

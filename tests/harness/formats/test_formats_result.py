@@ -8,8 +8,8 @@ import time
 import h5py
 import numpy as np
 import pytest
-
 from format_testing import make_result
+
 from harness.dataset import Result, SceneResult
 from harness.errors import FileTooLargeError, FormatError
 from harness.formats import RESULT_FORMAT, ResultExpectation, read_result, validate_result, write_result
@@ -93,7 +93,9 @@ def test_a_hard_link_cycle_is_walked_once(result_path, expect):
 
 def test_gzip_map_with_a_large_decompression_ratio_is_fine(result_path, expect):
     # All-zero maps compress ~1000×; with the tier's shape the decompressed size is bounded.
-    _replace_x_hat(result_path, data=np.zeros((6, 32, 32), np.float32), chunks=(6, 32, 32), compression="gzip", compression_opts=9)
+    _replace_x_hat(
+        result_path, data=np.zeros((6, 32, 32), np.float32), chunks=(6, 32, 32), compression="gzip", compression_opts=9
+    )
     validate_result(result_path, expect)
 
 
@@ -217,7 +219,9 @@ def test_scene_that_is_a_dataset_is_rejected(result_path, expect):
 def test_missing_x_hat_is_rejected(result_path, expect):
     with h5py.File(result_path, "a") as f:
         del f["scenes/s0/x_hat"]
-    assert _reject(result_path, expect, rule="missing", where="/scenes/s0/x_hat").startswith("/scenes/s0/x_hat is missing")
+    assert _reject(result_path, expect, rule="missing", where="/scenes/s0/x_hat").startswith(
+        "/scenes/s0/x_hat is missing"
+    )
 
 
 @pytest.mark.parametrize(
@@ -235,8 +239,12 @@ def test_wrong_shape_or_rank_is_rejected(result_path, expect, shape):
 def test_huge_declared_shape_is_rejected_from_metadata(result_path, expect):
     # 6 × 100000 × 100000 float32 declares 240 GB; one all-zero gzip chunk is written.
     _replace_x_hat(
-        result_path, shape=(6, 100_000, 100_000), maxshape=(None, None, None), dtype="f4",
-        chunks=(1, 2048, 2048), compression="gzip",
+        result_path,
+        shape=(6, 100_000, 100_000),
+        maxshape=(None, None, None),
+        dtype="f4",
+        chunks=(1, 2048, 2048),
+        compression="gzip",
     )
     with h5py.File(result_path, "a") as f:
         f["scenes/s1/x_hat"][0, :2048, :2048] = 0.0
@@ -251,7 +259,9 @@ def test_oversized_chunk_is_rejected(result_path, expect):
     # Right shape, but resizable with a 256 MiB chunk: reading any part would inflate it whole.
     _replace_x_hat(result_path, maxshape=(None, None, None), chunks=(4, 4096, 4096), compression="gzip")
     message = _reject(result_path, expect, rule="chunk_size", where="/scenes/s1/x_hat")
-    assert message.startswith("/scenes/s1/x_hat declares chunks (4, 4096, 4096) of 256.0 MiB each; chunks may be at most 16.0 MiB")
+    assert message.startswith(
+        "/scenes/s1/x_hat declares chunks (4, 4096, 4096) of 256.0 MiB each; chunks may be at most 16.0 MiB"
+    )
 
 
 @pytest.mark.parametrize("dtype", ["f2", "i4", "c8", "u1"])
@@ -295,8 +305,7 @@ def test_external_link_is_rejected(result_path, expect, tmp_path):
         del f["scenes/s0/x_hat"]
         f["scenes/s0/x_hat"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "/x")
     assert _reject(result_path, expect, rule="link", where="/scenes/s0/x_hat") == (
-        "'/scenes/s0/x_hat' is an external link to another file; links are not allowed, "
-        "store the data inside this file"
+        "'/scenes/s0/x_hat' is an external link to another file; links are not allowed, store the data inside this file"
     )
 
 
@@ -332,8 +341,7 @@ def test_virtual_dataset_is_rejected(result_path, expect, tmp_path):
         del f["scenes/s1/x_hat"]
         f["scenes/s1"].create_virtual_dataset("x_hat", layout)
     assert _reject(result_path, expect, rule="virtual", where="/scenes/s1/x_hat") == (
-        "/scenes/s1/x_hat is a virtual dataset (it maps data from other datasets or files); "
-        "write the values themselves"
+        "/scenes/s1/x_hat is a virtual dataset (it maps data from other datasets or files); write the values themselves"
     )
 
 
@@ -436,7 +444,7 @@ def test_expectation_for_dataset(dataset, expect):
 
 def test_write_result_rejects_bad_scene_ids_and_ranks(tmp_path):
     bad_id = Result({"../s0": SceneResult(np.zeros((6, 4, 4)), Spec())})
-    with pytest.raises(ValueError, match="scene id '../s0' must match"):
+    with pytest.raises(ValueError, match=r"scene id '\.\./s0' must match"):
         write_result(bad_id, tmp_path / "r.h5")
     bad_rank = Result({"s0": SceneResult(np.zeros((6, 16)), Spec())})
     with pytest.raises(ValueError, match=r"must be \(E, H, W\); got shape \(6, 16\)"):

@@ -25,13 +25,16 @@ def test_a_failed_run_shows_its_traceback_whole():
     assert shown.startswith("[Hidden-tier log, filtered") and "last 5 of 5 lines" in shown
 
 
-@pytest.mark.parametrize("dump", [
-    np.array2string(np.random.default_rng(0).poisson(30, 40), max_line_width=10**4),  # numpy prints counts
-    " ".join(f"{v:.6g}" for v in np.random.default_rng(1).random(9)),
-    "[[0.1 0.2 0.3]\n [0.4 0.5 0.6]\n [0.7 0.8 0.9]]".replace("\n", " "),
-    "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2",  # base64 of anything
-    "deadbeef" * 8,                                          # hex
-])
+@pytest.mark.parametrize(
+    "dump",
+    [
+        np.array2string(np.random.default_rng(0).poisson(30, 40), max_line_width=10**4),  # numpy prints counts
+        " ".join(f"{v:.6g}" for v in np.random.default_rng(1).random(9)),
+        "[[0.1 0.2 0.3]\n [0.4 0.5 0.6]\n [0.7 0.8 0.9]]".replace("\n", " "),
+        "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2",  # base64 of anything
+        "deadbeef" * 8,  # hex
+    ],
+)
 def test_data_like_lines_are_withheld(dump):
     assert looks_like_data(dump)
     shown = participant_log(f"start\n{dump}\nValueError: bad shape", succeeded=False)
@@ -40,8 +43,11 @@ def test_data_like_lines_are_withheld(dump):
 
 
 def test_prose_with_a_few_numbers_is_kept():
-    for line in ('  File "main.py", line 12, in <module>', "ValueError: shapes (6,128,128) and (1000,) not aligned",
-                 "scene 2 of 3 done in 4.5 s"):
+    for line in (
+        '  File "main.py", line 12, in <module>',
+        "ValueError: shapes (6,128,128) and (1000,) not aligned",
+        "scene 2 of 3 done in 4.5 s",
+    ):
         assert not looks_like_data(line), line
 
 

@@ -21,8 +21,10 @@ def _dir_bytes(root):
 
 
 def test_network_is_disabled(run):
-    r = run("echo IFACES $(ls /sys/class/net); wget -T 3 -q -O- http://1.1.1.1/ || echo NETFAIL; "
-            "nc -w 2 127.0.0.1 80 </dev/null || echo NCFAIL; exit 7")
+    r = run(
+        "echo IFACES $(ls /sys/class/net); wget -T 3 -q -O- http://1.1.1.1/ || echo NETFAIL; "
+        "nc -w 2 127.0.0.1 80 </dev/null || echo NCFAIL; exit 7"
+    )
     assert r.outcome == Outcome.nonzero_exit, r
     assert r.exit_code == 7
     assert "IFACES lo\n" in r.log  # network mode none: loopback only
@@ -67,7 +69,7 @@ def test_gigabytes_to_stdout_keep_a_bounded_log(run):
     r = run("yes AAAAAAAA | head -c 2000000000", wall_seconds=8)
     assert r.outcome in (Outcome.missing_output, Outcome.timeout, Outcome.succeeded), r
     assert r.message
-    marker = len("[log truncated: showing the last %d bytes]\n" % (64 * 2**10))
+    marker = len(f"[log truncated: showing the last {64 * 2**10} bytes]\n")
     assert len(r.log.encode()) <= 64 * 2**10 + marker
     assert "[log truncated" in r.log
     assert r.runtime_seconds < 40
@@ -142,15 +144,20 @@ def test_remove_leftovers(images):
     finally:
         try:
             c.remove(force=True)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
 @pytest.mark.slow
 def test_reference_runner_succeeds(run, expect):
     r = run(
-        [], image=RUNNER, validate_output=lambda p: validate_result(p, expect),
-        memory_bytes=2 * 2**30, wall_seconds=600, pids=256, output_bytes=64 * 2**20,
+        [],
+        image=RUNNER,
+        validate_output=lambda p: validate_result(p, expect),
+        memory_bytes=2 * 2**30,
+        wall_seconds=600,
+        pids=256,
+        output_bytes=64 * 2**20,
     )
     assert r.outcome == Outcome.succeeded, (r.message, r.log[-2000:])
     validate_result(r.output_path, expect)
@@ -171,7 +178,9 @@ def test_many_big_files_are_stopped_soon(run):
     What passes the cap is what the disk absorbs in one poll interval (~64 MB here); the bound
     asserted is loose so a fast CI disk does not flake, and is documented in run_container.
     """
-    r = run("i=0; while :; do dd if=/dev/zero of=/output/f$i bs=1M count=8 2>/dev/null; i=$((i+1)); done", wall_seconds=30)
+    r = run(
+        "i=0; while :; do dd if=/dev/zero of=/output/f$i bs=1M count=8 2>/dev/null; i=$((i+1)); done", wall_seconds=30
+    )
     assert r.outcome == Outcome.output_too_large, r
     assert "the run was stopped" in r.message
     assert _dir_bytes(run.last_spec.work_dir / "output") < 2**30

@@ -61,7 +61,7 @@ def test_random_bytes_are_not_a_tar(tmp_path):
 
 def test_tar_without_manifest(tmp_path):
     p = _tar(tmp_path / "x.tar", {"hello.txt": b"hi"})
-    with pytest.raises(ImageError, match="no manifest.json"):
+    with pytest.raises(ImageError, match=r"no manifest\.json"):
         load_image_archive(p, max_bytes=CAP)
 
 
@@ -74,7 +74,7 @@ def test_manifest_with_two_images(tmp_path):
 
 def test_manifest_that_is_not_json(tmp_path):
     p = _tar(tmp_path / "x.tar", {"manifest.json": b"\xff not json"})
-    with pytest.raises(ImageError, match="manifest.json in the archive is not valid JSON"):
+    with pytest.raises(ImageError, match=r"manifest\.json in the archive is not valid JSON"):
         load_image_archive(p, max_bytes=CAP)
 
 
@@ -85,10 +85,13 @@ def test_manifest_without_config(tmp_path):
 
 
 def test_arm64_config_is_refused(tmp_path):
-    p = _tar(tmp_path / "x.tar", {
-        "manifest.json": _manifest({"Config": "cfg.json", "RepoTags": ["x:1"], "Layers": []}),
-        "cfg.json": json.dumps({"os": "linux", "architecture": "arm64"}).encode(),
-    })
+    p = _tar(
+        tmp_path / "x.tar",
+        {
+            "manifest.json": _manifest({"Config": "cfg.json", "RepoTags": ["x:1"], "Layers": []}),
+            "cfg.json": json.dumps({"os": "linux", "architecture": "arm64"}).encode(),
+        },
+    )
     with pytest.raises(ImageError, match="for linux/arm64; the server runs linux/amd64"):
         load_image_archive(p, max_bytes=CAP)
 

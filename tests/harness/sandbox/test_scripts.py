@@ -58,8 +58,15 @@ def test_single_script_is_laid_out_as_main_py(tmp_path):
 
 
 def test_zip_with_modules_is_unpacked_with_safe_modes(tmp_path):
-    path = _zip(tmp_path / "s.zip", {"main.py": b"import helpers.io\n", "helpers/": b"", "helpers/__init__.py": b"",
-                                       "helpers/io.py": (b"X = 1\n", stat.S_IFREG | 0o4777)})
+    path = _zip(
+        tmp_path / "s.zip",
+        {
+            "main.py": b"import helpers.io\n",
+            "helpers/": b"",
+            "helpers/__init__.py": b"",
+            "helpers/io.py": (b"X = 1\n", stat.S_IFREG | 0o4777),
+        },
+    )
     assert check_script(path) == "zip"
     dest = unpack_script(path, tmp_path / "sub")
     assert (dest / "helpers" / "io.py").read_text() == "X = 1\n"
@@ -106,7 +113,9 @@ def test_zip_bomb_is_refused_by_ratio_before_unpacking(tmp_path):
 
 
 def test_total_size_and_entry_count_caps(tmp_path):
-    big = _zip(tmp_path / "big.zip", {"main.py": b"pass\n", "data.bin": os.urandom(300_000)}, compression=zipfile.ZIP_STORED)
+    big = _zip(
+        tmp_path / "big.zip", {"main.py": b"pass\n", "data.bin": os.urandom(300_000)}, compression=zipfile.ZIP_STORED
+    )
     _refused(big, "unpacks to more than 200000 bytes", ScriptLimits(max_total_bytes=200_000))
     many = _zip(tmp_path / "many.zip", {"main.py": b"", **{f"m{i}.py": b"" for i in range(20)}})
     _refused(many, "the archive has 21 entries; the limit is 10", ScriptLimits(max_entries=10))
@@ -121,9 +130,9 @@ def test_entry_that_unpacks_past_its_declared_size_is_refused(tmp_path):
     # Lower the declared uncompressed size in the central directory (and the local header).
     for needle in (info.file_size.to_bytes(4, "little"),):
         at = raw.rfind(needle)
-        raw[at:at + 4] = (100).to_bytes(4, "little")
+        raw[at : at + 4] = (100).to_bytes(4, "little")
         at = raw.find(needle)
-        raw[at:at + 4] = (100).to_bytes(4, "little")
+        raw[at : at + 4] = (100).to_bytes(4, "little")
     path.write_bytes(bytes(raw))
     dest = tmp_path / "sub"
     with pytest.raises(ImageError) as err:
@@ -176,10 +185,15 @@ def run_script(images, measurement, tmp_path):
         files = unpack_script(upload, work / "submission")
         run_id = f"test-{uuid.uuid4().hex[:12]}"
         spec = RunSpec(
-            run_id=run_id, image=BASE, input_path=measurement, work_dir=work,
+            run_id=run_id,
+            image=BASE,
+            input_path=measurement,
+            work_dir=work,
             limits=RunLimits(**{"memory_bytes": 512 * 2**20, "wall_seconds": 60, "output_bytes": 8 * 2**20, **limits}),
-            command=script_command(), read_only_mounts={str(files): MOUNT_POINT},
-            environment={"HOME": "/tmp"}, validate_output=validate_output,
+            command=script_command(),
+            read_only_mounts={str(files): MOUNT_POINT},
+            environment={"HOME": "/tmp"},
+            validate_output=validate_output,
         )
         result = run_container(spec, client=client)
         assert not client.containers.list(all=True, filters={"label": f"edx-arena.run={run_id}"})
@@ -214,7 +228,10 @@ def test_missing_import_is_nonzero_exit_with_traceback(run_script):
     assert result.outcome == Outcome.nonzero_exit and result.exit_code == 1
     assert "Traceback (most recent call last)" in result.log
     assert "ModuleNotFoundError: No module named 'torch'" in result.log
-    assert result.message == "the container exited with code 1; last log line: ModuleNotFoundError: No module named 'torch'"
+    assert (
+        result.message
+        == "the container exited with code 1; last log line: ModuleNotFoundError: No module named 'torch'"
+    )
 
 
 @pytest.mark.docker

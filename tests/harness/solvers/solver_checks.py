@@ -19,7 +19,6 @@ from harness.tiers import REFERENCE_ROWS
 STRIP_X = np.array([0.2, 0.1, 0.15, 0.1, 0.1, 0.15])
 
 
-
 def smooth_maps(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """(E, H, W) smooth maps in [0, 1] with per-pixel sums ≤ 1 and the strip at STRIP_X."""
     x = np.stack([gaussian_filter(rng.random((height, width)), 3.0) for _ in ELEMENTS])

@@ -49,7 +49,9 @@ def test_recovers_spec_within_tolerance_on_a_noisy_scene(make_scene, operator, s
     for name, e in zip(SPEC_PARAMETERS, error):
         assert e < TOLERANCE[name], f"{name}: |Δ| = {e:.4f}"
     assert result.x_hat.min() >= 0.0 and result.x_hat.max() <= 1.0
-    np.testing.assert_array_equal(result.x_hat[:, :REFERENCE_ROWS, :], np.broadcast_to(STRIP_X[:, None, None], (6, REFERENCE_ROWS, 32)))
+    np.testing.assert_array_equal(
+        result.x_hat[:, :REFERENCE_ROWS, :], np.broadcast_to(STRIP_X[:, None, None], (6, REFERENCE_ROWS, 32))
+    )
 
 
 def test_fits_better_than_the_nominal_solvers_when_spec_is_off(make_scene, operator):
@@ -88,7 +90,10 @@ def test_estimate_stays_inside_the_given_ranges(make_scene, operator):
     result = calibrated.solve(make_scene(spec, seed=34), operator, ranges=narrow, rounds=2, iterations=5)
     assert np.all(np.abs(result.spec.as_array()) <= 0.01 + 1e-12)
     fixed = dict(narrow, peak_overlap=(0.0, 0.0))
-    assert calibrated.solve(make_scene(spec, seed=34), operator, ranges=fixed, rounds=1, iterations=2).spec.peak_overlap == 0.0
+    assert (
+        calibrated.solve(make_scene(spec, seed=34), operator, ranges=fixed, rounds=1, iterations=2).spec.peak_overlap
+        == 0.0
+    )
 
 
 def test_rejects_bad_options(make_scene, operator):

@@ -16,7 +16,7 @@ import time
 import h5py
 import httpx
 import pytest
-from arena_testing import ORG, ORGANIZER_TOKEN, make_backend, drop_backend
+from arena_testing import ORG, ORGANIZER_TOKEN, drop_backend, make_backend
 from typer.testing import CliRunner
 
 from services.cli.exit_codes import ExitCode
@@ -33,7 +33,7 @@ def _free_port() -> int:
 
 
 def _serve(tmp_path, monkeypatch, *, with_worker: bool):
-    backend, db_name = make_backend("sqlite", tmp_path, monkeypatch)
+    _backend, db_name = make_backend("sqlite", tmp_path, monkeypatch)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     exe = [sys.executable, "-m", "services.cli.main"]
@@ -53,7 +53,12 @@ def _serve(tmp_path, monkeypatch, *, with_worker: bool):
             time.sleep(0.2)
         with httpx.Client(base_url=url, headers=ORG) as admin:
             for tier, seed in (("dev", 11), ("hidden", 12)):
-                assert admin.post(f"/api/v1/admin/tiers/{tier}/dataset", json={"seed": seed, "preset": "small"}).status_code == 201
+                assert (
+                    admin.post(
+                        f"/api/v1/admin/tiers/{tier}/dataset", json={"seed": seed, "preset": "small"}
+                    ).status_code
+                    == 201
+                )
             token = admin.post("/api/v1/admin/participants", json={"name": "cli-team"}).json()["token"]
         yield url, token
     finally:
@@ -85,7 +90,9 @@ def test_download_submit_wait_status_leaderboard(server, tmp_path):
     r = runner.invoke(app, ["solve", str(measurement), "--out", str(result)])
     assert r.exit_code == 0, r.output
 
-    r = runner.invoke(app, ["submit", str(result), "--tier", "dev", "--method", "NNLS", "--wait", "--api-url", url, "--token", token])
+    r = runner.invoke(
+        app, ["submit", str(result), "--tier", "dev", "--method", "NNLS", "--wait", "--api-url", url, "--token", token]
+    )
     assert r.exit_code == ExitCode.OK, r.output
     submission_id = r.stdout.strip().splitlines()[0]
     assert "scored" in r.stdout and "dev-s0" in r.stdout
@@ -93,7 +100,11 @@ def test_download_submit_wait_status_leaderboard(server, tmp_path):
 
     r = runner.invoke(app, ["status", submission_id, "--json", "--api-url", url, "--token", token])
     data = json.loads(r.stdout)
-    assert r.exit_code == 0 and data["status"] == "scored" and {s["scene_id"] for s in data["scores"]} == {"", "dev-s0", "dev-s1", "dev-s2"}
+    assert (
+        r.exit_code == 0
+        and data["status"] == "scored"
+        and {s["scene_id"] for s in data["scores"]} == {"", "dev-s0", "dev-s1", "dev-s2"}
+    )
 
     r = runner.invoke(app, ["status", submission_id, "--api-url", url], env={"EDX_TOKEN": token})
     assert r.exit_code == 0 and "status scored" in r.stdout
@@ -125,8 +136,23 @@ def test_refusals_exit_with_their_code_and_the_server_message(server, tmp_path):
 def test_wait_on_a_failed_run_exits_4_with_the_outcome(server):
     """An image that writes no result (busybox) ends failed with missing_output: exit 4."""
     url, token = server
-    r = runner.invoke(app, ["submit", "--image", "edx-arena-test/busybox:latest", "--method", "empty", "--wait",
-                            "--timeout", "300", "--api-url", url, "--token", token])
+    r = runner.invoke(
+        app,
+        [
+            "submit",
+            "--image",
+            "edx-arena-test/busybox:latest",
+            "--method",
+            "empty",
+            "--wait",
+            "--timeout",
+            "300",
+            "--api-url",
+            url,
+            "--token",
+            token,
+        ],
+    )
     assert r.exit_code == ExitCode.SUBMISSION_FAILED, r.output
     first, second = r.stdout.splitlines()[:2]
     assert second.startswith(first) and "status failed" in second and "outcome missing_output" in second
@@ -139,7 +165,9 @@ def test_wait_without_a_worker_times_out_with_exit_5(server_without_worker, tmp_
     measurement, result = tmp_path / "dev.h5", tmp_path / "result.h5"
     assert runner.invoke(app, ["download", "--tier", "dev", "--out", str(measurement), "--api-url", url]).exit_code == 0
     assert runner.invoke(app, ["solve", str(measurement), "--out", str(result)]).exit_code == 0
-    r = runner.invoke(app, ["submit", str(result), "--tier", "dev", "--wait", "--timeout", "3", "--api-url", url, "--token", token])
+    r = runner.invoke(
+        app, ["submit", str(result), "--tier", "dev", "--wait", "--timeout", "3", "--api-url", url, "--token", token]
+    )
     assert r.exit_code == ExitCode.TIMEOUT, r.output
     submission_id = r.stdout.strip()
     assert f"{submission_id} still queued after 3 s; check later with `edx-arena status {submission_id}`" in r.stderr
@@ -149,14 +177,27 @@ def test_organizer_uploads_a_built_dataset(server_without_worker, tmp_path, monk
     """dataset build → admin upload-dataset over HTTP: the server serves a view of exactly that file."""
     url, token = server_without_worker
     full = tmp_path / "hidden.h5"
-    assert runner.invoke(app, ["dataset", "build", "--tier", "hidden", "--size", "small", "--out", str(full)]).exit_code == 0
+    assert (
+        runner.invoke(app, ["dataset", "build", "--tier", "hidden", "--size", "small", "--out", str(full)]).exit_code
+        == 0
+    )
     with h5py.File(full) as f:
         content_hash = f.attrs["content_hash"]
-    r = runner.invoke(app, ["admin", "upload-dataset", str(full), "--tier", "hidden", "--api-url", url, "--token", token])
+    r = runner.invoke(
+        app, ["admin", "upload-dataset", str(full), "--tier", "hidden", "--api-url", url, "--token", token]
+    )
     assert r.exit_code == ExitCode.AUTH and "organizer" in r.output
-    r = runner.invoke(app, ["admin", "upload-dataset", str(full), "--tier", "dev", "--api-url", url], env={"EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN})
+    r = runner.invoke(
+        app,
+        ["admin", "upload-dataset", str(full), "--tier", "dev", "--api-url", url],
+        env={"EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN},
+    )
     assert r.exit_code == ExitCode.INVALID_FILE and "is a 'hidden' tier dataset" in r.output
-    r = runner.invoke(app, ["admin", "upload-dataset", str(full), "--tier", "hidden", "--api-url", url], env={"EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN})
+    r = runner.invoke(
+        app,
+        ["admin", "upload-dataset", str(full), "--tier", "hidden", "--api-url", url],
+        env={"EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN},
+    )
     assert r.exit_code == ExitCode.OK, r.output
     row = json.loads(r.stdout)
     assert (row["tier"], row["content_hash"]) == ("hidden", content_hash)

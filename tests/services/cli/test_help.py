@@ -22,7 +22,7 @@ def _tree(command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], ob
     found = [(path, command)]
     if _is_group(command):
         for name, sub in sorted(command.commands.items()):
-            found += _tree(sub, path + (name,))
+            found += _tree(sub, (*path, name))
     return found
 
 
@@ -38,13 +38,31 @@ def _help(path: tuple[str, ...]) -> str:
 
 def test_the_tree_has_every_command():
     names = {" ".join(p) for p, _ in COMMANDS}
-    for expected in ("submit", "status", "download", "leaderboard", "serve", "worker", "demo", "solve", "score",
-                     "baselines", "dataset build", "dataset import", "dataset export", "admin create-participant",
-                     "admin seed-tier", "admin rescore", "admin upload-dataset"):
+    for expected in (
+        "submit",
+        "status",
+        "download",
+        "leaderboard",
+        "serve",
+        "worker",
+        "demo",
+        "solve",
+        "score",
+        "baselines",
+        "dataset build",
+        "dataset import",
+        "dataset export",
+        "admin create-participant",
+        "admin seed-tier",
+        "admin rescore",
+        "admin upload-dataset",
+    ):
         assert expected in names
 
 
-@pytest.mark.parametrize("path,command", COMMANDS, ids=lambda v: " ".join(v) or "edx-arena" if isinstance(v, tuple) else "")
+@pytest.mark.parametrize(
+    "path,command", COMMANDS, ids=lambda v: " ".join(v) or "edx-arena" if isinstance(v, tuple) else ""
+)
 def test_help_exits_0_with_a_description(path, command):
     text = _help(path)
     assert "Usage:" in text

@@ -26,7 +26,9 @@ def _command_lines(doc: Path) -> list[list[str]]:
             lexer.commenters = "#"
             tokens = list(lexer)
             # Drop redirections (`> scored.json`): the shell's, not the command's.
-            tokens = [t for i, t in enumerate(tokens) if not (set(t) <= set("<>") or (i and set(tokens[i - 1]) <= set("<>")))]
+            tokens = [
+                t for i, t in enumerate(tokens) if not (set(t) <= set("<>") or (i and set(tokens[i - 1]) <= set("<>")))
+            ]
             segment: list[str] = []
             for token in [*tokens, ";"]:
                 if token in _SEPARATORS:
@@ -38,12 +40,25 @@ def _command_lines(doc: Path) -> list[list[str]]:
     return found
 
 
-LINES = [(doc.name, args) for doc in (ROOT / "README.md", ROOT / "docs" / "hyperspy.md") for args in _command_lines(doc)]
+LINES = [
+    (doc.name, args) for doc in (ROOT / "README.md", ROOT / "docs" / "hyperspy.md") for args in _command_lines(doc)
+]
 
 
 def test_the_walkthroughs_use_the_cli():
     commands = {args[0] for _, args in LINES}
-    assert {"download", "solve", "score", "submit", "status", "leaderboard", "serve", "worker", "admin", "dataset"} <= commands
+    assert {
+        "download",
+        "solve",
+        "score",
+        "submit",
+        "status",
+        "leaderboard",
+        "serve",
+        "worker",
+        "admin",
+        "dataset",
+    } <= commands
 
 
 @pytest.mark.parametrize("doc,args", LINES, ids=[f"{d}: {' '.join(a)}" for d, a in LINES])

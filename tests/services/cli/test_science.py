@@ -74,13 +74,17 @@ def test_import_own_truth_maps(files, tmp_path):
         f["scenes/grain"] = x
         f["scenes/grain"].attrs["note"] = "x_true is read from /scenes/<id>/x_true"
     # /scenes/grain must be a group holding x_true: the importer says so
-    r = runner.invoke(app, ["dataset", "import", str(maps), "--tier", "dev", "--size", "small", "--out", str(tmp_path / "o.h5")])
+    r = runner.invoke(
+        app, ["dataset", "import", str(maps), "--tier", "dev", "--size", "small", "--out", str(tmp_path / "o.h5")]
+    )
     assert r.exit_code == EXIT_INVALID_FILE and "/scenes/grain" in r.output
     with h5py.File(maps, "w") as f:
         f["elements"] = ["Si", "S", "Ti", "Mo", "Ba", "W"]
         f["scenes/grain/x_true"] = x
     out = tmp_path / "own.h5"
-    r = runner.invoke(app, ["dataset", "import", str(maps), "--tier", "dev", "--size", "small", "--seed", "4", "--out", str(out)])
+    r = runner.invoke(
+        app, ["dataset", "import", str(maps), "--tier", "dev", "--size", "small", "--seed", "4", "--out", str(out)]
+    )
     assert r.exit_code == 0, r.output
     ds = read_measurement(out)
     assert ds.scene_ids == ["grain"] and ds.has_truth

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -31,8 +31,10 @@ from services.submissions import claim
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 XSS = "<script>window.__pwned = 1</script>"
-T0 = datetime(2026, 11, 20, 9, tzinfo=timezone.utc)
-ARTIFACTS = Path(os.environ.get("EDX_TEST_ARTIFACTS", Path(__file__).resolve().parents[3] / "var" / "artifacts")) / "web"
+T0 = datetime(2026, 11, 20, 9, tzinfo=UTC)
+ARTIFACTS = (
+    Path(os.environ.get("EDX_TEST_ARTIFACTS", Path(__file__).resolve().parents[3] / "var" / "artifacts")) / "web"
+)
 
 
 def _free_port() -> int:
@@ -41,11 +43,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _score_row(session, dataset, who, score, *, minutes, method, kind="hdf5", baseline=False, ci=(None, None), source="", draws=None):
-    add_scored(session, dataset, who, score, created_at=T0 + timedelta(minutes=minutes), started_at=T0, method=method, kind=kind,
-               source=source, baseline=baseline, description="organizer reference" if baseline else "",
-               image_digest="sha256:" + "ab" * 32 if kind == "container" else None, psnr=15 + 30 * score, ci=ci,
-               tile_stats=None if draws is None else {"kind": "tier", "resample_key": "k", "draws": encode_draws(draws)})
+def _score_row(
+    session,
+    dataset,
+    who,
+    score,
+    *,
+    minutes,
+    method,
+    kind="hdf5",
+    baseline=False,
+    ci=(None, None),
+    source="",
+    draws=None,
+):
+    add_scored(
+        session,
+        dataset,
+        who,
+        score,
+        created_at=T0 + timedelta(minutes=minutes),
+        started_at=T0,
+        method=method,
+        kind=kind,
+        source=source,
+        baseline=baseline,
+        description="organizer reference" if baseline else "",
+        image_digest="sha256:" + "ab" * 32 if kind == "container" else None,
+        psnr=15 + 30 * score,
+        ci=ci,
+        tile_stats=None if draws is None else {"kind": "tier", "resample_key": "k", "draws": encode_draws(draws)},
+    )
 
 
 @pytest.fixture
@@ -55,15 +83,21 @@ def site(tmp_path, monkeypatch):
 
     from services.api.main import app
 
-    backend, db_name = make_backend("sqlite", tmp_path, monkeypatch)
+    _backend, db_name = make_backend("sqlite", tmp_path, monkeypatch)
     with TestClient(app) as client:
         for i, tier in enumerate(("public", "dev", "hidden")):
-            r = client.post(f"/api/v1/admin/tiers/{tier}/dataset", json={"seed": 60 + i, "preset": "small"}, headers=ORG)
+            r = client.post(
+                f"/api/v1/admin/tiers/{tier}/dataset", json={"seed": 60 + i, "preset": "small"}, headers=ORG
+            )
             assert r.status_code == 201, r.text
         alice = add_participant(client, "alice")
         result = download_and_solve(client, "public", tmp_path)
-        r = client.post("/api/v1/submissions", data={"tier": "public", "method": XSS, "source": "https://example.org/nnls"},
-                        files={"file": ("r.h5", result.read_bytes())}, headers=alice)
+        r = client.post(
+            "/api/v1/submissions",
+            data={"tier": "public", "method": XSS, "source": "https://example.org/nnls"},
+            files={"file": ("r.h5", result.read_bytes())},
+            headers=alice,
+        )
         assert r.status_code == 202, r.text
         sid = r.json()["id"]
     with new_session() as s:
@@ -77,19 +111,54 @@ def site(tmp_path, monkeypatch):
         for i, tier in enumerate(("public", "dev", "hidden")):
             kind = "container" if tier == "hidden" else "hdf5"
             # Equal scores whose bootstrap draws overlap: one tie group on every tier board.
-            _score_row(s, datasets[tier], people["ben"], 0.61, minutes=10 + i, method="Ben TV-ADMM", kind=kind, ci=(0.58, 0.64),
-                       source="doi:10.1000/tv", draws=rng.normal(0.61, 0.015, 1000))
-            _score_row(s, datasets[tier], people["cat"], 0.61, minutes=20 + i, method="Cat NMF", kind=kind, ci=(0.59, 0.63),
-                       source="https://example.org/cat", draws=rng.normal(0.61, 0.01, 1000))
-            _score_row(s, datasets[tier], people["org"], 0.8, minutes=30 + i, method="Reference MLEM", kind=kind, baseline=True)
+            _score_row(
+                s,
+                datasets[tier],
+                people["ben"],
+                0.61,
+                minutes=10 + i,
+                method="Ben TV-ADMM",
+                kind=kind,
+                ci=(0.58, 0.64),
+                source="doi:10.1000/tv",
+                draws=rng.normal(0.61, 0.015, 1000),
+            )
+            _score_row(
+                s,
+                datasets[tier],
+                people["cat"],
+                0.61,
+                minutes=20 + i,
+                method="Cat NMF",
+                kind=kind,
+                ci=(0.59, 0.63),
+                source="https://example.org/cat",
+                draws=rng.normal(0.61, 0.01, 1000),
+            )
+            _score_row(
+                s, datasets[tier], people["org"], 0.8, minutes=30 + i, method="Reference MLEM", kind=kind, baseline=True
+            )
             if tier != "public":
                 _score_row(s, datasets[tier], alice_row, 0.55, minutes=40 + i, method=XSS, kind=kind, ci=(0.5, 0.6))
         s.commit()
     port = _free_port()
     log = open(tmp_path / "uvicorn.log", "wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "services.api.main:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "services.api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -119,14 +188,28 @@ def browser(tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    assert shutil.which("chromium") and Path(CHROMEDRIVER).is_file(), "install Debian's chromium and chromium-driver (scripts/setup.sh does)"
+    assert shutil.which("chromium") and Path(CHROMEDRIVER).is_file(), (
+        "install Debian's chromium and chromium-driver (scripts/setup.sh does)"
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")), options=options)
+    driver = webdriver.Chrome(
+        service=Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")), options=options
+    )
     driver.set_page_load_timeout(60)
     try:
         yield driver
@@ -213,7 +296,10 @@ def test_pages_in_a_real_browser(site, browser):
     _navigated(browser, f"{base}/?board=overall")
     groups = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "th.group")]
     assert groups == ["PUBLIC", "DEV", "HIDDEN"]  # uppercase by the stylesheet: it loaded
-    overall = [r.find_element(By.CSS_SELECTOR, ".method-name").text for r in browser.find_elements(By.CSS_SELECTOR, "table.board tbody tr")]
+    overall = [
+        r.find_element(By.CSS_SELECTOR, ".method-name").text
+        for r in browser.find_elements(By.CSS_SELECTOR, "table.board tbody tr")
+    ]
     assert overall[0] == "Reference MLEM" and XSS in overall and len(overall) == 4
     _screenshot(browser, "leaderboard-overall.png")
 

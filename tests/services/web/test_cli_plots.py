@@ -17,9 +17,11 @@ runner = CliRunner()
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("plots")
     full, view, result = d / "full.h5", d / "view.h5", d / "result.h5"
-    for args in (["dataset", "build", "--tier", "public", "--seed", "8", "--size", "small", "--out", str(full)],
-                 ["dataset", "export", str(full), "--dev-view", "--out", str(view)],
-                 ["solve", str(view), "--out", str(result)]):
+    for args in (
+        ["dataset", "build", "--tier", "public", "--seed", "8", "--size", "small", "--out", str(full)],
+        ["dataset", "export", str(full), "--dev-view", "--out", str(view)],
+        ["solve", str(view), "--out", str(result)],
+    ):
         r = runner.invoke(app, args)
         assert r.exit_code == 0, r.output
     return full, view, result
@@ -38,13 +40,17 @@ def test_truth_result_error_and_spectrum_pictures(files, tmp_path):
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["public-s0-maps.png", "public-s1-maps.png", "public-s2-maps.png"]
     assert str(tmp_path / "public-s0-maps.png") in r.output
-    r = runner.invoke(app, ["plot", "maps", str(view), "--result", str(result), "--scene", "public-s1", "--out", str(tmp_path)])
+    r = runner.invoke(
+        app, ["plot", "maps", str(view), "--result", str(result), "--scene", "public-s1", "--out", str(tmp_path)]
+    )
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["plot", "error", str(full), "--result", str(result), "--scene", "public-s1", "--out", str(tmp_path)])
+    r = runner.invoke(
+        app, ["plot", "error", str(full), "--result", str(result), "--scene", "public-s1", "--out", str(tmp_path)]
+    )
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["plot", "spectrum", str(view), "--scene", "public-s2", "--log", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    truth, mine, err = (_png(tmp_path / f"public-s1-{n}.png") for n in ("maps", "result-maps", "error"))
+    truth, mine, _err = (_png(tmp_path / f"public-s1-{n}.png") for n in ("maps", "result-maps", "error"))
     assert not np.array_equal(truth, mine)  # the solver's answer is not the truth
     _png(tmp_path / "public-s2-spectrum.png")
 

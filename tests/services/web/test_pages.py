@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from arena_testing import ORG, add_participant, add_scored, download_and_solve
@@ -19,31 +19,79 @@ from services.evaluation import score_submission
 from services.submissions import claim
 from services.web.routes import COOKIE_NAME
 
-T0 = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 HTML = {"Accept": "text/html"}
 XSS = "<script>alert('x')</script>"
 
 
-def _row(session, dataset, who, score, *, minutes, method, description="", source="", baseline=False, ci=(None, None), kind="hdf5"):
-    return add_scored(session, dataset, who, score, created_at=T0 + timedelta(minutes=minutes), started_at=T0, method=method,
-                      kind=kind, description=description, source=source, baseline=baseline, ci=ci)
+def _row(
+    session,
+    dataset,
+    who,
+    score,
+    *,
+    minutes,
+    method,
+    description="",
+    source="",
+    baseline=False,
+    ci=(None, None),
+    kind="hdf5",
+):
+    return add_scored(
+        session,
+        dataset,
+        who,
+        score,
+        created_at=T0 + timedelta(minutes=minutes),
+        started_at=T0,
+        method=method,
+        kind=kind,
+        description=description,
+        source=source,
+        baseline=baseline,
+        ci=ci,
+    )
 
 
 @pytest.fixture
 def boards(client):
     """Three tiers with a baseline, an escaped method name, shared ranks and intervals."""
     with new_session() as s:
-        ds = {t: Dataset(tier=t, content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-")
-              for t in ("public", "dev", "hidden", "standard")}
+        ds = {
+            t: Dataset(
+                tier=t, content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-"
+            )
+            for t in ("public", "dev", "hidden", "standard")
+        }
         s.add_all(ds.values())
         people = {n: Participant(name=n, team=f"team {n}") for n in ("ann", "ben", "cat", "org")}
         s.add_all(people.values())
         s.flush()
         for i, tier in enumerate(("public", "dev", "hidden")):
             kind = "container" if tier == "hidden" else "hdf5"
-            _row(s, ds[tier], people["ann"], 0.7, minutes=i, method=XSS, description="<b>bold</b>\nline two",
-                 source="https://example.org/paper?a=1&b=2", ci=(0.66, 0.74), kind=kind)
-            _row(s, ds[tier], people["ben"], 0.7, minutes=10 + i, method="ben's TV", source="javascript:alert(1)", kind=kind)
+            _row(
+                s,
+                ds[tier],
+                people["ann"],
+                0.7,
+                minutes=i,
+                method=XSS,
+                description="<b>bold</b>\nline two",
+                source="https://example.org/paper?a=1&b=2",
+                ci=(0.66, 0.74),
+                kind=kind,
+            )
+            _row(
+                s,
+                ds[tier],
+                people["ben"],
+                0.7,
+                minutes=10 + i,
+                method="ben's TV",
+                source="javascript:alert(1)",
+                kind=kind,
+            )
             _row(s, ds[tier], people["cat"], 0.5, minutes=15 + i, method="cat NMF", source="doi:10.1000/xyz", kind=kind)
             _row(s, ds[tier], people["org"], 0.9, minutes=20 + i, method="reference MLEM", baseline=True, kind=kind)
         _row(s, ds["standard"], people["ben"], 0.55, minutes=30, method="std-solver")
@@ -65,12 +113,16 @@ def test_tier_board_ranks_badges_and_escaping(boards):
     # The baseline: shown first at its score, marked, without a rank.
     assert "reference MLEM" in org and 'class="badge baseline"' in org and 'title="baselines are not ranked"' in org
     # Equal scores share a rank, shown "=1"; the next rank is 3.
-    assert '<span class="rank">=1</span>' in ann and '<span class="rank">=1</span>' in ben and '<span class="rank">3</span>' in cat
+    assert (
+        '<span class="rank">=1</span>' in ann
+        and '<span class="rank">=1</span>' in ben
+        and '<span class="rank">3</span>' in cat
+    )
     # Participant text is escaped, never markup.
     assert XSS not in html and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in ann
     assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in ann
     # Score ± half-width of the interval; no ± without one.
-    assert "0.700</span><span class=\"pm\"" in ann and "± 0.040" in ann and "±" not in cat
+    assert '0.700</span><span class="pm"' in ann and "± 0.040" in ann and "±" not in cat
     # Sources: http(s) linkified (escaped), anything else plain text.
     assert '<a href="https://example.org/paper?a=1&amp;b=2" rel="nofollow noopener noreferrer"' in ann
     assert "javascript:alert(1)" in ben and 'href="javascript' not in html
@@ -92,7 +144,7 @@ def test_overall_board_shows_each_tier_side_by_side(boards):
     html = boards.get("/").text  # the default tab
     assert 'class="tab active" aria-current="page" data-board="overall"' in html
     assert html.count('<th colspan="3" class="group">') == 3
-    org, ann, ben, cat = _rows(html)
+    _org, ann, _ben, cat = _rows(html)
     assert ann.count("0.700") >= 3 and "± 0.040" in ann  # tier columns carry their intervals
     assert '<span class="rank">3</span>' in cat
 
@@ -104,11 +156,35 @@ def test_tie_groups_are_marked(boards):
     from services.leaderboard import Entry
     from services.web.routes import templates
 
-    entry = Entry(rank=2, participant="dan", team="dan", method="m", source="", score=0.5, psnr=20.0, ssim=0.5,
-                  certified=False, submission_id="x", submitted_at=T0, ci_low=0.4, ci_high=0.6, tie_group=2)
+    entry = Entry(
+        rank=2,
+        participant="dan",
+        team="dan",
+        method="m",
+        source="",
+        score=0.5,
+        psnr=20.0,
+        ssim=0.5,
+        certified=False,
+        submission_id="x",
+        submitted_at=T0,
+        ci_low=0.4,
+        ci_high=0.6,
+        tie_group=2,
+    )
     html = templates.get_template("leaderboard.html").render(
-        viewer=None, board="dev", tabs=(("dev", "Dev", "d"),), entries=[entry], count=1, shared_ranks=set(), page=1, pages=1,
-        per_page=50, tiers=(), description="d")
+        viewer=None,
+        board="dev",
+        tabs=(("dev", "Dev", "d"),),
+        entries=[entry],
+        count=1,
+        shared_ranks=set(),
+        page=1,
+        pages=1,
+        per_page=50,
+        tiers=(),
+        description="d",
+    )
     (row,) = _rows(html)
     assert 'class="badge tie"' in row and "tie 2" in row and "is-tied" in row and "± 0.100" in row
 
@@ -139,8 +215,12 @@ def _token(headers: dict) -> str:
 
 def _scored(client, tmp_path, tier: str, who: dict, method: str = "nnls") -> str:
     result = download_and_solve(client, tier, tmp_path)
-    r = client.post("/api/v1/submissions", data={"tier": tier, "method": method, "source": "https://example.org/m"},
-                    files={"file": ("r.h5", result.read_bytes())}, headers=who)
+    r = client.post(
+        "/api/v1/submissions",
+        data={"tier": tier, "method": method, "source": "https://example.org/m"},
+        files={"file": ("r.h5", result.read_bytes())},
+        headers=who,
+    )
     assert r.status_code == 202, r.text
     sid = r.json()["id"]
     with new_session() as s:
@@ -161,7 +241,12 @@ def test_sign_in_sets_an_httponly_cookie_and_guards_the_page(seeded, tmp_path):
     r = seeded.post("/login", data={"token": _token(alice), "next": f"/submissions/{sid}"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/submissions/{sid}"
     cookie = r.headers["set-cookie"]
-    assert cookie.startswith(f"{COOKIE_NAME}=") and "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+    assert (
+        cookie.startswith(f"{COOKIE_NAME}=")
+        and "HttpOnly" in cookie
+        and "SameSite=lax" in cookie
+        and "Path=/" in cookie
+    )
     page = seeded.get(f"/submissions/{sid}")
     assert page.status_code == 200 and "Signed in as <strong>alice</strong>" in page.text
     # On the board, her own entry links to its page; nobody else's does.
@@ -219,13 +304,16 @@ def test_dev_answers_are_pictured_without_their_error(seeded, tmp_path, backend)
     alice = add_participant(seeded, "alice")
     sid = _scored(seeded, tmp_path, "dev", alice)
     html = seeded.get(f"/submissions/{sid}", headers=alice).text
-    assert f'/submissions/{sid}/scenes/dev-s0/maps.png' in html and "error.png" not in html
+    assert f"/submissions/{sid}/scenes/dev-s0/maps.png" in html and "error.png" not in html
     assert seeded.get(f"/submissions/{sid}/scenes/dev-s0/maps.png", headers=alice).status_code == 200
     r = seeded.get(f"/submissions/{sid}/scenes/dev-s0/error.png", headers=alice)
     assert r.status_code == 403 and "truth is never shown" in r.json()["error"]["message"]
     # Pictures are kept on disk by content and served from there.
     stored = list((backend.data_dir / "storage" / "plots").rglob("dev-s0-maps.png"))
-    assert len(stored) == 1 and stored[0].read_bytes() == seeded.get(f"/submissions/{sid}/scenes/dev-s0/maps.png", headers=alice).content
+    assert (
+        len(stored) == 1
+        and stored[0].read_bytes() == seeded.get(f"/submissions/{sid}/scenes/dev-s0/maps.png", headers=alice).content
+    )
 
 
 def test_hidden_answers_are_never_pictured(seeded):
@@ -248,12 +336,18 @@ def test_hidden_answers_are_never_pictured(seeded):
 
 
 def test_tiers_page_downloads_pictures_and_rules(seeded):
-    assert seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 7, "preset": "small"}, headers=ORG).status_code == 201
+    assert (
+        seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 7, "preset": "small"}, headers=ORG).status_code
+        == 201
+    )
     html = seeded.get("/tiers").text
     assert '<a class="button" href="/api/v1/tiers/public/measurement">' in html
     assert '<a class="button" href="/api/v1/tiers/dev/measurement">' in html
     assert "/api/v1/tiers/hidden/measurement" not in html and "never downloadable" in html
-    assert 'src="/tiers/public/scenes/public-s0/maps.png"' in html and 'src="/tiers/public/scenes/public-s2/spectrum.png"' in html
+    assert (
+        'src="/tiers/public/scenes/public-s0/maps.png"' in html
+        and 'src="/tiers/public/scenes/public-s2/spectrum.png"' in html
+    )
     assert 'src="/tiers/dev/scenes/dev-s0/spectrum.png"' in html and "/tiers/dev/scenes/dev-s0/maps.png" not in html
     assert "/tiers/hidden/scenes/" not in html
     assert 'id="scoring"' in html and "0.4·PSNR<sub>norm</sub> + 0.4·SSIM + 0.2·consistency" in html
@@ -262,15 +356,25 @@ def test_tiers_page_downloads_pictures_and_rules(seeded):
 
 
 def test_truth_pictures_only_where_the_truth_is_public(seeded):
-    assert seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 7, "preset": "small"}, headers=ORG).status_code == 201
-    for path in ("/tiers/public/scenes/public-s1/maps.png", "/tiers/public/scenes/public-s1/spectrum.png",
-                 "/tiers/dev/scenes/dev-s1/spectrum.png"):
+    assert (
+        seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 7, "preset": "small"}, headers=ORG).status_code
+        == 201
+    )
+    for path in (
+        "/tiers/public/scenes/public-s1/maps.png",
+        "/tiers/public/scenes/public-s1/spectrum.png",
+        "/tiers/dev/scenes/dev-s1/spectrum.png",
+    ):
         r = seeded.get(path)
         assert r.status_code == 200 and r.headers["content-type"] == "image/png", path
         assert imread(io.BytesIO(r.content)).shape[1] > 400
     # Dev and Hidden truth: refused, to everyone, organizers included.
-    for path, headers in (("/tiers/dev/scenes/dev-s1/maps.png", {}), ("/tiers/dev/scenes/dev-s1/maps.png", ORG),
-                          ("/tiers/hidden/scenes/hidden-s1/maps.png", ORG), ("/tiers/hidden/scenes/hidden-s1/spectrum.png", {})):
+    for path, headers in (
+        ("/tiers/dev/scenes/dev-s1/maps.png", {}),
+        ("/tiers/dev/scenes/dev-s1/maps.png", ORG),
+        ("/tiers/hidden/scenes/hidden-s1/maps.png", ORG),
+        ("/tiers/hidden/scenes/hidden-s1/spectrum.png", {}),
+    ):
         r = seeded.get(path, headers=headers)
         assert r.status_code == 403 and r.headers["content-type"] == "application/json", path
     assert "truth is never shown" in seeded.get("/tiers/dev/scenes/dev-s1/maps.png").json()["error"]["message"]
@@ -284,22 +388,38 @@ def test_standard_truth_is_pictured_only_when_the_organizer_published_it(seeded)
     assert r.status_code == 201, r.text
     assert seeded.get("/tiers/standard/scenes/standard-s0/maps.png").status_code == 403
     assert seeded.get("/tiers/standard/scenes/standard-s0/spectrum.png").status_code == 200
-    r = seeded.post("/api/v1/admin/tiers/standard/dataset", json={"seed": 9, "preset": "small", "with_truth": True}, headers=ORG)
+    r = seeded.post(
+        "/api/v1/admin/tiers/standard/dataset", json={"seed": 9, "preset": "small", "with_truth": True}, headers=ORG
+    )
     assert r.status_code == 201, r.text
     assert seeded.get("/tiers/standard/scenes/standard-s0/maps.png").status_code == 200
     assert 'src="/tiers/standard/scenes/standard-s0/maps.png"' in seeded.get("/tiers").text
 
 
 def test_a_failed_run_shows_outcome_resources_and_the_escaped_log(seeded):
-    assert seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 7, "preset": "small"}, headers=ORG).status_code == 201
+    assert (
+        seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 7, "preset": "small"}, headers=ORG).status_code
+        == 201
+    )
     alice = add_participant(seeded, "alice")
     with new_session() as s:
         who = s.query(Participant).filter_by(name="alice").one()
         dataset = s.query(Dataset).filter_by(tier="hidden", active=True).one()
-        sub = Submission(participant=who, dataset=dataset, tier="hidden", kind="container", status="failed", outcome="oom_killed",
-                         error_message="the container used more than its 2 GiB memory limit", exit_code=137,
-                         runtime_seconds=12.5, peak_memory_bytes=2 * 2**30, attempt=1, method="big",
-                         log_tail="loading\n<img src=x onerror=alert(1)>\nKilled")
+        sub = Submission(
+            participant=who,
+            dataset=dataset,
+            tier="hidden",
+            kind="container",
+            status="failed",
+            outcome="oom_killed",
+            error_message="the container used more than its 2 GiB memory limit",
+            exit_code=137,
+            runtime_seconds=12.5,
+            peak_memory_bytes=2 * 2**30,
+            attempt=1,
+            method="big",
+            log_tail="loading\n<img src=x onerror=alert(1)>\nKilled",
+        )
         s.add(sub)
         s.commit()
         sid = sub.id
@@ -314,7 +434,9 @@ def test_a_failed_run_shows_outcome_resources_and_the_escaped_log(seeded):
 
 def test_long_boards_are_paged(client):
     with new_session() as s:
-        dataset = Dataset(tier="dev", content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-")
+        dataset = Dataset(
+            tier="dev", content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-"
+        )
         s.add(dataset)
         people = [Participant(name=f"p{i}") for i in range(5)]
         s.add_all(people)
@@ -324,5 +446,8 @@ def test_long_boards_are_paged(client):
         s.commit()
     html = client.get("/", params={"board": "dev", "per_page": 2, "page": 2}).text
     assert "Page 2 of 3" in html and [m for m in re.findall(r'method-name">(m\d)<', html)] == ["m2", "m1"]
-    assert 'href="/?board=dev&amp;page=1&amp;per_page=2"' in html and 'href="/?board=dev&amp;page=3&amp;per_page=2"' in html
+    assert (
+        'href="/?board=dev&amp;page=1&amp;per_page=2"' in html
+        and 'href="/?board=dev&amp;page=3&amp;per_page=2"' in html
+    )
     assert "5 entries" in html
