@@ -12,10 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["PLACEHOLDER_SECRET", "Settings", "get_settings"]
+__all__ = ["PLACEHOLDER_SECRET", "Settings", "SettingsError", "get_settings", "load_settings"]
 
 PLACEHOLDER_SECRET = "changethis"
 
@@ -92,6 +92,17 @@ class Settings(BaseSettings):
         for prefix in ("postgres://", "postgresql://"):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
+        if url and not url.startswith(("sqlite:///", "postgresql+psycopg://")):
+            raise ValueError(
+                "must be empty (a SQLite file under EDX_DATA_DIR), sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB"
+            )
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker(cls, url: str) -> str:
+        if not url.startswith(("filesystem://", "redis://", "rediss://")):
+            raise ValueError("must be filesystem:// (the embedded broker) or redis://HOST:PORT/DB")
         return url
 
     @model_validator(mode="after")
@@ -125,3 +136,33 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names it (``EDX_…``) and says how to fix it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _describe(exc: ValidationError) -> str:
+    """One clause per bad setting, each naming its environment variable and what it must be."""
+    parts = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:  # a field: name its variable and echo the value it was given
+            name = "EDX_" + str(error["loc"][0]).upper()
+            parts.append(f"{name}={str(error.get('input', ''))[:80]!r} is not valid: {message}")
+        else:  # the model's own check names its variables in the message
+            parts.append(message)
+    return "; ".join(parts)
+
+
+def load_settings() -> Settings:
+    """:func:`get_settings`, with a bad or missing setting reported as one :class:`SettingsError`
+    line instead of pydantic's multi-line ``ValidationError``."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None

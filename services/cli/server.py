@@ -17,6 +17,59 @@ admin_app = typer.Typer(
 )
 
 
+def require_settings(*, database: bool = True) -> None:
+    """Check the EDX_* settings (and that the database answers) before a server-side command
+    starts; a problem is one line on stderr, ``error: …`` naming the setting and the fix, and
+    exit code 2 (a usage error: the command's environment is wrong), never a traceback."""
+    from services.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+        _check_data_dir(settings.data_dir)
+        if database:
+            _check_database(settings.database_url)
+    except SettingsError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _check_data_dir(data_dir) -> None:
+    from services.settings import SettingsError
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-probe"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(
+            f"EDX_DATA_DIR={str(data_dir)!r} is not a writable folder ({exc.strerror}); "
+            "point EDX_DATA_DIR at a folder this user can write"
+        ) from None
+
+
+def _check_database(url: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from db.session import make_engine
+    from services.settings import SettingsError
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        shown = engine.url.render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        raise SettingsError(
+            f"EDX_DATABASE_URL={shown!r} cannot be reached ({reason}); "
+            "check the URL and that the database server is running"
+        ) from None
+    finally:
+        engine.dispose()
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
@@ -33,6 +86,7 @@ def serve(
 
         EDX_DATABASE_URL=postgresql://edx:pw@db/edx EDX_BROKER_URL=redis://redis edx-arena serve
     """
+    require_settings()
     import uvicorn
 
     from services.logging_setup import logging_config
@@ -62,6 +116,7 @@ def worker(
 
         edx-arena worker --concurrency 2 --hostname edx-2@%h
     """
+    require_settings()
     pool = "solo" if concurrency == 1 else "prefork"
     from services.logging_setup import log_format
 
@@ -112,6 +167,7 @@ def create_participant_cmd(
     from services.auth import create_participant
     from services.errors import ServiceError
 
+    require_settings()
     upgrade_to_head()
     with new_session() as session:
         try:
@@ -150,6 +206,7 @@ def seed_tier_cmd(
     from services.datasets import seed_tier
     from services.errors import ServiceError
 
+    require_settings()
     upgrade_to_head()
     with new_session() as session:
         try:
@@ -192,6 +249,7 @@ def rescore_cmd(
     if not ids and not outdated:
         console.print("[red]error[/red]: name submission ids or pass --outdated")
         raise typer.Exit(2)
+    require_settings()
     upgrade_to_head()
     with new_session() as session:
         todo = list(ids or [])

@@ -445,3 +445,53 @@ def test_overall_needs_all_three_blind_tiers() -> None:
     assert overall_score({"public": 0.9, "dev": 0.6, "hidden": 0.3, "standard": 0.0}) == pytest.approx(0.6)
     with pytest.raises(ValueError, match="hidden"):
         overall_score({"public": 0.8, "dev": 0.7, "hidden": float("nan")})
+
+
+# -- reproducibility across CPUs ------------------------------------------------------------
+
+#: docs/operations.md promises that scores agree to this relative difference across CPUs.
+CROSS_CPU_RTOL = 1e-12
+_POINT_TERMS = ("psnr", "psnr_norm", "ssim", "consistency", "consistency_measured", "standard", "blind")
+
+
+@pytest.mark.parametrize(
+    "order",
+    ["one pixel per block", "blocks of 37 pixels", "transposed operands"],
+)
+def test_scores_agree_under_another_summation_order(order, monkeypatch) -> None:
+    """Another CPU's BLAS kernel sums the consistency GEMM in another order; emulate that by
+    changing the blocking (each block is its own GEMM, its sums added in another order) or by
+    handing BLAS operands laid out transposed (Fortran order takes other kernel paths)."""
+    from harness.scenes import build_tier
+
+    dataset = build_tier("dev", seed=11, preset="small")
+    rng = np.random.default_rng(5)
+    answer = Result(
+        scenes={
+            s.scene_id: SceneResult(
+                x_hat=np.clip(s.x_true + rng.normal(0.0, 0.04, s.x_true.shape), 0, 1),
+                spec=Spec(0.7, 0.03, 0.2, -0.05),
+            )
+            for s in dataset.scenes
+        }
+    )
+    reference = score_tier(dataset, answer, n_resamples=0)
+    channels = dataset.operator().preset.channels
+    if order == "one pixel per block":
+        monkeypatch.setattr(scoring, "_BLOCK_ELEMENTS", channels)
+    elif order == "blocks of 37 pixels":
+        monkeypatch.setattr(scoring, "_BLOCK_ELEMENTS", 37 * channels)
+    else:
+        matrix = ForwardModel.matrix
+        monkeypatch.setattr(ForwardModel, "matrix", lambda self, spec: np.asfortranarray(matrix(self, spec)))
+    other = score_tier(dataset, answer, n_resamples=0)
+    for mine, theirs in [*zip(reference.scenes, other.scenes), (reference, other)]:
+        for term in _POINT_TERMS:
+            assert getattr(theirs, term) == pytest.approx(getattr(mine, term), rel=CROSS_CPU_RTOL, abs=0), term
+    # The change of order is real: at least one term moved (or the test proves nothing).
+    if order != "transposed operands":
+        moved = [t for t in _POINT_TERMS if getattr(other, t) != getattr(reference, t)]
+        moved += [
+            t for a, b in zip(reference.scenes, other.scenes) for t in _POINT_TERMS if getattr(a, t) != getattr(b, t)
+        ]
+        assert moved, "the re-ordered sums came out bit-identical; pick a split that changes the order"
