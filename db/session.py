@@ -7,7 +7,7 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.settings import get_settings
+from core.settings import get_settings
 
 __all__ = ["get_engine", "get_sessionmaker", "make_engine", "new_session"]
 

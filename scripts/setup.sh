@@ -54,7 +54,7 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import harness, services, db, pytest" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import harness, core, services, db, pytest" >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.installed ]; then
   log "installing Python packages (pinned in pyproject.toml)"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' >var/log/pip.log 2>&1 \

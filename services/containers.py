@@ -33,6 +33,7 @@ from requests import RequestException
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from db.models import SANDBOXED, Kind, Participant, Score, Status, Submission
 from harness.errors import ImageError, PlatformError
 from harness.formats import validate_result
@@ -50,7 +51,6 @@ from harness.sandbox.scripts import MOUNT_POINT, check_script, script_command, u
 from harness.scoring import SCORER_VERSION
 from services.datasets import active_dataset, prefetch_scoring_dataset, result_expectation
 from services.evaluation import score_submission
-from services.settings import get_settings
 from services.submissions import check_metadata, check_quota, stream_to_disk, update_status
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from db.models import Dataset
 from harness.dataset import TierDataset
 from harness.errors import FormatError
@@ -23,7 +24,6 @@ from harness.formats import ResultExpectation, read_measurement, validate_measur
 from harness.scenes import build_tier
 from harness.tiers import PRESETS, TIERS
 from services.errors import ForbiddenError, NotFoundError, ServiceError
-from services.settings import get_settings
 
 __all__ = [
     "active_dataset",

@@ -6,9 +6,9 @@ The API and the web pages both call :func:`visible_log`, so the rule lives in on
 
 from __future__ import annotations
 
+from core.settings import get_settings
 from db.models import Outcome, Participant, Role, Submission
 from harness.sandbox.disclosure import LogPolicy, participant_log
-from services.settings import get_settings
 
 __all__ = ["visible_log"]
 

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from db.models import SANDBOXED, Kind, Outcome, Score, Status, Submission, utcnow
 from harness import HARNESS_VERSION
 from harness.errors import FormatError
@@ -32,7 +33,6 @@ from harness.formats import read_result
 from harness.scoring import SCORER_VERSION, TierScore, score_tier
 from harness.uncertainty import TILE_SIZE, encode_draws, resample_seed
 from services.datasets import result_expectation, scoring_dataset
-from services.settings import get_settings
 from services.submissions import update_status
 
 __all__ = ["already_scored", "score_submission", "tier_tile_stats"]

@@ -37,12 +37,12 @@ import numpy as np
 from sqlalchemy import Select, case, func, literal, select
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from db.models import SANDBOXED, Dataset, Participant, Score, Status, Submission, Trust
 from harness.scoring import SCORER_VERSION, overall_draws, overall_score
 from harness.tiers import BLIND_TIERS, TIERS
 from harness.uncertainty import CONFIDENCE, decode_draws, inseparable, percentile_interval
 from services.errors import ServiceError
-from services.settings import get_settings
 
 __all__ = ["BOARDS", "MAX_PER_PAGE", "Entry", "leaderboard"]
 

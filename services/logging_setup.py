@@ -142,7 +142,7 @@ def log_format() -> str:
     """``EDX_LOG_FORMAT`` from the settings; the raw variable when the settings are invalid
     (the error about them must still be logged)."""
     try:
-        from services.settings import get_settings
+        from core.settings import get_settings
 
         return get_settings().log_format
     except Exception:

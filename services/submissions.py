@@ -31,12 +31,12 @@ from typing import BinaryIO
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from db.models import SANDBOXED, TERMINAL, Kind, Outcome, Participant, Role, Run, Status, Submission, utcnow
 from harness.formats import validate_result_isolated
 from services.datasets import active_dataset, check_tier, result_expectation
 from services.errors import ConflictError, NotFoundError, QuotaError, ServiceError, StorageError, TooLargeError
 from services.metrics import record_upload
-from services.settings import get_settings
 
 __all__ = [
     "CHUNK_BYTES",

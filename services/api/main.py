@@ -14,13 +14,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.settings import get_settings
 from harness.errors import EdxArenaError, FileTooLargeError
 from services.api import metrics
 from services.api.page_cache import PageCacheMiddleware
 from services.api.routes import admin, health, leaderboard, submissions, tiers
 from services.errors import ServiceError
 from services.logging_setup import SubmissionContextMiddleware
-from services.settings import get_settings
 
 __all__ = ["BodyCapMiddleware", "app", "create_app"]
 

@@ -15,7 +15,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.settings import get_settings
+from core.settings import get_settings
 
 __all__ = ["CACHED_PATHS", "PageCacheMiddleware", "clear"]
 

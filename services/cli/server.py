@@ -21,7 +21,7 @@ def require_settings(*, database: bool = True) -> None:
     """Check the EDX_* settings (and that the database answers) before a server-side command
     starts; a problem is one line on stderr, ``error: …`` naming the setting and the fix, and
     exit code 2 (a usage error: the command's environment is wrong), never a traceback."""
-    from services.settings import SettingsError, load_settings
+    from core.settings import SettingsError, load_settings
 
     try:
         settings = load_settings()
@@ -34,7 +34,7 @@ def require_settings(*, database: bool = True) -> None:
 
 
 def _check_data_dir(data_dir) -> None:
-    from services.settings import SettingsError
+    from core.settings import SettingsError
 
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -52,8 +52,8 @@ def _check_database(url: str) -> None:
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
+    from core.settings import SettingsError
     from db.session import make_engine
-    from services.settings import SettingsError
 
     engine = make_engine(url)
     try:

@@ -28,13 +28,13 @@ from pathlib import Path
 import h5py
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from db.models import Dataset, Kind, Participant, Submission
 from harness.formats import read_measurement, read_result
 from harness.forward import LINES
 from harness.plots import error_maps, lines_of, maps_png, mean_spectrum, spectrum_png
 from services.datasets import active_dataset, check_tier, result_expectation
 from services.errors import ForbiddenError, NotFoundError
-from services.settings import get_settings
 from services.submissions import get_submission
 
 __all__ = [

@@ -11,8 +11,8 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 from kombu import Queue, pools
 
+from core.settings import Settings, get_settings
 from services.logging_setup import connect_celery
-from services.settings import Settings, get_settings
 
 __all__ = ["QUEUE", "app", "configure", "transport_options"]
 

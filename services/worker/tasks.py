@@ -24,11 +24,11 @@ from celery.exceptions import Retry
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from db.models import SANDBOXED, Outcome, Status, Submission
 from db.session import new_session
 from harness.errors import PlatformError
 from services.evaluation import score_submission
-from services.settings import get_settings
 from services.submissions import claim, queue, reap_expired, renew_lease, stale_queued, update_status
 from services.worker.celery_app import app
 

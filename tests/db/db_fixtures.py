@@ -17,8 +17,8 @@ def _pg(sql: str) -> None:
 
 
 def _forget() -> None:
+    from core.settings import get_settings
     from db.session import get_engine, get_sessionmaker
-    from services.settings import get_settings
 
     if get_engine.cache_info().currsize:
         get_engine().dispose()

@@ -84,7 +84,7 @@ def test_concurrent_claims_one_winner(client, dev_result):
 
 def test_simultaneous_uploads_cannot_both_take_the_last_slot(client, dev_result, monkeypatch):
     """Quota 2, one used: four uploads at once get exactly one more slot."""
-    from services.settings import get_settings
+    from core.settings import get_settings
     from services.submissions import create_hdf5_submission
 
     monkeypatch.setenv("EDX_QUOTA_DEV", "2")
@@ -214,8 +214,8 @@ def test_api_start_reaps_expired_runs_and_resends_lost_messages(client, dev_resu
     and a queued submission whose message was lost is sent again."""
     from fastapi.testclient import TestClient
 
+    from core.settings import get_settings
     from services.api.main import app
-    from services.settings import get_settings
     from services.submissions import claim
 
     alice = add_participant(client, "alice")

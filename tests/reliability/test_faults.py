@@ -240,7 +240,7 @@ def test_postgres_restart_during_scoring(tmp_path, monkeypatch, redis_server, wo
 @pytest.fixture
 def small_fs(backend, tmp_path):
     """The uploads folder on a 1 MiB tmpfs of its own (a real "disk full")."""
-    from services.settings import get_settings
+    from core.settings import get_settings
 
     uploads = get_settings().storage_dir / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)

@@ -26,9 +26,9 @@ class Backend:
 
 def reset_caches() -> None:
     """Forget everything built from the previous environment (settings, engine, broker pools, boards)."""
+    from core.settings import get_settings
     from db.session import get_engine, get_sessionmaker
     from services.api import page_cache
-    from services.settings import get_settings
     from services.worker.celery_app import app, configure
 
     if get_engine.cache_info().currsize:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.settings import get_settings
 from harness.sandbox import RunLimits
 from services.containers import limits_from_settings
-from services.settings import get_settings
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ def test_worker_scores_hdf5_and_container_submissions(api, tmp_path):
 
 
 def _broker_empty(stack) -> bool:
-    from services.settings import get_settings
+    from core.settings import get_settings
 
     settings = get_settings()
     if settings.broker_url.startswith("redis"):

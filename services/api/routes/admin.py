@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from core.settings import get_settings
 from db.models import Participant, Role
 from services.api.deps import OrganizerDep, SessionDep
 from services.api.schemas import (
@@ -28,7 +29,6 @@ from services.api.schemas import (
 from services.auth import create_participant, issue_token, revoke_token
 from services.datasets import seed_tier, upload_tier
 from services.errors import NotFoundError
-from services.settings import get_settings
 from services.submissions import queue, rescore, stream_to_disk
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
