@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     #: (a filtered tail of failed runs only), ``always``, ``never`` or ``full``.
     hidden_log_policy: Literal["failures", "always", "never", "full"] = "failures"
 
-    #: ``json``: one JSON object per log line with the submission id (services/logging_setup.py;
+    #: ``json``: one JSON object per log line with the submission id (services/logs.py;
     #: the compose stack's choice); ``text``: readable lines (the CLI and embedded default).
     log_format: Literal["text", "json"] = "text"
 

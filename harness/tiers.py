@@ -74,6 +74,11 @@ class TierRules:
         """The server runs the tier's submissions in the sandbox (none is uploaded as a result)."""
         return all(kind in SANDBOXED_KINDS for kind in self.kinds)
 
+    @property
+    def submit_as(self) -> str:
+        """What a submission to the tier is, in words."""
+        return "container image" if Kind.container in self.kinds else "HDF5 result"
+
     def truth_published(self, *, organizer_choice: bool = False) -> bool:
         """Whether a dataset of this tier hands its truth to participants; ``organizer_choice``
         decides only where the rules leave it to the organizer."""

@@ -35,7 +35,7 @@ def backend(request, tmp_path, monkeypatch):
 def client(backend):
     from fastapi.testclient import TestClient
 
-    from services.api.main import app
+    from services.main import app
 
     with TestClient(app) as c:
         seed(c)

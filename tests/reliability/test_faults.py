@@ -87,7 +87,7 @@ def workers(tmp_path):
 def _client():
     from fastapi.testclient import TestClient
 
-    from services.api.main import app
+    from services.main import app
 
     return TestClient(app)
 

@@ -116,7 +116,7 @@ def add_scored(
     tile_stats: dict | None = None,
 ):
     """A submission on ``dataset`` with, when ``status == "scored"``, its tier score row (written
-    straight to the database, as services.evaluation would): the boards' tests need many entries
+    straight to the database, as services.submissions.scoring would): the boards' tests need many entries
     with chosen scores, not real scoring. A server-run kind gets a digest unless ``image_digest`` is given (None included)."""
     from db.models import Score, Submission
     from harness.scoring import SCORER_VERSION

@@ -18,7 +18,7 @@ def backend(request, tmp_path, monkeypatch):
 
 @pytest.fixture
 def client(backend):
-    from services.api.main import app
+    from services.main import app
 
     with TestClient(app) as c:
         yield c

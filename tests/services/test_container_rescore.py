@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from db.models import Score, Submission
 from db.session import new_session
 from harness.scoring import SCORER_VERSION
-from services.containers import run_submission
-from services.submissions import claim
+from services.submissions.run import run_submission
+from services.submissions.state import claim
 
 RUNNER = "edx-arena/runner:latest"
 

@@ -23,9 +23,9 @@ from harness.uncertainty import (
     resample_seed,
     scene_draws,
 )
-from services.evaluation import score_submission
 from services.leaderboard import leaderboard
-from services.submissions import claim
+from services.submissions.scoring import score_submission
+from services.submissions.state import claim
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ def _scored(
     draws: np.ndarray | None = None,
     baseline: bool = False,
 ):
-    # As services.evaluation records them: the interval in columns, the paired draws in tile_stats.
+    # As services.submissions.scoring records them: the interval in columns, the paired draws in tile_stats.
     ci = (None, None) if draws is None else percentile_interval(draws)
     stats = (
         None

@@ -11,8 +11,8 @@ from arena_testing import ORG, add_participant
 
 import docker
 from db.session import new_session
-from services.containers import run_submission
-from services.submissions import claim
+from services.submissions.run import run_submission
+from services.submissions.state import claim
 
 LEAKY = "edx-arena-test/leaky:latest"
 DOCKERFILE = b"""FROM edx-arena-test/busybox:latest

@@ -1,4 +1,4 @@
-"""Structured logs (services/logging_setup.py): one JSON object per line, and every line the
+"""Structured logs (services/logs.py): one JSON object per line, and every line the
 worker logs while handling a submission carries its id, with the worker started the way the
 compose stack starts it (``edx-arena worker`` with EDX_LOG_FORMAT=json)."""
 
@@ -16,13 +16,8 @@ import pytest
 from arena_testing import ORG, add_participant, download_and_solve
 from worker_testing import wait_finished
 
-from services.logging_setup import (
-    JsonFormatter,
-    SubmissionContextMiddleware,
-    SubmissionFilter,
-    TextFormatter,
-    submission_context,
-)
+from services.logs import SubmissionContextMiddleware, current_submission, formatter, submission_context
+from services.worker.celery_app import SUBMISSION_TASKS
 
 SID = "0b6f4f1e-3a52-4c3e-9d8e-3f2a6f1b9c01"
 
@@ -31,7 +26,6 @@ def _logger(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
-    handler.addFilter(SubmissionFilter())
     logger = logging.getLogger(f"test.logging.{id(out)}")
     logger.handlers[:] = [handler]
     logger.propagate = False
@@ -40,7 +34,7 @@ def _logger(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
 
 
 def test_json_lines_carry_fields_context_and_traceback():
-    logger, out = _logger(JsonFormatter())
+    logger, out = _logger(formatter("json"))
     logger.info("outside")
     with submission_context(SID):
         logger.warning("scoring %s", "dev", extra={"tier": "dev", "obj": object()})
@@ -62,7 +56,7 @@ def test_json_lines_carry_fields_context_and_traceback():
 
 
 def test_text_lines_name_the_submission_only_when_there_is_one():
-    logger, out = _logger(TextFormatter())
+    logger, out = _logger(formatter("text"))
     logger.info("idle")
     with submission_context(SID):
         logger.info("busy")
@@ -72,7 +66,8 @@ def test_text_lines_name_the_submission_only_when_there_is_one():
 
 
 def test_celery_task_lines_and_the_lease_thread_are_attributed():
-    filt = SubmissionFilter()
+    assert {"run_submission", "score_submission"} <= SUBMISSION_TASKS  # the worker's tasks, wired on import
+    json_lines = formatter("json")
     received = logging.LogRecord(
         "celery.worker.strategy", logging.INFO, "", 0, "Task %(name)s[%(id)s] received", None, None
     )
@@ -82,8 +77,7 @@ def test_celery_task_lines_and_the_lease_thread_are_attributed():
     lease = logging.LogRecord("services.worker.tasks", logging.WARNING, "", 0, "could not renew", None, None)
     lease.threadName = f"lease-{SID}"
     for record, expected in ((received, SID), (other, None), (lease, SID)):
-        filt.filter(record)
-        assert record.submission_id == expected
+        assert json.loads(json_lines.format(record))["submission_id"] == expected
 
 
 def test_api_requests_about_a_submission_are_attributed():
@@ -92,7 +86,7 @@ def test_api_requests_about_a_submission_are_attributed():
     seen = []
 
     async def app(scope, receive, send):
-        seen.append((scope["path"], SubmissionFilter().filter(r := logging.makeLogRecord({})) and r.submission_id))
+        seen.append((scope["path"], current_submission()))
 
     middleware = SubmissionContextMiddleware(app)
     for path in (
@@ -129,7 +123,7 @@ def cli_worker(stack, tmp_path, monkeypatch):
 def test_worker_lines_all_carry_the_submission_id(cli_worker, tmp_path):
     from fastapi.testclient import TestClient
 
-    from services.api.main import app
+    from services.main import app
 
     with TestClient(app) as api:
         r = api.post("/api/v1/admin/tiers/public/dataset", json={"seed": 40, "preset": "small"}, headers=ORG)

@@ -12,8 +12,8 @@ from harness.sandbox import RUN_LABEL
 
 @pytest.mark.docker
 def test_orphans_removed_live_kept(client):
-    from services.containers import instance_label
-    from services.worker.tasks import remove_orphans
+    from services.submissions.recovery import remove_orphans
+    from services.submissions.run import instance_label
 
     dk = docker.from_env()
     with new_session() as s:

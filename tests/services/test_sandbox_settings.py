@@ -6,7 +6,7 @@ import pytest
 
 from core.settings import get_settings
 from harness.sandbox import RunLimits
-from services.containers import limits_from_settings
+from services.submissions.run import limits_from_settings
 
 
 @pytest.fixture

@@ -236,8 +236,8 @@ def test_valid_script_is_stored_and_queued(hidden, backend):
 def test_a_script_output_is_held_to_the_sandbox_cap_not_the_upload_cap(hidden, monkeypatch):
     # A script's result comes out of the sandbox (EDX_SANDBOX_OUTPUT_BYTES), like an image's; the
     # far smaller cap on participants' uploads must not fail it at scoring.
-    from services.containers import run_submission
-    from services.submissions import claim
+    from services.submissions.run import run_submission
+    from services.submissions.state import claim
 
     alice = add_participant(hidden, "alice")
     sid = _submit(hidden, alice, SOLVER, method="lstsq").json()["id"]

@@ -15,16 +15,9 @@ from db.migrate import upgrade_to_head
 from db.models import Dataset, Outcome, Participant, Role, Run, Status, Submission
 from db.session import new_session
 from services.errors import ConflictError, NotFoundError, QuotaError, TooLargeError
-from services.submissions import (
-    check_quota,
-    claim,
-    reap_expired,
-    renew_lease,
-    rescore,
-    stale_queued,
-    stream_to_disk,
-    update_status,
-)
+from services.submissions.quota import check_quota
+from services.submissions.state import claim, reap_expired, renew_lease, rescore, stale_queued, update_status
+from services.submissions.storage import stream_to_disk
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ def worker(stack, tmp_path):
 def api(worker):
     from fastapi.testclient import TestClient
 
-    from services.api.main import app
+    from services.main import app
 
     with TestClient(app) as c:
         for tier, seed in SEEDED.items():

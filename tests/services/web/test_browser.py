@@ -25,8 +25,8 @@ from arena_testing import ORG, add_participant, add_scored, download_and_solve, 
 from db.models import Dataset, Participant
 from db.session import new_session
 from harness.uncertainty import encode_draws
-from services.evaluation import score_submission
-from services.submissions import claim
+from services.submissions.scoring import score_submission
+from services.submissions.state import claim
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -81,7 +81,7 @@ def site(tmp_path, monkeypatch):
     """A seeded SQLite backend served by a real uvicorn process; yields (base url, alice's token, her submission id)."""
     from fastapi.testclient import TestClient
 
-    from services.api.main import app
+    from services.main import app
 
     _backend, db_name = make_backend("sqlite", tmp_path, monkeypatch)
     with TestClient(app) as client:
@@ -148,7 +148,7 @@ def site(tmp_path, monkeypatch):
             sys.executable,
             "-m",
             "uvicorn",
-            "services.api.main:app",
+            "services.main:app",
             "--host",
             "127.0.0.1",
             "--port",

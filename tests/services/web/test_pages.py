@@ -15,8 +15,8 @@ from matplotlib.image import imread
 from db.models import Dataset, Participant, Submission
 from db.session import new_session
 from harness.scoring import SCORER_VERSION
-from services.evaluation import score_submission
-from services.submissions import claim
+from services.submissions.scoring import score_submission
+from services.submissions.state import claim
 from services.web.routes import COOKIE_NAME
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)

@@ -1,4 +1,5 @@
-"""Scoring a stored result: read the dataset with truth and the result, score, record rows.
+"""Scoring a stored result (an upload, or a sandboxed run's kept output): read the dataset with
+truth and the result, score, record the rows, and set the submission scored.
 
 Each row also carries its 95 % bootstrap interval (``ci_low``, ``ci_high``) and, in
 ``tile_stats`` (JSON), what later comparisons need without rescoring:
@@ -26,14 +27,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.settings import get_settings
-from db.models import SANDBOXED, Kind, Outcome, Score, Status, Submission, utcnow
+from db.models import Kind, Outcome, Score, Status, Submission, utcnow
 from harness import HARNESS_VERSION
 from harness.errors import FormatError
 from harness.formats import read_result
 from harness.scoring import SCORER_VERSION, TierScore, score_tier
+from harness.tiers import SANDBOXED_KINDS
 from harness.uncertainty import TILE_SIZE, encode_draws, resample_seed
+from services.access import rules_of
 from services.datasets import result_expectation, scoring_dataset
-from services.submissions import update_status
+from services.submissions.state import update_status
 
 __all__ = ["already_scored", "score_submission", "tier_tile_stats"]
 
@@ -66,6 +69,11 @@ def tier_tile_stats(score: TierScore) -> dict | None:
     }
 
 
+def _submission_hash(submission: Submission) -> str:
+    """What the scores are of: an image's digest, or the uploaded file's (or script's) sha256."""
+    return (submission.image_digest if submission.kind == Kind.container else submission.file_sha256) or ""
+
+
 def _rows(
     submission: Submission, score: TierScore, *, dataset_hash: str, operator_version: str, started: datetime
 ) -> list[Score]:
@@ -78,8 +86,7 @@ def _rows(
         operator_version=operator_version,
         harness_version=HARNESS_VERSION,
         dataset_hash=dataset_hash,
-        submission_hash=(submission.image_digest if submission.kind == Kind.container else submission.file_sha256)
-        or "",
+        submission_hash=_submission_hash(submission),
         started_at=started,
         ended_at=ended,
     )
@@ -99,8 +106,9 @@ def _rows(
             **common,
         )
     ]
+    term = rules_of(submission.tier).score  # the tier's score: "blind" or "standard"
     for s in score.scenes:
-        scene_score = s.standard if submission.tier == "standard" else s.blind
+        scene_score = getattr(s, term)
         stats = (
             None
             if s.tile_stats is None
@@ -129,8 +137,9 @@ def score_submission(session: Session, submission: Submission, *, result_path: s
     """Score ``submission``'s result (its uploaded file, or a container's ``result_path``),
     record the rows and set it scored (or failed ``invalid_output``); commits."""
     if already_scored(session, submission.id):
-        update_status(submission, status=Status.scored, outcome=submission.outcome or Outcome.succeeded)
-        session.commit()
+        if submission.status != Status.scored:  # a delivery that claimed it after the rows were written
+            update_status(submission, status=Status.scored, outcome=submission.outcome or Outcome.succeeded)
+            session.commit()
         return
     started = utcnow()
     update_status(submission, status=Status.scoring)
@@ -138,7 +147,7 @@ def score_submission(session: Session, submission: Submission, *, result_path: s
     settings = get_settings()
     dataset_row = submission.dataset
     # A sandboxed run's output was already held to the sandbox cap; an upload to the upload cap.
-    cap = settings.sandbox_output_bytes if submission.kind in SANDBOXED else settings.max_upload_bytes
+    cap = settings.sandbox_output_bytes if submission.kind in SANDBOXED_KINDS else settings.max_upload_bytes
     try:
         result = read_result(result_path or submission.file_path, result_expectation(dataset_row, max_bytes=cap))
     except FormatError as exc:

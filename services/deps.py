@@ -1,4 +1,5 @@
-"""Request dependencies as ``Annotated`` aliases, so handlers never repeat ``Depends``."""
+"""Request dependencies shared by the REST API and the web pages, as ``Annotated`` aliases, so
+handlers never repeat ``Depends``."""
 
 from __future__ import annotations
 
@@ -38,5 +39,13 @@ def _organizer(participant: Annotated[Participant, Depends(_participant)]) -> Pa
     return participant
 
 
+def _optional_participant(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Participant | None:
+    return None if credentials is None else authenticate(session, credentials.credentials)
+
+
 CurrentParticipant = Annotated[Participant, Depends(_participant)]
+#: The participant a bearer token names, or None without one (a wrong token is still a 401).
+OptionalParticipant = Annotated[Participant | None, Depends(_optional_participant)]
 OrganizerDep = Annotated[Participant, Depends(_organizer)]
