@@ -102,7 +102,12 @@ def validate_result_isolated(
         return
     if verdict.get("type") == "FileTooLargeError":
         raise FileTooLargeError(verdict["message"], where=verdict.get("where", "file"))
-    raise FormatError(verdict["message"], where=verdict.get("where", "file"), rule=verdict.get("rule", "format"))
+    raise FormatError(
+        verdict["message"],
+        where=verdict.get("where", "file"),
+        rule=verdict.get("rule", "format"),
+        attribute=verdict.get("attribute"),
+    )
 
 
 def _parse(stdout: bytes) -> dict | None:
@@ -156,6 +161,7 @@ def _child_main() -> int:
             "message": exc.message,
             "where": exc.where,
             "rule": exc.rule,
+            "attribute": exc.attribute,
         }
     sys.stdout.write(json.dumps(verdict))
     sys.stdout.flush()
