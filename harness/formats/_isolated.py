@@ -348,7 +348,12 @@ def _raise_verdict(verdict: dict) -> None:
         return
     if verdict.get("type") == "FileTooLargeError":
         raise FileTooLargeError(verdict["message"], where=verdict.get("where", "file"))
-    raise FormatError(verdict["message"], where=verdict.get("where", "file"), rule=verdict.get("rule", "format"))
+    raise FormatError(
+        verdict["message"],
+        where=verdict.get("where", "file"),
+        rule=verdict.get("rule", "format"),
+        attribute=verdict.get("attribute"),
+    )
 
 
 def _parse(line: bytes) -> dict | None:
@@ -400,6 +405,7 @@ def _child_main() -> int:
                 "message": exc.message,
                 "where": exc.where,
                 "rule": exc.rule,
+                "attribute": exc.attribute,
             }
         verdict["vm"] = _vm_size_bytes()
         out.write(json.dumps(verdict) + "\n")
