@@ -17,6 +17,7 @@ its error |x̂ − x|           the same, where the truth is in the view
 its run log                 organizers whole; owners whole where the tier's measurements are
                             downloadable, else what ``EDX_HIDDEN_LOG_POLICY`` lets through
                             (:mod:`harness.sandbox.disclosure`)
+its runtime, peak memory    the same; rounded up to whole seconds and MiB where not whole
 anything derived from θ     participants only where θ is published (``discloses_true_spec``)
 its provenance              anyone once scored; before that its owner and organizers
 ==========================  ==================================================================
@@ -27,8 +28,8 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from core.settings import get_settings
-from db.models import Dataset, Kind, Outcome, Participant, Role, Status, Submission
-from harness.sandbox.disclosure import LogPolicy, participant_log
+from db.models import Dataset, Kind, Outcome, Participant, Role, Run, Status, Submission
+from harness.sandbox.disclosure import LogPolicy, participant_log, shown_memory, shown_runtime
 from harness.tiers import TIER_RULES, TIERS, TierRules
 from services.errors import ForbiddenError, NotFoundError
 
@@ -43,6 +44,7 @@ __all__ = [
     "may_view",
     "rules_of",
     "submission_pictures",
+    "visible_figures",
     "visible_log",
     "visible_provenance",
 ]
@@ -117,14 +119,31 @@ def submission_pictures(submission: Submission) -> tuple[bool, bool]:
     return True, bool(submission.dataset.truth_in_view)
 
 
+def _sees_everything(submission: Submission, viewer: Participant | None) -> bool:
+    """Organizers see a run whole; so does everyone where the tier's measurements are
+    downloadable anyway (nothing the run read is secret)."""
+    return (viewer is not None and viewer.role == Role.organizer) or rules_of(submission.tier).downloadable
+
+
 def visible_log(submission: Submission, viewer: Participant) -> str | None:
-    """What ``viewer`` may read of the submission's run log: organizers the whole capped log;
-    owners the whole log where the tier's measurements are downloadable anyway, otherwise what
+    """What ``viewer`` may read of the submission's run log: the whole capped log, or what
     :mod:`harness.sandbox.disclosure` lets through under ``EDX_HIDDEN_LOG_POLICY``."""
-    if viewer.role == Role.organizer or rules_of(submission.tier).downloadable:
+    if _sees_everything(submission, viewer):
         return submission.log_tail
     policy = LogPolicy(mode=get_settings().hidden_log_policy)
     return participant_log(submission.log_tail, succeeded=submission.outcome == Outcome.succeeded, policy=policy)
+
+
+def visible_figures(
+    submission: Submission, viewer: Participant | None, row: Submission | Run | None = None
+) -> tuple[float | None, int | None]:
+    """``(runtime_seconds, peak_memory_bytes)`` of ``row`` (the submission itself, or one of its
+    runs) as ``viewer`` (None: anonymous) may see them: exact, or rounded up to whole seconds
+    and MiB where the run read data nobody may see (the exfiltration budget of docs/sandbox.md)."""
+    row = submission if row is None else row
+    if _sees_everything(submission, viewer):
+        return row.runtime_seconds, row.peak_memory_bytes
+    return shown_runtime(row.runtime_seconds), shown_memory(row.peak_memory_bytes)
 
 
 def discloses_true_spec(row: Dataset) -> bool:

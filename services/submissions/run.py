@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from core.settings import get_settings
 from db.models import Kind, Score, Status, Submission, utcnow
 from harness.errors import ImageError, PlatformError
-from harness.formats import validate_result
+from harness.formats import validate_output
 from harness.sandbox import Outcome, RunLimits, RunSpec, remove_leftovers, run_container
 from harness.sandbox.scripts import MOUNT_POINT, script_command, unpack_script
 from harness.scoring import SCORER_VERSION
@@ -111,7 +111,7 @@ def _spec(submission: Submission, work_dir: Path) -> RunSpec | None:
         work_dir=work_dir,
         limits=limits_from_settings(),
         labels={"edx-arena.submission": submission.id, **instance_label()},
-        validate_output=lambda p: validate_result(p, expect),
+        validate_output=lambda p: validate_output(p, expect),  # refusals in a fixed vocabulary
     )
     if submission.kind == Kind.script:
         try:

@@ -30,7 +30,7 @@ from core.settings import get_settings
 from db.models import Kind, Outcome, Score, Status, Submission, utcnow
 from harness import HARNESS_VERSION
 from harness.errors import FormatError
-from harness.formats import read_result
+from harness.formats import output_error_message, read_result
 from harness.scoring import SCORER_VERSION, TierScore, score_tier
 from harness.tiers import SANDBOXED_KINDS
 from harness.uncertainty import TILE_SIZE, encode_draws, resample_seed
@@ -148,10 +148,14 @@ def score_submission(session: Session, submission: Submission, *, result_path: s
     dataset_row = submission.dataset
     # A sandboxed run's output was already held to the sandbox cap; an upload to the upload cap.
     cap = settings.sandbox_output_bytes if submission.kind in SANDBOXED_KINDS else settings.max_upload_bytes
+    expect = result_expectation(dataset_row, max_bytes=cap)
     try:
-        result = read_result(result_path or submission.file_path, result_expectation(dataset_row, max_bytes=cap))
+        result = read_result(result_path or submission.file_path, expect)
     except FormatError as exc:
-        update_status(submission, status=Status.failed, outcome=Outcome.invalid_output, error_message=exc.message)
+        message = exc.message
+        if submission.kind in SANDBOXED_KINDS:  # written after reading hidden data: no word from the file
+            message = f"/output/result.h5 is not a valid result: {output_error_message(exc, expect)}"
+        update_status(submission, status=Status.failed, outcome=Outcome.invalid_output, error_message=message)
         session.commit()
         return
     dataset = scoring_dataset(dataset_row)

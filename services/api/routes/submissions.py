@@ -6,8 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile, status
 from sqlalchemy import select
 
-from db.models import Score
-from services.access import get_submission, visible_log
+from db.models import Participant, Run, Score, Submission
+from services.access import get_submission, visible_figures, visible_log
 from services.api.schemas import (
     ContainerCreate,
     ProvenancePublic,
@@ -140,8 +140,14 @@ def read_provenance(submission_id: str, session: SessionDep, viewer: OptionalPar
         created_at=submission.created_at,
         finished_at=submission.finished_at,
         scores=[ProvenanceScore.model_validate(r) for r in rows],
-        runs=[ProvenanceRun.model_validate(r) for r in submission.runs],
+        runs=[_provenance_run(submission, run, viewer) for run in submission.runs],
     )
+
+
+def _provenance_run(submission: Submission, run: Run, viewer: Participant | None) -> ProvenanceRun:
+    out = ProvenanceRun.model_validate(run)
+    out.runtime_seconds, out.peak_memory_bytes = visible_figures(submission, viewer, run)
+    return out
 
 
 @router.get("/{submission_id}")
@@ -151,5 +157,6 @@ def read_submission(submission_id: str, session: SessionDep, participant: Curren
     scores = session.scalars(select(Score).where(Score.submission_id == submission.id).order_by(Score.id)).all()
     public = SubmissionPublic.model_validate(submission)
     public.log_tail = visible_log(submission, participant)
+    public.runtime_seconds, public.peak_memory_bytes = visible_figures(submission, participant)
     public.scores = [ScoreRow.model_validate(s) for s in scores]
     return public
