@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.caches import on_reset
+
 __all__ = ["PLACEHOLDER_SECRET", "Settings", "SettingsError", "get_settings", "load_settings"]
 
 PLACEHOLDER_SECRET = "changethis"
@@ -137,6 +139,9 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+on_reset(get_settings.cache_clear)
 
 
 class SettingsError(Exception):

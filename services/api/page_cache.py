@@ -14,6 +14,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import clock
+from core.caches import on_reset
 from core.settings import get_settings
 
 __all__ = ["CACHED_PATHS", "PageCacheMiddleware", "clear"]
@@ -26,6 +27,7 @@ _store: dict[tuple, tuple[float, Message, bytes]] = {}
 _refreshing: set[tuple] = set()
 
 
+@on_reset
 def clear() -> None:
     """Forget every stored page (tests; a settings change)."""
     _store.clear()

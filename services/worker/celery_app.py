@@ -12,6 +12,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue, pools
 
+from core.caches import on_reset
 from core.settings import Settings, get_settings
 from services.logs import connect_celery
 
@@ -79,4 +80,5 @@ app = Celery("edx_arena", include=["services.worker.tasks"])
 # Read the settings when the app is first used, not when this module is imported: importing the
 # API (which sends work through this app) must not need the settings yet.
 app.add_defaults(_from_settings)
+on_reset(lambda: configure(app))
 connect_celery(SUBMISSION_TASKS)  # JSON/text logs with the submission id on every line (EDX_LOG_FORMAT)
