@@ -7,7 +7,6 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from db_fixtures import db_url  # noqa: F401  (fixture)
 from sqlalchemy import create_engine, inspect
 
 from db.migrate import alembic_config, upgrade_to_head

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))  # arena_testing
 
-from arena_testing import drop_backend, make_backend
+from database_testing import drop_backend, make_backend
 from reliability_testing import SEEDS, fast_settings, seed
 
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from arena_testing import add_participant, drop_backend, make_backend, reset_caches
+from arena_testing import add_participant
+from database_testing import drop_backend, make_backend, reset_caches
 from reliability_testing import (
     PrivatePostgres,
     PrivateRedis,

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from arena_testing import ORG, add_participant, download_and_solve, reset_caches
+from arena_testing import ORG, add_participant, download_and_solve
+from database_testing import reset_caches
 from sqlalchemy import func, select, update
 
 from db.models import ApiToken, Dataset, Submission

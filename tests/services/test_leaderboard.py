@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from arena_testing import add_scored, reset_caches
+from arena_testing import add_scored
+from database_testing import reset_caches
 from sqlalchemy import update
 
 from db.models import Dataset, Participant

@@ -4,7 +4,8 @@ the whole deployment), upload bytes from the process that stored them."""
 from __future__ import annotations
 
 import pytest
-from arena_testing import add_participant, download_and_solve, reset_caches
+from arena_testing import add_participant, download_and_solve
+from database_testing import reset_caches
 from prometheus_client.parser import text_string_to_metric_families
 from worker_testing import wait_finished
 

@@ -11,7 +11,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from arena_testing import ORG, add_participant, reset_caches
+from arena_testing import ORG, add_participant
+from database_testing import reset_caches
 from sqlalchemy import func, select
 from worker_testing import error, wait_finished
 

@@ -8,7 +8,7 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from arena_testing import reset_caches
+from database_testing import reset_caches
 from sqlalchemy import select, update
 
 from db.migrate import upgrade_to_head

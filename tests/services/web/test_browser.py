@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from arena_testing import ORG, add_participant, add_scored, download_and_solve, drop_backend, make_backend
+from arena_testing import ORG, add_participant, add_scored, download_and_solve
+from database_testing import drop_backend, make_backend
 
 from db.models import Dataset, Participant
 from db.session import new_session
