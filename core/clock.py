@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock", "monotonic", "now", "use_clock"]
+__all__ = ["Clock", "ManualClock", "SystemClock", "monotonic", "now", "use_clock"]
 
 
 class Clock(Protocol):
@@ -28,6 +28,24 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class ManualClock:
+    """A clock that moves only when told (:meth:`advance`): tests move time instead of sleeping."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime.now(UTC)
+        self._monotonic = 0.0
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._monotonic += seconds
+        self._now += timedelta(seconds=seconds)
 
 
 _clock: Clock = SystemClock()

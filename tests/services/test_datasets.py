@@ -1,20 +1,25 @@
-"""The worker's cache of datasets with truth (services.datasets.scoring_dataset): one load per
-dataset per process, shared by concurrent callers, a reseeded tier never served stale, and a
-prefetch that warms it while a container runs."""
+"""services/datasets.py: the worker's cache of datasets with truth (one load per process, shared
+by concurrent callers, a reseeded tier is a new entry) and the Standard track's truth, the
+organizer's choice.
+"""
 
 from __future__ import annotations
 
 import threading
 
+import h5py
 import numpy as np
 import pytest
+from arena_testing import ORG
 from sqlalchemy import select
+from worker_testing import error
 
 import services.datasets as datasets
 from db.migrate import upgrade_to_head
 from db.models import Dataset
 from db.session import new_session
 from harness.formats import read_measurement
+from harness.tiers import SPEC_PARAMETERS
 from services.datasets import prefetch_scoring_dataset, scoring_dataset, seed_tier
 
 
@@ -97,3 +102,49 @@ def test_prefetch_warms_the_cache_and_swallows_a_missing_file(backend, counted_r
     prefetch_scoring_dataset(gone).join(timeout=60)  # no exception escapes the thread
     with pytest.raises(FileNotFoundError, match="no such file"):
         scoring_dataset(gone)
+
+
+def test_standard_truth_is_the_organizers_choice(seeded, tmp_path):
+    r = seeded.post(
+        "/api/v1/admin/tiers/standard/dataset", json={"seed": 7, "preset": "small", "with_truth": True}, headers=ORG
+    )
+    assert r.status_code == 201, r.text
+    path = tmp_path / "s.h5"
+    path.write_bytes(seeded.get("/api/v1/tiers/standard/measurement").content)
+    with h5py.File(path) as f:
+        for scene in f["scenes"].values():
+            assert "x_true" in scene
+            # scenes at nominal θ: the operator is exactly the published one
+            assert all(scene.attrs[f"spec_true/{p}"] == f["spec/nominal"].attrs[p] for p in SPEC_PARAMETERS)
+    # reseeding without the flag goes back to the default: no truth
+    assert (
+        seeded.post(
+            "/api/v1/admin/tiers/standard/dataset", json={"seed": 8, "preset": "small"}, headers=ORG
+        ).status_code
+        == 201
+    )
+    path.write_bytes(seeded.get("/api/v1/tiers/standard/measurement").content)
+    with h5py.File(path) as f:
+        assert all("x_true" not in scene for scene in f["scenes"].values())
+
+    message = (
+        "with_truth is the organizer's choice on the standard tier only; the public tier always "
+        "includes its truth and the dev and hidden tiers never do"
+    )
+    for tier in ("dev", "hidden", "public"):
+        error(
+            seeded.post(
+                f"/api/v1/admin/tiers/{tier}/dataset",
+                json={"seed": 9, "preset": "small", "with_truth": True},
+                headers=ORG,
+            ),
+            400,
+            "bad_request",
+            message,
+        )
+    error(
+        seeded.post("/api/v1/admin/tiers/gold/dataset", json={"seed": 9}, headers=ORG),
+        404,
+        "not_found",
+        "unknown tier 'gold'; tiers are public, dev, hidden, standard",
+    )

@@ -1,10 +1,11 @@
-"""The submission state machine on SQLite and PostgreSQL: claim is a compare-and-set (a
+"""services/submissions/state.py on SQLite and PostgreSQL: claim is a compare-and-set (a
 duplicate delivery never runs a submission twice), leases expire into the reaper, every
-attempt is a Run row, rescoring only finished submissions; streamed intake with its cap."""
+attempt is a Run row, the transition table refuses illegal moves, rescoring only finished
+submissions.
+"""
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,12 +13,10 @@ from database_testing import reset_caches
 from sqlalchemy import select, update
 
 from db.migrate import upgrade_to_head
-from db.models import Dataset, Outcome, Participant, Role, Run, Status, Submission
+from db.models import Dataset, Outcome, Participant, Run, Status, Submission
 from db.session import new_session
-from services.errors import ConflictError, NotFoundError, QuotaError, TooLargeError
-from services.submissions.quota import check_quota
+from services.errors import ConflictError, NotFoundError
 from services.submissions.state import claim, reap_expired, renew_lease, rescore, stale_queued, update_status
-from services.submissions.storage import stream_to_disk
 
 
 @pytest.fixture
@@ -147,31 +146,3 @@ def test_rescore_only_finished_submissions(sid):
         again = rescore(s, submission_id=sid)
         s.commit()
         assert (again.status, again.outcome, again.error_message, again.finished_at) == ("queued", None, None, None)
-
-
-def test_quota_counts_the_utc_day_and_skips_uncharged_and_organizers(sid, monkeypatch):
-    monkeypatch.setenv("EDX_QUOTA_DEV", "1")
-    reset_caches()
-    with new_session() as s:
-        ann = s.scalar(select(Participant).where(Participant.name == "ann"))
-        created = s.get(Submission, sid).created_at.replace(tzinfo=UTC)
-        with pytest.raises(QuotaError, match=r"next slot opens at \d{4}-\d\d-\d\d 00:00 UTC"):
-            check_quota(s, participant=ann, tier="dev")
-        check_quota(s, participant=ann, tier="dev", now=created + timedelta(days=1))  # a new UTC day
-        check_quota(s, participant=ann, tier="public")  # unlimited
-        s.execute(update(Submission).values(charged=False))
-        check_quota(s, participant=ann, tier="dev")
-        s.execute(update(Submission).values(charged=True))
-        ann.role = Role.organizer
-        check_quota(s, participant=ann, tier="dev")
-
-
-def test_stream_to_disk_hashes_and_caps(tmp_path):
-    import hashlib
-
-    data = bytes(range(256)) * 10_000
-    path, digest, size = stream_to_disk(io.BytesIO(data), directory=tmp_path / "up", max_bytes=len(data))
-    assert path.read_bytes() == data and digest == hashlib.sha256(data).hexdigest() and size == len(data)
-    with pytest.raises(TooLargeError, match=f"over the {len(data) - 1} byte upload cap"):
-        stream_to_disk(io.BytesIO(data), directory=tmp_path / "up", max_bytes=len(data) - 1)
-    assert [p.name for p in (tmp_path / "up").iterdir()] == [path.name]  # the partial file is gone

@@ -1,6 +1,7 @@
-"""The server-rendered pages and pictures through the real app (TestClient), on SQLite and
-PostgreSQL: leaderboard tabs, ranks, ties and badges; escaping of participant text; sign-in;
-the owner's submission page; the tiers page; which pictures exist for whom."""
+"""services/web/routes.py: the server-rendered pages (boards, sign-in, a submission, the tiers)
+over the real ASGI stack: ranks, badges, ties, escaping, the HttpOnly cookie, errors as HTML
+for browsers.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ from services.submissions.state import claim
 from services.web.routes import COOKIE_NAME
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+
+
 HTML = {"Accept": "text/html"}
+
+
 XSS = "<script>alert('x')</script>"
 
 
@@ -102,6 +107,25 @@ def boards(client):
 def _rows(html: str) -> list[str]:
     body = html.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
     return re.findall(r"<tr\b.*?</tr>", body, flags=re.S)
+
+
+def _token(headers: dict) -> str:
+    return headers["Authorization"].split(" ", 1)[1]
+
+
+def _scored(client, tmp_path, tier: str, who: dict, method: str = "nnls") -> str:
+    result = download_and_solve(client, tier, tmp_path)
+    r = client.post(
+        "/api/v1/submissions",
+        data={"tier": tier, "method": method, "source": "https://example.org/m"},
+        files={"file": ("r.h5", result.read_bytes())},
+        headers=who,
+    )
+    assert r.status_code == 202, r.text
+    sid = r.json()["id"]
+    with new_session() as s:
+        score_submission(s, claim(s, sid, worker="test"))
+    return sid
 
 
 def test_tier_board_ranks_badges_and_escaping(boards):
@@ -206,28 +230,6 @@ def test_empty_and_bad_boards(client):
     assert client.get("/static/nope.css").status_code == 404
 
 
-# -- sign-in and the owner's submission page --------------------------------------------------
-
-
-def _token(headers: dict) -> str:
-    return headers["Authorization"].split(" ", 1)[1]
-
-
-def _scored(client, tmp_path, tier: str, who: dict, method: str = "nnls") -> str:
-    result = download_and_solve(client, tier, tmp_path)
-    r = client.post(
-        "/api/v1/submissions",
-        data={"tier": tier, "method": method, "source": "https://example.org/m"},
-        files={"file": ("r.h5", result.read_bytes())},
-        headers=who,
-    )
-    assert r.status_code == 202, r.text
-    sid = r.json()["id"]
-    with new_session() as s:
-        score_submission(s, claim(s, sid, worker="test"))
-    return sid
-
-
 def test_sign_in_sets_an_httponly_cookie_and_guards_the_page(seeded, tmp_path):
     alice, bob = add_participant(seeded, "alice"), add_participant(seeded, "bob")
     sid = _scored(seeded, tmp_path, "public", alice, method=XSS)
@@ -300,41 +302,6 @@ def test_submission_page_shows_run_scores_and_pictures(seeded, tmp_path):
     assert seeded.get(f"/submissions/{sid}/scenes/public-s1/error.png", headers=ORG).status_code == 200
 
 
-def test_dev_answers_are_pictured_without_their_error(seeded, tmp_path, backend):
-    alice = add_participant(seeded, "alice")
-    sid = _scored(seeded, tmp_path, "dev", alice)
-    html = seeded.get(f"/submissions/{sid}", headers=alice).text
-    assert f"/submissions/{sid}/scenes/dev-s0/maps.png" in html and "error.png" not in html
-    assert seeded.get(f"/submissions/{sid}/scenes/dev-s0/maps.png", headers=alice).status_code == 200
-    r = seeded.get(f"/submissions/{sid}/scenes/dev-s0/error.png", headers=alice)
-    assert r.status_code == 403 and "truth is never shown" in r.json()["error"]["message"]
-    # Pictures are kept on disk by content and served from there.
-    stored = list((backend.data_dir / "storage" / "plots").rglob("dev-s0-maps.png"))
-    assert (
-        len(stored) == 1
-        and stored[0].read_bytes() == seeded.get(f"/submissions/{sid}/scenes/dev-s0/maps.png", headers=alice).content
-    )
-
-
-def test_hidden_answers_are_never_pictured(seeded):
-    r = seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 7, "preset": "small"}, headers=ORG)
-    assert r.status_code == 201, r.text
-    alice = add_participant(seeded, "alice")
-    with new_session() as s:
-        who = s.query(Participant).filter_by(name="alice").one()
-        dataset = s.query(Dataset).filter_by(tier="hidden", active=True).one()
-        sub = _row(s, dataset, who, 0.6, minutes=0, method="container", kind="container")
-        sid = sub.id
-        s.commit()
-    html = seeded.get(f"/submissions/{sid}", headers=alice).text
-    assert "maps.png" not in html and "<dt>Exit code</dt>" in html
-    r = seeded.get(f"/submissions/{sid}/scenes/hidden-s0/maps.png", headers=alice)
-    assert r.status_code == 403 and "hidden scene" in r.json()["error"]["message"]
-
-
-# -- the tiers page and tier pictures ---------------------------------------------------------
-
-
 def test_tiers_page_downloads_pictures_and_rules(seeded):
     assert (
         seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 7, "preset": "small"}, headers=ORG).status_code
@@ -353,47 +320,6 @@ def test_tiers_page_downloads_pictures_and_rules(seeded):
     assert 'id="scoring"' in html and "0.4·PSNR<sub>norm</sub> + 0.4·SSIM + 0.2·consistency" in html
     assert "0.5·PSNR<sub>norm</sub> + 0.5·SSIM" in html and "0.778" in html and SCORER_VERSION in html
     assert "absorption_correction_error" in html and "[-3.0, 6.0]" in html
-
-
-def test_truth_pictures_only_where_the_truth_is_public(seeded):
-    assert (
-        seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 7, "preset": "small"}, headers=ORG).status_code
-        == 201
-    )
-    for path in (
-        "/tiers/public/scenes/public-s1/maps.png",
-        "/tiers/public/scenes/public-s1/spectrum.png",
-        "/tiers/dev/scenes/dev-s1/spectrum.png",
-    ):
-        r = seeded.get(path)
-        assert r.status_code == 200 and r.headers["content-type"] == "image/png", path
-        assert imread(io.BytesIO(r.content)).shape[1] > 400
-    # Dev and Hidden truth: refused, to everyone, organizers included.
-    for path, headers in (
-        ("/tiers/dev/scenes/dev-s1/maps.png", {}),
-        ("/tiers/dev/scenes/dev-s1/maps.png", ORG),
-        ("/tiers/hidden/scenes/hidden-s1/maps.png", ORG),
-        ("/tiers/hidden/scenes/hidden-s1/spectrum.png", {}),
-    ):
-        r = seeded.get(path, headers=headers)
-        assert r.status_code == 403 and r.headers["content-type"] == "application/json", path
-    assert "truth is never shown" in seeded.get("/tiers/dev/scenes/dev-s1/maps.png").json()["error"]["message"]
-    assert seeded.get("/tiers/public/scenes/nope/maps.png").status_code == 404
-    assert seeded.get("/tiers/mars/scenes/x/spectrum.png").status_code == 404
-    assert seeded.get("/tiers/standard/scenes/standard-s0/spectrum.png").status_code == 404  # no dataset yet
-
-
-def test_standard_truth_is_pictured_only_when_the_organizer_published_it(seeded):
-    r = seeded.post("/api/v1/admin/tiers/standard/dataset", json={"seed": 9, "preset": "small"}, headers=ORG)
-    assert r.status_code == 201, r.text
-    assert seeded.get("/tiers/standard/scenes/standard-s0/maps.png").status_code == 403
-    assert seeded.get("/tiers/standard/scenes/standard-s0/spectrum.png").status_code == 200
-    r = seeded.post(
-        "/api/v1/admin/tiers/standard/dataset", json={"seed": 9, "preset": "small", "with_truth": True}, headers=ORG
-    )
-    assert r.status_code == 201, r.text
-    assert seeded.get("/tiers/standard/scenes/standard-s0/maps.png").status_code == 200
-    assert 'src="/tiers/standard/scenes/standard-s0/maps.png"' in seeded.get("/tiers").text
 
 
 def test_a_failed_run_shows_outcome_resources_and_the_escaped_log(seeded):

@@ -1,6 +1,7 @@
 """Structured logs (services/logs.py): one JSON object per line, and every line the
 worker logs while handling a submission carries its id, with the worker started the way the
-compose stack starts it (``edx-arena worker`` with EDX_LOG_FORMAT=json)."""
+compose stack starts it (``edx-arena worker`` with EDX_LOG_FORMAT=json).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +33,26 @@ def _logger(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
     logger.propagate = False
     logger.setLevel(logging.INFO)
     return logger, out
+
+
+@pytest.fixture
+def cli_worker(stack, tmp_path, monkeypatch):
+    """The worker as the compose stack runs it: ``edx-arena worker`` with JSON logs."""
+    monkeypatch.setenv("EDX_LOG_FORMAT", "json")
+    log_path = tmp_path / "worker-json.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "worker"],
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        yield log_path
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def test_json_lines_carry_fields_context_and_traceback():
@@ -98,26 +119,6 @@ def test_api_requests_about_a_submission_are_attributed():
     ):
         asyncio.run(middleware({"type": "http", "path": path}, None, None))
     assert [s for _, s in seen] == [SID, SID, None, None]
-
-
-@pytest.fixture
-def cli_worker(stack, tmp_path, monkeypatch):
-    """The worker as the compose stack runs it: ``edx-arena worker`` with JSON logs."""
-    monkeypatch.setenv("EDX_LOG_FORMAT", "json")
-    log_path = tmp_path / "worker-json.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "worker"],
-            env=dict(os.environ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        yield log_path
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.mark.slow

@@ -1,10 +1,7 @@
-"""Image links against a real registry (Debian's ``docker-registry``, started on a free
-loopback port with its own storage; dockerd treats 127.0.0.0/8 registries as insecure-allowed).
-
-A link from an allow-listed registry is pulled, pinned by manifest digest and scored on the
-Hidden board; a link outside the allow-list, a missing or private image, an image over the
-size cap and a registry that never answers are refused with a clear error and nothing
-recorded. Plain local names keep working without any pull.
+"""Image links (services/submissions/intake.py, harness/sandbox/images.py pull_image) against a
+real Docker Distribution registry on loopback and the real daemon: pulled only from the
+allow-list, pinned by digest, size-capped and time-limited; plain names are looked up, never
+pulled.
 """
 
 from __future__ import annotations
@@ -34,7 +31,10 @@ from harness.scoring import SCORER_VERSION
 
 pytestmark = pytest.mark.docker
 
+
 BASE = "edx-arena-test/busybox-user:latest"
+
+
 #: bcrypt of a password nobody sends: the private registry only ever sees anonymous pulls.
 HTPASSWD = "reader:$2b$05$abcdefghijklmnopqrstuuOQiyCxlgf/oeuTqixKmWdcYUh4Hjl0a\n"
 
@@ -158,6 +158,24 @@ def allow(stack, registry, monkeypatch):
     return registry
 
 
+@pytest.fixture
+def hidden(client):
+    r = client.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 5, "preset": "small"}, headers=ORG)
+    assert r.status_code == 201, r.text
+    return client
+
+
+@pytest.fixture(scope="module")
+def pushed(dk, registry):
+    link = _push(dk, BASE, f"{registry}/team/busybox", "1")
+    yield link
+    _forget(dk, link)
+
+
+def _link(client, headers, image: str):
+    return client.post("/api/v1/submissions/container", json={"image": image, "method": "m"}, headers=headers)
+
+
 @pytest.mark.slow
 def test_linked_image_is_pulled_pinned_and_scored(allow, api, dk, tmp_path):
     registry = allow
@@ -206,27 +224,6 @@ def test_linked_image_is_pulled_pinned_and_scored(allow, api, dk, tmp_path):
         )
     finally:
         _forget(dk, link, f"{registry}/team/solver@{dk.images.get_registry_data(link).id}", built)
-
-
-# ---- refusals: at intake, nothing recorded ------------------------------------------------------
-
-
-@pytest.fixture
-def hidden(client):
-    r = client.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 5, "preset": "small"}, headers=ORG)
-    assert r.status_code == 201, r.text
-    return client
-
-
-@pytest.fixture(scope="module")
-def pushed(dk, registry):
-    link = _push(dk, BASE, f"{registry}/team/busybox", "1")
-    yield link
-    _forget(dk, link)
-
-
-def _link(client, headers, image: str):
-    return client.post("/api/v1/submissions/container", json={"image": image, "method": "m"}, headers=headers)
 
 
 def test_link_outside_the_allow_list_is_refused(hidden, monkeypatch, registry, pushed):

@@ -1,6 +1,7 @@
-"""Scoring a stored submission (the worker's domain service, called in-process here) on
-SQLite and PostgreSQL: rows with full provenance, equal to the harness scorer's own numbers,
-written once however often it is delivered; a file broken after intake fails as invalid_output."""
+"""services/submissions/scoring.py: a stored result scored into rows with provenance and
+intervals, exactly once per scoring version; a file broken after intake fails as
+invalid_output.
+"""
 
 from __future__ import annotations
 
@@ -98,9 +99,6 @@ def test_a_file_broken_after_intake_fails_as_invalid_output(submitted):
     assert submission.error_message and submission.charged
     with new_session() as s:
         assert s.scalar(select(func.count()).select_from(Score)) == 0
-
-
-# -- intervals (issue 10) ------------------------------------------------------------------
 
 
 def test_rows_carry_intervals_and_the_statistics_behind_them(submitted):

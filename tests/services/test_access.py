@@ -1,6 +1,6 @@
-"""A Hidden-tier image that prints the measurement it reads: its owner never sees the dump (only
-the error excerpt of harness.sandbox.disclosure), the organizer sees the whole capped log. Real
-Docker, the real API, the worker's run function in-process."""
+"""services/access.py: what each viewer may see of a run. The owner of a Hidden-tier run never
+sees the measurement its image dumped to the log; the organizer sees it whole.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from services.submissions.run import run_submission
 from services.submissions.state import claim
 
 LEAKY = "edx-arena-test/leaky:latest"
+
+
 DOCKERFILE = b"""FROM edx-arena-test/busybox:latest
 CMD ["od -v -An -tu1 -w32 -N 2048 /input/measurement.h5; echo 'solver crashed: no convergence'; exit 3"]
 """

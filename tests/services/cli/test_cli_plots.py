@@ -1,4 +1,6 @@
-"""``edx-arena plot``: PNG files from measurement and result files, through typer's runner."""
+"""services/cli/plots.py: edx-arena plot maps|error|spectrum draw the server's pictures locally,
+and refuse with a reason.
+"""
 
 from __future__ import annotations
 

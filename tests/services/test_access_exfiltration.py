@@ -1,12 +1,6 @@
-"""Hostile Hidden-tier images against every channel back to their owner, through the real API,
-a real Celery worker and real Docker (images built from the test busybox):
-
-- a result file whose names are a kilobyte of "anything" is refused with a message that holds
-  none of it (fixed vocabulary), even with ``EDX_HIDDEN_LOG_POLICY=never``;
-- an image that tries every channel at once (a log stuffed with letter words, a traceback with
-  a kilobyte payload, exit code, output shaping, memory and runtime modulation): what its owner
-  reads back through ``GET /api/v1/submissions/{id}``, the provenance and the submission page
-  is measured, and the information it can carry is at most 256 bytes per failed run.
+"""services/access.py and the sandbox's disclosure rules end to end (issue 16.3): hostile images
+through the real API and worker; what a failed run can carry to its owner stays within the
+measured exfiltration budget of docs/sandbox.md.
 """
 
 from __future__ import annotations
@@ -36,16 +30,25 @@ from services.datasets import active_dataset, result_expectation
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
+
 BUSYBOX = "edx-arena-test/busybox:latest"
+
+
 #: 1,000 characters of "anything" a container wants its owner to read.
 MARK = ("hiddenDataQ" * 91)[:1000]
+
+
 PREFIX = "/output/result.h5 is not a valid result: "
+
+
 #: Message forms other than an invalid result's, each counted once (their numbers are counted as
 #: their own channels: the exit code) — runner: succeeded, timeout, oom, nonzero_exit,
 #: missing_output, two not-a-file forms, four output_too_large forms; platform errors (one per
 #: exception class of the Docker SDK and requests, with or without the attempts suffix); worker
 #: and reaper retries. 64 bounds them with room to spare.
 OTHER_MESSAGE_FORMS = 64
+
+
 #: How much longer than the wall time a run can take from claim to outcome (kill, clean-up,
 #: validation): the window the container can move its end time in.
 END_SLACK_SECONDS = 60
@@ -101,6 +104,8 @@ def _compound_spec_attribute(f, expect):
 
 
 HOSTILE_RESULTS = {"compound field name": _compound_x_hat, "unknown scene": _unknown_scene}
+
+
 HOSTILE_RESULTS["spec attribute field name"] = _compound_spec_attribute
 
 
@@ -117,6 +122,25 @@ def _page(api, token: str, sid: str) -> str:
 def never_policy(monkeypatch):
     # Set before the API and the worker start (fixture order), so both read it.
     monkeypatch.setenv("EDX_HIDDEN_LOG_POLICY", "never")
+
+
+def _letter_words(rng, n: int) -> list[str]:
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+    return ["".join(rng.choice(letters, 47)) for _ in range(n)]
+
+
+def _timestamp_resolution(values: list[str]) -> float:
+    """The finest step the API's timestamps are written in (seconds)."""
+    digits = max(len(m.group(1)) for v in values if (m := re.search(r"\.(\d+)", v)))
+    return 10.0**-digits
+
+
+def _participant_bytes(log: str) -> int:
+    """Bytes of the run's own text in an owner's log view: all but the fixed header and markers."""
+    lines = log.splitlines()
+    assert lines[0].startswith("[Hidden-tier log: its owner sees only the error")
+    fixed = ("[withheld: it looks like data]", "(the log is empty)")
+    return sum(len(line.removesuffix(" […]").encode()) for line in lines[1:] if line not in fixed)
 
 
 @pytest.mark.parametrize("stack", ["embedded"], indirect=True)
@@ -158,25 +182,6 @@ def test_a_hostile_results_names_never_reach_its_owner(never_policy, api, tmp_pa
         f"/scenes/{expect.scene_ids[2]}/spec attribute 'peak_overlap'"
         in states["spec attribute field name"]["error_message"]
     )
-
-
-def _letter_words(rng, n: int) -> list[str]:
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
-    return ["".join(rng.choice(letters, 47)) for _ in range(n)]
-
-
-def _timestamp_resolution(values: list[str]) -> float:
-    """The finest step the API's timestamps are written in (seconds)."""
-    digits = max(len(m.group(1)) for v in values if (m := re.search(r"\.(\d+)", v)))
-    return 10.0**-digits
-
-
-def _participant_bytes(log: str) -> int:
-    """Bytes of the run's own text in an owner's log view: all but the fixed header and markers."""
-    lines = log.splitlines()
-    assert lines[0].startswith("[Hidden-tier log: its owner sees only the error")
-    fixed = ("[withheld: it looks like data]", "(the log is empty)")
-    return sum(len(line.removesuffix(" […]").encode()) for line in lines[1:] if line not in fixed)
 
 
 @pytest.mark.parametrize("stack", ["embedded"], indirect=True)

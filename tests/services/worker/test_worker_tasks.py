@@ -1,6 +1,8 @@
-"""A real Celery worker process, fed through the API: the embedded default (SQLite + the
-filesystem broker) and the server stack (PostgreSQL + Redis). HDF5 results and a Hidden-tier
-container end up scored; a broken image ends in its typed outcome."""
+"""services/worker/tasks.py: a real Celery worker process, fed through the API: the embedded
+default (SQLite + the filesystem broker) and the server stack (PostgreSQL + Redis). HDF5
+results and a Hidden-tier container end up scored; a broken image ends in its typed outcome;
+duplicate deliveries and a rescore score once.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +14,15 @@ from arena_testing import ORG, add_participant, download_and_solve
 from worker_testing import wait_finished
 
 from harness.scoring import SCORER_VERSION
+
+
+def _broker_empty(stack) -> bool:
+    from core.settings import get_settings
+
+    settings = get_settings()
+    if settings.broker_url.startswith("redis"):
+        return redis.Redis.from_url(settings.broker_url).llen("edx") == 0
+    return not any((settings.broker_dir / "queue").iterdir())
 
 
 @pytest.mark.docker
@@ -65,15 +76,6 @@ def test_worker_scores_hdf5_and_container_submissions(api, tmp_path):
     client = docker.from_env()
     for key in ("hidden", "broken"):
         assert not client.containers.list(all=True, filters={"label": f"edx-arena.submission={ids[key]}"})
-
-
-def _broker_empty(stack) -> bool:
-    from core.settings import get_settings
-
-    settings = get_settings()
-    if settings.broker_url.startswith("redis"):
-        return redis.Redis.from_url(settings.broker_url).llen("edx") == 0
-    return not any((settings.broker_dir / "queue").iterdir())
 
 
 @pytest.mark.slow

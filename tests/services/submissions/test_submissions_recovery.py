@@ -1,4 +1,8 @@
-"""A starting worker removes sandbox containers no live run owns, and keeps live ones."""
+"""services/submissions/recovery.py: a starting worker removes sandbox containers no live run
+owns, and keeps live ones (and other deployments').
+"""
+
+from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
