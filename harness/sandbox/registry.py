@@ -68,8 +68,10 @@ def registry_is_secure(client: docker.DockerClient, registry: str) -> bool:
     index = (config.get("IndexConfigs") or {}).get(registry)
     if index is not None:
         return bool(index.get("Secure", True))
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    host = host.strip("[]")
+    if registry.startswith("["):  # [v6 address]:port
+        host = registry[1 : registry.find("]")]
+    else:
+        host = registry.rsplit(":", 1)[0]
     try:
         addresses = {ipaddress.ip_address(host)}
     except ValueError:

@@ -19,6 +19,7 @@ import bz2
 import gzip
 import hashlib
 import lzma
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -125,43 +126,57 @@ class FileSource:
 
 
 class StreamSource:
-    """A forward-only stream: data is skipped by reading it (so a meter below still counts it)."""
+    """A forward-only stream, read in large chunks (so a meter below counts everything, data
+    skipped included, without a Python call per header)."""
 
     def __init__(self, read: Callable[[int], bytes]) -> None:
         self._read, self.pos = read, 0
+        self._buf, self._off = b"", 0
+
+    def _fill(self) -> bool:
+        if self._off >= len(self._buf):
+            self._buf, self._off = self._read(_CHUNK), 0
+        return bool(self._buf)
 
     def read(self, n: int) -> bytes:
-        parts, want = [], n
-        while want:
-            data = self._read(want)
-            if not data:
-                break
-            parts.append(data)
-            want -= len(data)
+        parts = []
+        while n and self._fill():
+            part = self._buf[self._off : self._off + n]
+            self._off += len(part)
+            n -= len(part)
+            parts.append(part)
         data = b"".join(parts)
         self.pos += len(data)
         return data
 
     def skip(self, n: int) -> None:
         while n:
-            data = self.read(min(n, _CHUNK))
-            if not data:
+            if not self._fill():
                 raise TarRefused("the tar archive is truncated (a member's data runs past the end)")
-            n -= len(data)
+            k = min(n, len(self._buf) - self._off)
+            self._off += k
+            self.pos += k
+            n -= k
+
+    def unread(self, data: bytes) -> None:
+        """Put back ``data``, just read."""
+        self._buf, self._off = data + self._buf[self._off :], 0
+        self.pos -= len(data)
 
 
 def _string(field: bytes) -> str:
     return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
+_OCTAL = re.compile(rb"[0-7]+")
+
+
 def _octal(field: bytes) -> int:
+    """Go's parseOctal: spaces and NULs around, up to the first NUL, octal digits only."""
     text = field.strip(b" \0").split(b"\0", 1)[0]
     if not text:
         return 0
-    try:
-        return int(text, 8) if all(48 <= c <= 55 for c in text) else _bad_number()
-    except ValueError:
-        return _bad_number()
+    return int(text, 8) if _OCTAL.fullmatch(text) else _bad_number()
 
 
 def _bad_number() -> int:
@@ -185,12 +200,18 @@ def _numeric(field: bytes) -> int:
     return _octal(field)
 
 
+_HIGH = bytes(range(128, 256))
+
+
 def _checksum_ok(block: bytes) -> bool:
+    """Go accepts the unsigned or the signed byte sum (the header's checksum field as spaces)."""
     stored = _octal(block[148:156])
     body = block[:148] + b" " * 8 + block[156:]
     unsigned = sum(body)
-    signed = sum(c - 256 if c > 127 else c for c in body)
-    return stored in (unsigned, signed)
+    if stored == unsigned:
+        return True
+    high = len(body) - len(body.translate(None, _HIGH))
+    return stored == unsigned - 256 * high
 
 
 def is_tar_header(block: bytes) -> bool:
@@ -404,8 +425,9 @@ def scan_layer(read: Callable[[int], bytes], *, max_unpacked: int, max_entries: 
         head = src.read(BLOCK)
         if kind is not None and compression(head) is not None:
             raise TarRefused(f"it is compressed twice ({kind}, then {compression(head)}); compress it once at most")
+        src.unread(head)
         entries = 0
-        for _ in walk(_Replay(head, src), max_entries=max_entries):
+        for _ in walk(src, max_entries=max_entries):
             entries += 1
         while meter.read(_CHUNK):  # walk() checked the rest is zeros; this only makes sure it was all read
             pass
@@ -414,26 +436,3 @@ def scan_layer(read: Callable[[int], bytes], *, max_unpacked: int, max_entries: 
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
         raise TarRefused(f"its {kind or 'compressed'} stream is damaged ({type(exc).__name__})") from None
     return LayerScan("sha256:" + meter.sha.hexdigest(), meter.count, entries, kind)
-
-
-class _Replay:
-    """``src`` with ``head`` (already read from it) readable again."""
-
-    def __init__(self, head: bytes, src: StreamSource) -> None:
-        self.head, self.src, self.pos = head, src, 0
-
-    def read(self, n: int) -> bytes:
-        data = b""
-        if self.head:
-            data, self.head = self.head[:n], self.head[n:]
-        if len(data) < n:
-            data += self.src.read(n - len(data))
-        self.pos += len(data)
-        return data
-
-    def skip(self, n: int) -> None:
-        while n:
-            data = self.read(min(n, _CHUNK))
-            if not data:
-                raise TarRefused("the tar archive is truncated (a member's data runs past the end)")
-            n -= len(data)
