@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from db.models import SANDBOXED, Kind, Participant, Score, Status, Submission
 from harness.errors import ImageError, PlatformError
-from harness.formats import validate_result
+from harness.formats import validate_output
 from harness.sandbox import (
     Outcome,
     RunLimits,
@@ -295,7 +295,7 @@ def run_submission(session: Session, submission: Submission) -> None:
             work_dir=work_dir,
             limits=limits_from_settings(),
             labels={"edx-arena.submission": submission.id, **instance_label()},
-            validate_output=lambda p: validate_result(p, expect),
+            validate_output=lambda p: validate_output(p, expect),  # refusals in a fixed vocabulary
         )
         if submission.kind == Kind.script:
             try:
