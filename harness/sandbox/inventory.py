@@ -8,7 +8,7 @@ from docker.errors import APIError, ImageNotFound
 import docker
 from harness.sandbox.runner import docker_client
 
-__all__ = ["image_ids", "remove_image"]
+__all__ = ["image_ids", "remove_image", "untag"]
 
 
 def image_ids(*, client: docker.DockerClient | None = None) -> frozenset[str]:
@@ -29,4 +29,17 @@ def remove_image(image_id: str, *, client: docker.DockerClient | None = None) ->
         if exc.status_code == 409:  # in use by a container
             return False
         raise
+    return True
+
+
+def untag(ref: str, *, client: docker.DockerClient | None = None) -> bool:
+    """Remove the name ``ref`` from its image, never the image itself: False (and nothing
+    removed) when it is the image's only name, or gone already."""
+    client = client or docker_client()
+    try:
+        if len(client.images.get(ref).tags) < 2:
+            return False
+        client.images.remove(ref)
+    except ImageNotFound:
+        return False
     return True

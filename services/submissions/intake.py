@@ -38,7 +38,7 @@ from db.models import Dataset, Participant, Submission
 from harness.errors import ImageError, PlatformError
 from harness.formats import validate_result_isolated
 from harness.sandbox import ImageInfo, inspect_image, load_image_archive, parse_reference, pull_image
-from harness.sandbox.inventory import image_ids, remove_image
+from harness.sandbox.inventory import image_ids, remove_image, untag
 from harness.sandbox.runner import PLATFORM
 from harness.sandbox.scripts import check_script
 from harness.tiers import TIER_RULES, Kind
@@ -82,8 +82,18 @@ class _Found:
     digest: str | None = None
     #: Keep the upload as ``<id>.<suffix>`` (None: the upload is not kept).
     suffix: str | None = None
-    #: An image this intake brought onto the daemon (removed again if the submission is refused).
-    brought: str | None = None
+    #: What this intake brought onto the daemon, taken back if the submission is refused.
+    brought: _Brought | None = None
+
+
+@dataclass(frozen=True)
+class _Brought:
+    """An image an intake put on the daemon: ``new`` when the daemon did not hold it before
+    (then it goes whole), else only the name this intake gave it (``ref``, if any) goes."""
+
+    image_id: str
+    new: bool
+    ref: str | None = None
 
 
 @dataclass
@@ -92,7 +102,7 @@ class Pending:
 
     submission: Submission
     files: list[Path] = field(default_factory=list)
-    images: list[str] = field(default_factory=list)
+    images: list[_Brought] = field(default_factory=list)
 
     def undo(self, session: Session) -> None:
         """Remove what the intake stored: its files, and the images it brought onto the daemon
@@ -142,7 +152,14 @@ def _script_base(settings: Settings) -> ImageInfo:
 
 
 def _validate(
-    intake: str, *, path: Path | None, image: str | None, dataset: Dataset, settings: Settings, base: ImageInfo | None
+    intake: str,
+    *,
+    participant: Participant,
+    path: Path | None,
+    image: str | None,
+    dataset: Dataset,
+    settings: Settings,
+    base: ImageInfo | None,
 ) -> _Found:
     """Step 3: the kind's own validator, on the stored upload (or the image reference)."""
     if intake == "hdf5":
@@ -161,8 +178,8 @@ def _validate(
         before = image_ids()
         if intake == "archive":
             assert path is not None
-            info = load_image_archive(path, max_bytes=settings.max_image_bytes)
-            name = info.tags[0] if info.tags else info.id
+            info = load_image_archive(path, max_bytes=settings.max_image_bytes, owner=participant.id)
+            name = info.tags[0]  # edx-arena-sub/<participant id>/<short id>:latest, the server's own name
         else:
             info, name = pull_image(
                 image or "",
@@ -172,7 +189,10 @@ def _validate(
             )
     except (DockerException, RequestException) as exc:
         raise _platform_unavailable(exc) from None
-    return _Found(image=name, digest=info.id, brought=None if info.id in before else info.id)
+    new = info.id not in before
+    # A link's pinned name is the registry's, not ours to remove when the image stays.
+    ref = name if intake == "archive" else None
+    return _Found(image=name, digest=info.id, brought=_Brought(info.id, new=new, ref=ref) if new or ref else None)
 
 
 def _local_image(name: str) -> ImageInfo:
@@ -222,7 +242,7 @@ def create_submission(
         parse_reference(image or "")  # an invalid reference is refused before the daemon sees it
     base = _script_base(settings) if kind == "script" else None
     pending_files: list[Path] = []
-    brought: list[str] = []
+    brought: list[_Brought] = []
     try:
         # 2. Store the upload.
         path = sha256 = None
@@ -232,7 +252,9 @@ def create_submission(
             path, sha256, _ = stream_to_disk(upload, directory=uploads_dir(), max_bytes=intake.cap(settings))
             pending_files.append(path)
         # 3. The kind's validator.
-        found = _validate(kind, path=path, image=image, dataset=dataset, settings=settings, base=base)
+        found = _validate(
+            kind, participant=participant, path=path, image=image, dataset=dataset, settings=settings, base=base
+        )
         if found.brought:
             brought.append(found.brought)
         # 4. Insert, the quota checked again under the participant's lock.
@@ -268,19 +290,24 @@ def create_submission(
         raise
 
 
-def _take_back_images(session: Session, image_ids_: list[str]) -> None:
-    """Remove images a refused intake brought onto the daemon, unless a recorded submission
-    uses one (the same archive, accepted for another submission meanwhile)."""
-    if not image_ids_:
+def _take_back_images(session: Session, brought: list[_Brought]) -> None:
+    """Remove what refused intakes brought onto the daemon: a new image whole, unless a recorded
+    submission uses it (the same archive, accepted for another submission meanwhile); on an image
+    that was there before, only the name this intake gave it, unless a submission records it."""
+    if not brought:
         return
     session.rollback()  # release the participant's lock before talking to the daemon
-    for image_id in image_ids_:
-        if session.scalar(select(Submission.id).where(Submission.image_digest == image_id).limit(1)) is not None:
-            continue
+    for item in brought:
+        used = select(Submission.id).where(Submission.image_digest == item.image_id).limit(1)
         try:
-            remove_image(image_id)
+            if item.new and session.scalar(used) is None:
+                remove_image(item.image_id)
+            elif (
+                item.ref and session.scalar(select(Submission.id).where(Submission.image == item.ref).limit(1)) is None
+            ):
+                untag(item.ref)
         except Exception:  # the refusal stands; a leftover image is only disk space
-            log.warning("could not remove image %s of a refused submission", image_id, exc_info=True)
+            log.warning("could not remove image %s of a refused submission", item.image_id, exc_info=True)
 
 
 def accept(session: Session, pending: Pending | Submission) -> Submission:
