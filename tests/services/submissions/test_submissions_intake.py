@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import stat
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -15,8 +16,11 @@ from database_testing import reset_caches
 from sqlalchemy import func, select
 from worker_testing import error
 
-from db.models import Submission
+import docker
+from db.models import Participant, Submission
 from db.session import new_session
+from services.datasets import active_dataset
+from services.submissions import intake
 
 SOLVER = (Path(__file__).parents[2] / "harness" / "sandbox" / "script_solver.py").read_bytes()
 
@@ -168,3 +172,82 @@ def test_metadata_limits_on_every_intake(seeded, tmp_path):
         and r.json()["error"]["code"] == "invalid_request"
         and r.json()["error"]["message"].startswith("source:")
     )
+
+
+# ---- Issue 15: every cheap refusal comes first, and a refusal leaves no image on the daemon ----
+
+BUSYBOX = "edx-arena-test/busybox:latest"
+
+
+def _fresh_archive(name: str) -> tuple[bytes, str]:
+    """A ``docker save`` archive of an image the daemon does not hold (busybox with a label of
+    its own, saved, then removed): ``(archive bytes, image id)``."""
+    dk = docker.from_env()
+    dockerfile = f"FROM {BUSYBOX}\nLABEL edx-arena-test.unique={uuid.uuid4().hex}\n"
+    tag = f"edx-arena-test/refused-{name}-{uuid.uuid4().hex[:8]}:1"
+    image, _ = dk.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, network_mode="none")
+    data = b"".join(image.save(named=True))
+    dk.images.remove(image.id, force=True)
+    assert not _on_daemon(image.id)
+    return data, image.id
+
+
+def _on_daemon(image_id: str) -> bool:
+    try:
+        docker.from_env().images.get(image_id)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def _archive(client, headers, data: bytes, **form):
+    return client.post(
+        "/api/v1/submissions/container/archive", data=form, files={"file": ("a.tar", data)}, headers=headers
+    )
+
+
+def _take_the_last_slot(name: str) -> None:
+    """Another submission of ``name`` takes the day's last Hidden slot (the race a slow load loses)."""
+    with new_session() as s:
+        who = s.scalar(select(Participant).where(Participant.name == name))
+        dataset = active_dataset(s, "hidden")
+        s.add(Submission(participant=who, dataset=dataset, tier="hidden", kind="container", image_digest="sha256:x"))
+        s.commit()
+
+
+@pytest.mark.docker
+def test_a_refused_archive_leaves_no_image_on_the_daemon(hidden, backend, monkeypatch):
+    """A 201-character method name is refused before the daemon loads anything; an upload that
+    loses the quota race after its load (checked again under the participant's lock) has its
+    image removed again. Before, both left an uncharged image on the daemon."""
+    alice = add_participant(hidden, "alice")
+    data, image_id = _fresh_archive("method")
+    load = intake.load_image_archive
+    loads = []
+    monkeypatch.setattr(intake, "load_image_archive", lambda path, **kw: loads.append(path) or load(path, **kw))
+    error(
+        _archive(hidden, alice, data, method="m" * 201),
+        400,
+        "bad_request",
+        "method is 201 characters; the limit is 200",
+    )
+    assert loads == [] and not _on_daemon(image_id)
+    _nothing_stored(backend)
+
+    monkeypatch.setenv("EDX_QUOTA_HIDDEN", "1")
+    reset_caches()
+    data, image_id = _fresh_archive("race")
+
+    def load_then_lose_the_race(path, **kwargs):
+        info = load(path, **kwargs)
+        assert _on_daemon(info.id)  # really loaded
+        _take_the_last_slot("alice")
+        return info
+
+    monkeypatch.setattr(intake, "load_image_archive", load_then_lose_the_race)
+    body = error(_archive(hidden, alice, data), 429, "quota_exceeded")
+    assert body["message"].startswith("daily quota reached: 1 of 1 hidden submissions today")
+    assert not _on_daemon(image_id)
+    with new_session() as s:  # only the race's winner is recorded
+        assert [x.image_digest for x in s.scalars(select(Submission))] == ["sha256:x"]
+    assert not [p for p in (backend.data_dir / "storage" / "uploads").iterdir()]  # nor any file

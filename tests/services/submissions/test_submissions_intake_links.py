@@ -28,11 +28,13 @@ from sqlalchemy import func, select
 from worker_testing import error, wait_finished
 
 import docker
-from db.models import Submission
+from db.models import Participant, Submission
 from db.session import new_session
 from harness.errors import ImageError
 from harness.sandbox import pull_image
 from harness.scoring import SCORER_VERSION
+from services.datasets import active_dataset
+from services.submissions import intake
 from tests.harness.sandbox.hostile_archives import config_json, sparse_layer, zeros_layer
 
 pytestmark = pytest.mark.docker
@@ -540,3 +542,41 @@ def test_a_multi_platform_link_is_pinned_to_its_amd64_manifest(registry, dk):
         assert info.id == image_id
     finally:
         _forget(dk, f"{registry}/{repo}@{amd64}", image_id)
+
+
+def test_a_pull_that_loses_the_quota_race_leaves_no_image(hidden, monkeypatch, registry, dk):
+    """Issue 15: the quota is checked again under the participant's lock after the pull; a link
+    that loses that race (another submission took the day's last slot while it pulled) is
+    refused and the image it pulled is removed again. Before, it stayed on the daemon."""
+    import os
+
+    alice = add_participant(hidden, "alice")
+    built = _build(dk, {"blob.bin": os.urandom(4096)}, f"FROM {BASE}\nCOPY blob.bin /blob.bin\n")
+    built_id = dk.images.get(built).id
+    link = _push(dk, built, f"{registry}/team/race", "1")
+    _forget(dk, built)
+    with pytest.raises(docker.errors.ImageNotFound):
+        dk.images.get(built_id)
+    pull = intake.pull_image
+
+    def pull_then_lose_the_race(ref, **kwargs):
+        info, pinned = pull(ref, **kwargs)
+        assert dk.images.get(info.id).id == built_id  # really pulled
+        with new_session() as s:
+            who = s.scalar(select(Participant).where(Participant.name == "alice"))
+            s.add(Submission(participant=who, dataset=active_dataset(s, "hidden"), tier="hidden", kind="container"))
+            s.commit()
+        return info, pinned
+
+    try:
+        monkeypatch.setenv("EDX_REGISTRY_ALLOWLIST", registry)
+        monkeypatch.setenv("EDX_QUOTA_HIDDEN", "1")
+        reset_caches()
+        monkeypatch.setattr(intake, "pull_image", pull_then_lose_the_race)
+        body = error(_link(hidden, alice, link), 429, "quota_exceeded")
+        assert body["message"].startswith("daily quota reached: 1 of 1 hidden submissions today")
+        with pytest.raises(docker.errors.ImageNotFound):
+            dk.images.get(built_id)
+        assert _count() == 1  # the race's winner only
+    finally:
+        _forget(dk, built_id)
