@@ -548,7 +548,7 @@ def score_scene(
         nonfinite_count=nonfinite,
         spec_clamped=clamped,
         tile_stats=None
-        if res_px is None
+        if res_px is None or ref_px is None
         else tile_stats(
             np.einsum("ehw,ehw->hw", d, d),
             np.stack([smap for _, smap in full_ssim]),
@@ -613,6 +613,7 @@ def score_tier(
     if with_ci:
         per_scene = []
         for i, s in enumerate(scores):
+            assert s.tile_stats is not None  # kept: keep_tile_stats=with_ci
             counts = resample_counts(
                 s.tile_stats.n_tiles, n_resamples=n_resamples, seed=resample_seed(dataset.content_hash, s.scene_id)
             )

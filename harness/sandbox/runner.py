@@ -29,6 +29,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -273,7 +274,7 @@ class _LogTail(threading.Thread):
         self.total = 0
         self._chunks: collections.deque[bytes] = collections.deque()
         self._kept = 0
-        self._stream = None
+        self._stream: Any = None
 
     def run(self) -> None:
         try:
@@ -422,7 +423,7 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
         peak = memory.peak
         if oom:  # the cgroup reached its limit by definition, even if no sample caught it
             peak = max(peak or 0, spec.limits.memory_bytes)
-        common = dict(
+        common: dict[str, Any] = dict(
             exit_code=exit_code, runtime_seconds=runtime, peak_memory_bytes=peak, log=logs, image_digest=image.id
         )
         # Checked first and whatever the exit code: a writer stopped by RLIMIT_FSIZE or killed
