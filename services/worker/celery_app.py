@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from celery import Celery
 from kombu import Queue, pools
+from pydantic import ValidationError
 
 from core.caches import on_reset
 from core.settings import Settings, get_settings
@@ -80,5 +81,14 @@ app = Celery("edx_arena", include=["services.worker.tasks"])
 # Read the settings when the app is first used, not when this module is imported: importing the
 # API (which sends work through this app) must not need the settings yet.
 app.add_defaults(_from_settings)
-on_reset(lambda: configure(app))
+
+
+@on_reset
+def _reconfigure() -> None:
+    try:
+        configure(app)
+    except ValidationError:  # no valid settings right now: the reset that brings them applies them
+        pass
+
+
 connect_celery(SUBMISSION_TASKS)  # JSON/text logs with the submission id on every line (EDX_LOG_FORMAT)

@@ -15,8 +15,21 @@ from sqlalchemy import select, update
 from db.migrate import upgrade_to_head
 from db.models import Dataset, Outcome, Participant, Run, Status, Submission
 from db.session import new_session
+from harness.errors import PlatformError
 from services.errors import ConflictError, NotFoundError
-from services.submissions.state import claim, reap_expired, renew_lease, rescore, stale_queued, update_status
+from services.submissions.state import (
+    TRANSITIONS,
+    UNEXPECTED,
+    TransitionError,
+    claim,
+    reap_expired,
+    record_platform_failure,
+    renew_lease,
+    rescore,
+    retry_policy,
+    stale_queued,
+    update_status,
+)
 
 
 @pytest.fixture
@@ -146,3 +159,42 @@ def test_rescore_only_finished_submissions(sid):
         again = rescore(s, submission_id=sid)
         s.commit()
         assert (again.status, again.outcome, again.error_message, again.finished_at) == ("queued", None, None, None)
+
+
+def test_the_transition_table_refuses_an_illegal_move(sid):
+    with new_session() as s:
+        sub = s.get(Submission, sid)
+        with pytest.raises(TransitionError, match=f"submission {sid} cannot go from queued to scored"):
+            update_status(sub, status=Status.scored)  # never claimed, never run
+        assert sub.status == Status.queued and sub.finished_at is None  # nothing changed
+        sub = claim(s, sid, worker="w1")
+        update_status(sub, status=Status.scoring)
+        update_status(sub, status=Status.scored, outcome=Outcome.succeeded)
+        s.commit()
+        for illegal in (Status.running, Status.scoring, Status.failed, Status.scored):
+            with pytest.raises(TransitionError):
+                update_status(sub, status=illegal)
+        update_status(sub, status=Status.queued)  # a rescore is the only way out of scored
+    assert set(TRANSITIONS) == set(Status)  # every state has its row
+
+
+def test_one_retry_policy_for_every_platform_failure(sid, monkeypatch):
+    monkeypatch.setenv("EDX_MAX_ATTEMPTS", "2")
+    reset_caches()
+    assert [retry_policy().backoff(a) for a in (1, 2, 3, 10)] == [2.0, 4.0, 8.0, 60.0]
+    with new_session() as s:
+        sub = claim(s, sid, worker="w1")
+        assert record_platform_failure(sub, PlatformError("the daemon is gone")) is True
+        s.commit()
+        assert (sub.status, sub.error_message, sub.charged) == ("queued", "the daemon is gone", True)
+        sub = claim(s, sid, worker="w2")
+        assert record_platform_failure(sub, PlatformError("the daemon is gone")) is False
+        s.commit()
+        assert (sub.status, sub.outcome, sub.charged) == ("failed", "platform_error", False)
+        assert sub.error_message == "the daemon is gone (after 2 attempts; not charged)"
+    with new_session() as s:  # a bug is not retried: it would fail the same way
+        sub = rescore(s, submission_id=sid)
+        s.commit()
+        sub = claim(s, sid, worker="w3")
+        assert record_platform_failure(sub, ValueError("a bug")) is False
+        assert (sub.status, sub.outcome, sub.error_message) == ("failed", "platform_error", UNEXPECTED)
