@@ -1,5 +1,6 @@
 """The FastAPI app: setup, routers and error mapping only. Errors are JSON
-``{"error": {"code", "message"}}`` with the status of design §8."""
+``{"error": {"code", "message"}}`` with the status of design §8; an error no handler maps is a
+500 of the same shape with the request id (:mod:`services.api.request_id`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from harness.errors import EdxArenaError, FileTooLargeError
 from services.api import metrics
 from services.api.page_cache import PageCacheMiddleware
+from services.api.request_id import RequestIdMiddleware
 from services.api.routes import admin, health, leaderboard, submissions, tiers
 from services.errors import ServiceError
 from services.logging_setup import SubmissionContextMiddleware
@@ -144,7 +146,9 @@ def create_app() -> FastAPI:
     app.include_router(web_router)
     app.add_middleware(BodyCapMiddleware)
     app.add_middleware(SubmissionContextMiddleware)
-    app.add_middleware(PageCacheMiddleware)  # outermost: a cached page skips everything else
+    app.add_middleware(PageCacheMiddleware)  # a cached page skips everything below
+    # Outermost: every response carries an id, and no exception reaches Starlette's plain-text 500.
+    app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_r: Request, exc: ServiceError):
