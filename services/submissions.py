@@ -122,6 +122,8 @@ def check_metadata(*, method: str, description: str, source: str) -> None:
     for name, value in (("method", method), ("description", description), ("source", source)):
         if len(value) > MAX_TEXT[name]:
             raise ServiceError(f"{name} is {len(value)} characters; the limit is {MAX_TEXT[name]}")
+        if "\x00" in value:  # PostgreSQL cannot store it
+            raise ServiceError(f"{name} contains a NUL character")
 
 
 def lock_participant(session: Session, participant: Participant) -> None:

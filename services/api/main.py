@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -162,6 +162,16 @@ def create_app() -> FastAPI:
     @app.exception_handler(OperationalError)
     async def _database_down(_r: Request, _exc: OperationalError):
         return _error(503, "database_unavailable", "the database is unavailable; retry in a few seconds")
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_r: Request, _exc: DataError):
+        # SQLSTATE class 22: a value the request carried (PostgreSQL refuses NUL in text, and
+        # numbers beyond a column's range), never the server's state.
+        return _error(
+            422,
+            "invalid_request",
+            "a value in the request cannot be stored (a NUL character, or a number out of range)",
+        )
 
     @app.exception_handler(IntegrityError)
     async def _conflict(_r: Request, _exc: IntegrityError):

@@ -65,7 +65,8 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, tagged)
         except Exception:
-            log.exception("unhandled error on %s %s (request %s)", scope.get("method"), scope.get("path"), request_id)
+            # The path as repr: it is percent-decoded, and a %0A in it must not forge a log line.
+            log.exception("unhandled error on %s %r (request %s)", scope.get("method"), scope.get("path"), request_id)
             if started:  # part of a response is out: nothing valid can follow; let the server close it
                 raise
             await _internal_error(tagged, request_id)
