@@ -20,7 +20,7 @@ from services.api import metrics
 from services.api.page_cache import PageCacheMiddleware
 from services.api.request_id import RequestIdMiddleware
 from services.api.routes import admin, health, leaderboard, submissions, tiers
-from services.errors import ServiceError
+from services.errors import ServiceError, validation_message
 from services.logging_setup import SubmissionContextMiddleware
 from services.settings import get_settings
 
@@ -184,11 +184,7 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_r: Request, exc: RequestValidationError):
-        parts = []
-        for e in exc.errors():
-            where = ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path"))
-            parts.append(f"{where}: {e['msg']}" if where else e["msg"])
-        return _error(422, "invalid_request", "; ".join(parts))
+        return _error(422, "invalid_request", validation_message(exc.errors()))
 
     return app
 
