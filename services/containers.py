@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from db.models import SANDBOXED, Kind, Participant, Score, Status, Submission
 from harness.errors import ImageError, PlatformError
-from harness.formats import validate_result
+from harness.formats import validate_output
 from harness.sandbox import (
     Outcome,
     RunLimits,
@@ -207,10 +207,10 @@ def create_archive_submission(
     settings = get_settings()
     path, _, _ = stream_to_disk(upload, directory=settings.storage_dir / "uploads", max_bytes=settings.max_image_bytes)
     try:
-        info = load_image_archive(path, max_bytes=settings.max_image_bytes)
+        info = load_image_archive(path, max_bytes=settings.max_image_bytes, owner=participant.id)
     finally:
         path.unlink(missing_ok=True)
-    name = info.tags[0] if info.tags else info.id
+    name = info.tags[0]  # edx-arena-sub/<participant id>/<short id>:latest, the server's own name
     return _new_submission(
         session,
         participant=participant,
@@ -295,7 +295,7 @@ def run_submission(session: Session, submission: Submission) -> None:
             work_dir=work_dir,
             limits=limits_from_settings(),
             labels={"edx-arena.submission": submission.id, **instance_label()},
-            validate_output=lambda p: validate_result(p, expect),
+            validate_output=lambda p: validate_output(p, expect),  # refusals in a fixed vocabulary
         )
         if submission.kind == Kind.script:
             try:
