@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 
 from harness.errors import EdxArenaError, FileTooLargeError
@@ -23,6 +23,7 @@ __all__ = [
     "StorageError",
     "TooLargeError",
     "describe",
+    "validation_message",
 ]
 
 
@@ -63,6 +64,27 @@ class StorageError(ServiceError):
     status, code = 507, "insufficient_storage"
 
 
+#: A refused value is quoted back when it is this short: enough for a name or a number.
+_QUOTED_CHARS = 40
+
+
+def validation_message(errors: list[dict]) -> str:
+    """One line for a request's validation errors (pydantic's ``errors()``), each naming the
+    field, the rule and, when it is short, the value refused: ``tier: Input should be 'public',
+    'dev' or 'standard' (got 'gold')``."""
+    parts = []
+    for e in errors:
+        where = ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path", "header", "cookie"))
+        text = f"{where}: {e['msg']}" if where else e["msg"]
+        value = e.get("input")
+        if e.get("type") != "missing" and isinstance(value, str | int | float) and not isinstance(value, bool):
+            shown = repr(value)
+            if len(shown) <= _QUOTED_CHARS:
+                text += f" (got {shown})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class Problem:
     """What an error becomes in an answer: ``{"error": {"code", "message"}}`` with ``status``."""
@@ -91,15 +113,19 @@ def describe(exc: Exception) -> Problem | None:
             status = 503 if exc.code == "platform_error" else 422
         return Problem(status, exc.code, exc.message)
     if isinstance(exc, RequestValidationError):
-        parts = []
-        for e in exc.errors():
-            where = ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path"))
-            parts.append(f"{where}: {e['msg']}" if where else e["msg"])
-        return Problem(422, "invalid_request", "; ".join(parts))
+        return Problem(422, "invalid_request", validation_message(exc.errors()))
     if isinstance(exc, HTTPException):
         return Problem(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail))
     if isinstance(exc, OperationalError):
         return Problem(503, "database_unavailable", "the database is unavailable; retry in a few seconds")
+    if isinstance(exc, DataError):
+        # SQLSTATE class 22: a value the request carried (PostgreSQL refuses NUL in text, and
+        # numbers beyond a column's range), never the server's state.
+        return Problem(
+            422,
+            "invalid_request",
+            "a value in the request cannot be stored (a NUL character, or a number out of range)",
+        )
     if isinstance(exc, IntegrityError):
         return Problem(409, "conflict", "the request conflicts with a concurrent change; retry it")
     return None

@@ -17,6 +17,11 @@ absent in text otherwise). The id is a structlog context variable that
 - the API binds for requests on ``/api/v1/submissions/{id}…`` and
   ``/api/v1/admin/submissions/{id}…`` (:class:`SubmissionContextMiddleware`);
 - any code may bind with :func:`submission_context`.
+
+Every line logged while the API handles a request also carries that request's id
+(``request_id``; ``[request …]`` in text), bound by :class:`services.api.request_id.RequestIdMiddleware`
+(:func:`request_context`) and returned to the client in the ``X-Request-ID`` header, so a
+participant quoting it finds the server's lines about their request.
 """
 
 from __future__ import annotations
@@ -43,14 +48,17 @@ __all__ = [
     "SubmissionContextMiddleware",
     "configure_logging",
     "connect_celery",
+    "current_request",
     "current_submission",
     "formatter",
     "log_format",
     "logging_config",
+    "request_context",
     "submission_context",
 ]
 
 _KEY = "submission_id"
+_REQUEST = "request_id"
 _LEASE_THREAD = "lease-"
 _PATH = re.compile(r"^/api/v1/(?:admin/)?submissions/([0-9a-fA-F-]{36})(?:/|$)")
 #: Celery tasks whose first argument is a submission id (set by :func:`connect_celery`).
@@ -68,6 +76,17 @@ def current_submission() -> str | None:
 @contextmanager
 def submission_context(submission_id: str | None) -> Iterator[None]:
     with bound_contextvars(**{_KEY: submission_id}):
+        yield
+
+
+def current_request() -> str | None:
+    return get_contextvars().get(_REQUEST)
+
+
+@contextmanager
+def request_context(request_id: str) -> Iterator[None]:
+    """Every line logged in the block carries ``request_id``."""
+    with bound_contextvars(**{_REQUEST: request_id}):
         yield
 
 
@@ -97,6 +116,7 @@ def _record_fields(_logger: Any, _name: str, event: EventDict) -> EventDict:
             # The heartbeat thread does not inherit the task's context; its name carries the id.
             sid = record.threadName[len(_LEASE_THREAD) :]
         event[_KEY] = sid
+    event.setdefault(_REQUEST, None)
     for key in _NOT_EXTRAS:
         event.pop(key, None)
     if "stack_info" in event:
@@ -111,7 +131,7 @@ _CHAIN = (
     structlog.processors.format_exc_info,
     structlog.processors.EventRenamer("message"),
 )
-_ORDER = ("timestamp", "level", "logger", "message", _KEY, "process")
+_ORDER = ("timestamp", "level", "logger", "message", _KEY, _REQUEST, "process")
 
 
 def _render_json(_logger: Any, _name: str, event: EventDict) -> str:
@@ -121,8 +141,9 @@ def _render_json(_logger: Any, _name: str, event: EventDict) -> str:
 
 
 def _render_text(_logger: Any, _name: str, event: EventDict) -> str:
-    sid = event.get(_KEY)
-    line = f"{event['timestamp']} {event['level']} {event['logger']}{f' [submission {sid}]' if sid else ''}: "
+    sid, rid = event.get(_KEY), event.get(_REQUEST)
+    line = f"{event['timestamp']} {event['level']} {event['logger']}"
+    line += f"{f' [submission {sid}]' if sid else ''}{f' [request {rid}]' if rid else ''}: "
     line += str(event.get("message", ""))
     for key in ("exception", "stack"):
         if event.get(key):

@@ -1,6 +1,7 @@
 """The server's one ASGI app: the REST API (:mod:`services.api`) and the web pages
 (:mod:`services.web`) side by side, with the middleware in front of both, one error mapping
-(:func:`services.errors.describe`) and the start-up work (migrations, then requeueing what a
+(:func:`services.errors.describe`; an error it does not map is a JSON 500 with the request id,
+:mod:`services.api.request_id`) and the start-up work (migrations, then requeueing what a
 stopped server left behind). ``edx-arena serve`` runs ``services.main:app``."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from db.migrate import upgrade_to_head
@@ -19,6 +20,7 @@ from harness.errors import EdxArenaError
 from services import api, web
 from services.api.middleware import BodyCapMiddleware
 from services.api.page_cache import PageCacheMiddleware
+from services.api.request_id import RequestIdMiddleware
 from services.errors import ServiceError, describe
 from services.logs import SubmissionContextMiddleware
 from services.submissions.recovery import reap_and_requeue
@@ -57,11 +59,14 @@ def create_app() -> FastAPI:
     app.include_router(web.router)  # server-rendered pages and pictures
     app.add_middleware(BodyCapMiddleware)
     app.add_middleware(SubmissionContextMiddleware)
-    app.add_middleware(PageCacheMiddleware)  # outermost: a cached page skips everything else
+    app.add_middleware(PageCacheMiddleware)  # a cached page skips everything below
+    # Outermost: every response carries an id, and no exception reaches Starlette's plain-text 500.
+    app.add_middleware(RequestIdMiddleware)
     for error in (
         ServiceError,
         EdxArenaError,
         OperationalError,
+        DataError,
         IntegrityError,
         StarletteHTTPException,
         RequestValidationError,

@@ -508,8 +508,11 @@ _REFERENCE = re.compile(
     rf"^(?:(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]+)?)/)?"
     rf"(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?",
+    re.ASCII,  # Docker's \w is ASCII; a Unicode tag would reach the daemon and come back a 400
 )
+#: Docker's limit on a repository name (registry and path), longer ones the daemon refuses.
+_NAME_MAX = 255
 
 
 @dataclass(frozen=True)
@@ -532,12 +535,14 @@ class ImageReference:
 def parse_reference(ref: str) -> ImageReference:
     """Split ``ref``; the first component is a registry host when it has a ``.`` or ``:`` or is
     ``localhost`` (Docker's rule), so ``team/solver:1`` is a plain local name."""
-    match = _REFERENCE.match(ref)
+    match = _REFERENCE.fullmatch(ref)  # not match(): "$" would let a trailing newline through
     if not match or len(ref) > 500:
         raise ImageError(
             f"{ref[:100]!r} is not a valid image reference (expected [registry/]name[:tag][@sha256:digest])"
         )
     domain, path = match["domain"], match["path"]
+    if len(f"{domain}/{path}" if domain else path) > _NAME_MAX:
+        raise ImageError(f"{ref[:100]!r}… is not a valid image reference: its name is over {_NAME_MAX} characters")
     if domain and not ("." in domain or ":" in domain or domain == "localhost"):
         domain, path = None, f"{domain}/{path}"  # e.g. "team/solver": a repository path, not a host
     return ImageReference(domain, path, match["tag"], match["digest"])

@@ -53,7 +53,7 @@ __all__ = ["INTAKES", "MAX_TEXT", "Pending", "accept", "check_metadata", "create
 
 log = logging.getLogger(__name__)
 
-#: Longest method name, description and source (characters).
+#: Longest method name, description and source (characters; the API's schema states the same limits).
 MAX_TEXT = {"method": 200, "description": 4000, "source": 500}
 
 
@@ -115,6 +115,8 @@ def check_metadata(*, method: str, description: str, source: str) -> None:
     for name, value in (("method", method), ("description", description), ("source", source)):
         if len(value) > MAX_TEXT[name]:
             raise ServiceError(f"{name} is {len(value)} characters; the limit is {MAX_TEXT[name]}")
+        if "\x00" in value:  # PostgreSQL cannot store it
+            raise ServiceError(f"{name} contains a NUL character")
 
 
 def _tier_for(kind: Kind) -> str:

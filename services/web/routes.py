@@ -45,7 +45,7 @@ from services.auth import authenticate
 from services.datasets import list_tiers, scene_ids
 from services.deps import SessionDep
 from services.errors import AuthError, NotFoundError, ServiceError, describe
-from services.leaderboard import MAX_PER_PAGE, leaderboard
+from services.leaderboard import MAX_PAGE, MAX_PER_PAGE, leaderboard
 from services.web import pictures
 
 __all__ = ["BOARD_TABS", "COOKIE_NAME", "router"]
@@ -200,7 +200,7 @@ def leaderboard_page(
     session: SessionDep,
     board: Annotated[str | None, Query(description="overall, public, dev, hidden or standard")] = None,
     tier: Annotated[str | None, Query(description="the API's name for board")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 50,
 ) -> HTMLResponse:
     """The leaderboard: one tab per board (``?board=``), ranks with ties, badges, intervals."""

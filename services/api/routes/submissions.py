@@ -13,26 +13,32 @@ from services.api.schemas import (
     ProvenancePublic,
     ProvenanceRun,
     ProvenanceScore,
+    ResultTier,
     ScoreRow,
     SubmissionCreated,
     SubmissionPublic,
 )
 from services.deps import CurrentParticipant, OptionalParticipant, SessionDep
 from services.metadata import is_certified, provenance_of
-from services.submissions.intake import accept, create_submission
+from services.submissions.intake import MAX_TEXT, accept, create_submission
 
 router = APIRouter(prefix="/api/v1/submissions", tags=["submissions"])
+
+# A submission's free text, with its limits in the schema.
+MethodForm = Annotated[str, Form(max_length=MAX_TEXT["method"], description="the method's name on the boards")]
+DescriptionForm = Annotated[str, Form(max_length=MAX_TEXT["description"])]
+SourceForm = Annotated[str, Form(max_length=MAX_TEXT["source"], description="a citation or URL")]
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
 def submit_result(
     session: SessionDep,
     participant: CurrentParticipant,
-    tier: Annotated[str, Form()],
+    tier: Annotated[ResultTier, Form(description="the hidden tier takes an image or a script instead")],
     file: Annotated[UploadFile, File()],
-    method: Annotated[str, Form()] = "",
-    description: Annotated[str, Form()] = "",
-    source: Annotated[str, Form()] = "",
+    method: MethodForm = "",
+    description: DescriptionForm = "",
+    source: SourceForm = "",
 ) -> SubmissionCreated:
     """Upload an HDF5 result (Public, Dev, Standard); validated before it is queued."""
     pending = create_submission(
@@ -70,9 +76,9 @@ def submit_container_archive(
     session: SessionDep,
     participant: CurrentParticipant,
     file: Annotated[UploadFile, File()],
-    method: Annotated[str, Form()] = "",
-    description: Annotated[str, Form()] = "",
-    source: Annotated[str, Form()] = "",
+    method: MethodForm = "",
+    description: DescriptionForm = "",
+    source: SourceForm = "",
 ) -> SubmissionCreated:
     """Submit a ``docker save`` archive to the Hidden tier (streamed, size-capped, then loaded)."""
     pending = create_submission(
@@ -93,9 +99,9 @@ def submit_script(
     session: SessionDep,
     participant: CurrentParticipant,
     file: Annotated[UploadFile, File(description="a .py file, or a zip with main.py at its top level")],
-    method: Annotated[str, Form()] = "",
-    description: Annotated[str, Form()] = "",
-    source: Annotated[str, Form()] = "",
+    method: MethodForm = "",
+    description: DescriptionForm = "",
+    source: SourceForm = "",
 ) -> SubmissionCreated:
     """Submit a Python script to the Hidden tier: run as ``python3 /submission/main.py`` in the
     reference base image (numpy, scipy, h5py, scikit-image), reading ``/input/measurement.h5``

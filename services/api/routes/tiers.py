@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from services.api.schemas import Page, TierPublic
+from services.api.schemas import Page, TierName, TierPublic
 from services.datasets import download_path, list_tiers
 from services.deps import SessionDep
 
@@ -18,6 +18,6 @@ def read_tiers(session: SessionDep) -> Page[TierPublic]:
 
 
 @router.get("/{tier}/measurement", response_class=FileResponse)
-def download_measurement(tier: str, session: SessionDep) -> FileResponse:
+def download_measurement(tier: TierName, session: SessionDep) -> FileResponse:
     """The tier's measurement file: Public includes the truth, Dev does not, Hidden is 403."""
     return FileResponse(download_path(session, tier), media_type="application/x-hdf5", filename=f"edx-arena-{tier}.h5")

@@ -98,15 +98,15 @@ def test_script_intake_denials(hidden, backend, monkeypatch, client):
     error(_submit(hidden, {}, SOLVER), 401, "unauthorized")
     error(
         _submit(hidden, alice, SOLVER, method="m" * 201),
-        400,
-        "bad_request",
-        "method is 201 characters; the limit is 200",
+        422,
+        "invalid_request",
+        "method: String should have at most 200 characters",
     )
     error(
         _submit(hidden, alice, SOLVER, source="s" * 501),
-        400,
-        "bad_request",
-        "source is 501 characters; the limit is 500",
+        422,
+        "invalid_request",
+        "source: String should have at most 500 characters",
     )
     error(
         hidden.post("/api/v1/submissions/script", data={"method": "x"}, headers=alice),
@@ -165,7 +165,10 @@ def test_metadata_limits_on_every_intake(seeded, tmp_path):
         files={"file": ("r.h5", result.read_bytes())},
         headers=alice,
     )
-    assert r.status_code == 400 and r.json()["error"]["message"] == "description is 4001 characters; the limit is 4000"
+    assert (
+        r.status_code == 422
+        and r.json()["error"]["message"] == "description: String should have at most 4000 characters"
+    )
     r = seeded.post("/api/v1/submissions/container", json={"image": "x:1", "source": "s" * 501}, headers=alice)
     assert (
         r.status_code == 422
@@ -227,9 +230,9 @@ def test_a_refused_archive_leaves_no_image_on_the_daemon(hidden, backend, monkey
     monkeypatch.setattr(intake, "load_image_archive", lambda path, **kw: loads.append(path) or load(path, **kw))
     error(
         _archive(hidden, alice, data, method="m" * 201),
-        400,
-        "bad_request",
-        "method is 201 characters; the limit is 200",
+        422,
+        "invalid_request",
+        "method: String should have at most 200 characters",
     )
     assert loads == [] and not _on_daemon(image_id)
     _nothing_stored(backend)

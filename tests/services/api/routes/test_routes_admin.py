@@ -117,9 +117,9 @@ def test_dataset_upload_for_another_tier_is_refused(seeded, backend, tmp_path):
     assert len(list((backend.data_dir / "storage" / "datasets" / "dev").iterdir())) == 1
     _error(
         seeded.post("/api/v1/admin/tiers/dev/dataset", json={"seed": 1, "preset": "huge"}, headers=ORG),
-        400,
-        "bad_request",
-        "unknown preset 'huge'; presets are default, small",
+        422,
+        "invalid_request",
+        "preset: Input should be 'default' or 'small' (got 'huge')",
     )
 
 

@@ -109,9 +109,9 @@ def world(client):
 def test_leaderboard_validation(client):
     _error(
         client.get("/api/v1/leaderboard", params={"tier": "gold"}),
-        400,
-        "bad_request",
-        "unknown leaderboard 'gold'; boards are public, dev, hidden, standard, overall",
+        422,
+        "invalid_request",
+        "tier: Input should be 'public', 'dev', 'hidden', 'standard' or 'overall' (got 'gold')",
     )
     _error(client.get("/api/v1/leaderboard", params={"tier": "dev", "page": 0}), 422, "invalid_request")
     assert client.get("/api/v1/leaderboard", params={"tier": "overall"}).json() == {"data": [], "count": 0}

@@ -88,15 +88,16 @@ def test_wrong_tier_and_missing_fields(seeded):
     alice = add_participant(seeded, "alice")
     _error(
         seeded.post("/api/v1/submissions", data={"tier": "gold"}, files={"file": ("r.h5", b"x")}, headers=alice),
-        404,
-        "not_found",
-        "unknown tier 'gold'; tiers are public, dev, hidden, standard",
+        422,
+        "invalid_request",
+        "tier: Input should be 'public', 'dev' or 'standard' (got 'gold')",
     )
+    # The schema lists the HDF5 tiers only: hidden is refused before the upload is read.
     _error(
         seeded.post("/api/v1/submissions", data={"tier": "hidden"}, files={"file": ("r.h5", b"x")}, headers=alice),
-        400,
-        "bad_request",
-        "HDF5 results are for the public, dev, standard tiers; the hidden tier takes a container image",
+        422,
+        "invalid_request",
+        "tier: Input should be 'public', 'dev' or 'standard' (got 'hidden')",
     )
     _error(
         seeded.post("/api/v1/submissions", files={"file": ("r.h5", b"x")}, headers=alice),
@@ -115,9 +116,9 @@ def test_wrong_tier_and_missing_fields(seeded):
         seeded.post(
             "/api/v1/submissions", data={"tier": "dev", "method": long}, files={"file": ("r.h5", b"x")}, headers=alice
         ),
-        400,
-        "bad_request",
-        "method is 201 characters; the limit is 200",
+        422,
+        "invalid_request",
+        "method: String should have at most 200 characters",
     )
 
 

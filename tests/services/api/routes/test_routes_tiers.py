@@ -41,9 +41,9 @@ def test_downloads(seeded, tmp_path):
     )
     _error(
         seeded.get("/api/v1/tiers/gold/measurement"),
-        404,
-        "not_found",
-        "unknown tier 'gold'; tiers are public, dev, hidden, standard",
+        422,
+        "invalid_request",
+        "tier: Input should be 'public', 'dev', 'hidden' or 'standard' (got 'gold')",
     )
     _error(
         seeded.get("/api/v1/tiers/standard/measurement"),
