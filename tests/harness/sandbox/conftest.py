@@ -102,3 +102,17 @@ def run(images, measurement, work_dir):
         return result
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def derived_image(images):
+    """``derived_image(tag, *lines)``: build ``FROM edx-arena-test/busybox`` plus ``lines`` (offline,
+    cached by the daemon) and return the tag; hostile images that need more than a command."""
+    import io
+
+    def _build(tag: str, *lines: str) -> str:
+        dockerfile = "\n".join([f"FROM {BUSYBOX}", *lines]) + "\n"
+        images.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="none", rm=True)
+        return tag
+
+    return _build
