@@ -12,16 +12,28 @@ bound), duplicated (a submission with more than one set of score rows of the sco
 or more than one run without a platform failure between).
 
 Target (P6): every submission scored, 0 lost, 0 duplicated.
+
+**Ceiling (issue 20).** In the same run, before the load, the same N results are validated
+(:func:`harness.formats.validate_result`, in-process) and scored (:func:`harness.scoring.score_tier`,
+the dataset loaded once per process) by calling the harness directly in W processes: no API, no
+queue, no database. ``throughput ÷ ceiling`` is the share of what the cores can score that the
+service delivers (goal ≥ 0.5). Where the rest goes is read from the database's own timestamps
+(row created, run claimed, scoring started and ended, submission finished) and from the
+clients' request times, and printed as a table.
+
 Run: ``python benchmarks/bench_load.py [--submissions 1000] [--clients 20] [--workers 2]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +70,11 @@ class LoadReport:
     lost: int
     duplicated: int
     retried: int
+    #: The same N validated and scored by the harness in W processes: results/s.
+    ceiling_per_second: float = 0.0
+    ratio_to_ceiling: float = 0.0
+    #: phase → (mean ms, p99 ms, total s): where a submission's time goes.
+    phases: dict | None = None
 
 
 def _free_port() -> int:
@@ -82,6 +99,83 @@ def _result_bytes(tmp: Path, seed: int) -> bytes:
     path = tmp / "result.h5"
     write_result(solve_dataset(build_tier("dev", seed=seed, preset="small").without_truth(), solver="nnls"), path)
     return path.read_bytes()
+
+
+def _ceiling_worker(args: tuple[str, str, int]) -> float:
+    """Validate and score ``count`` copies of the result in this process; returns seconds."""
+    dataset_path, result_path, count = args
+    from harness.formats import ResultExpectation, read_measurement, read_result, validate_result
+    from harness.scoring import score_tier
+
+    dataset = read_measurement(dataset_path)  # once per process, as a worker's cache does
+    expect = ResultExpectation.for_dataset(dataset, max_bytes=1 << 30)
+    started = time.perf_counter()
+    for _ in range(count):
+        validate_result(result_path, expect)
+        score_tier(dataset, read_result(result_path, expect))
+    return time.perf_counter() - started
+
+
+def ceiling(*, submissions: int, workers: int, work_dir: Path, seed: int = 41) -> float:
+    """Results/s when W processes validate and score N results by calling the harness directly."""
+    from harness.formats import write_measurement
+    from harness.scenes import build_tier
+
+    dataset_path, result_path = work_dir / "ceiling-dev.h5", work_dir / "ceiling-result.h5"
+    write_measurement(build_tier("dev", seed=seed, preset="small"), dataset_path, include_truth=True)
+    result_path.write_bytes(_result_bytes(work_dir, seed))
+    shares = [submissions // workers + (1 if i < submissions % workers else 0) for i in range(workers)]
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(_ceiling_worker, [(str(dataset_path), str(result_path), n) for n in shares])
+    return submissions / (time.perf_counter() - started)
+
+
+def _p99(values: list[float]) -> float:
+    return sorted(values)[max(0, round(0.99 * len(values)) - 1)] if values else 0.0
+
+
+def _phases(db_url: str, request_seconds: list[float]) -> dict[str, tuple[float, float, float]]:
+    """Where each submission's time went, from the database's timestamps and the clients' clocks.
+
+    - request: the client's upload request (stream + hash + isolated validation + insert), per upload;
+    - queue wait: row created → a worker claimed it (backlog and broker delivery);
+    - claim → scoring: the worker's claim, lease and loading before scoring starts;
+    - scoring: reading the result, scoring it and building the rows (score row start → end);
+    - record: score rows end → submission finished (the commit);
+    - worker idle between tasks: per worker, the gap from one submission's end to its next claim
+      (broker delivery and the task's preamble when the queue is not empty).
+    """
+    dsn = db_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT s.created_at, r.started_at, sc.started_at, sc.ended_at, s.finished_at, r.worker "
+            "FROM submissions s JOIN runs r ON r.submission_id = s.id "
+            "JOIN scores sc ON sc.submission_id = s.id AND sc.scene_id = '' "
+            "WHERE s.status = 'scored'"
+        ).fetchall()
+    parts: dict[str, list[float]] = {"queue wait": [], "claim → scoring": [], "scoring": [], "record": []}
+    by_worker: dict[str, list[tuple]] = {}
+    for created, claimed, score_start, score_end, finished, worker in rows:
+        parts["queue wait"].append((claimed - created).total_seconds())
+        parts["claim → scoring"].append((score_start - claimed).total_seconds())
+        parts["scoring"].append((score_end - score_start).total_seconds())
+        parts["record"].append((finished - score_end).total_seconds())
+        by_worker.setdefault(worker, []).append((claimed, finished))
+    gaps = []
+    for spans in by_worker.values():
+        spans.sort()
+        gaps += [(b[0] - a[1]).total_seconds() for a, b in itertools.pairwise(spans)]
+    parts["worker idle between tasks"] = [max(0.0, g) for g in gaps]
+    parts = {"request (upload + validate + insert)": request_seconds, **parts}
+    return {
+        name: (
+            round(1e3 * statistics.fmean(v), 1) if v else 0.0,
+            round(1e3 * _p99(v), 1),
+            round(sum(v), 1),
+        )
+        for name, v in parts.items()
+    }
 
 
 def _counts(db_url: str) -> dict[str, int]:
@@ -180,12 +274,14 @@ def run_load(
 
         ids: list[str] = []
         refused: list[str] = []
+        request_seconds: list[float] = []
         lock = threading.Lock()
         per_client = [submissions // clients + (1 if i < submissions % clients else 0) for i in range(clients)]
 
         def client(i: int) -> None:
             with httpx.Client(base_url=base, timeout=120) as c:
                 for _ in range(per_client[i]):
+                    sent = time.perf_counter()
                     r = c.post(
                         "/api/v1/submissions",
                         data={"tier": "dev", "method": f"load{i}"},
@@ -193,6 +289,7 @@ def run_load(
                         headers=tokens[i],
                     )
                     with lock:
+                        request_seconds.append(time.perf_counter() - sent)
                         (
                             ids.append(r.json()["id"])
                             if r.status_code == 202
@@ -233,6 +330,7 @@ def run_load(
             lost=submissions - finished,
             duplicated=counts["duplicated"],
             retried=counts["retried"],
+            phases=_phases(db_url, request_seconds),
         )
     finally:
         for proc in reversed(procs):
@@ -270,8 +368,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1800, help="bound on the whole run, seconds")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="edx-load-"))
     try:
+        top = ceiling(submissions=args.submissions, workers=args.workers, work_dir=work)
         report = run_load(
             submissions=args.submissions,
             clients=args.clients,
@@ -281,8 +381,17 @@ def main() -> None:
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    report.ceiling_per_second = round(top, 2)
+    report.ratio_to_ceiling = round(report.throughput_per_second / top, 2)
+    print(f"load average before/after: {load_before} / {os.getloadavg()}")
     for key, value in asdict(report).items():
-        print(f"{key:>22}: {value}")
+        if key != "phases":
+            print(f"{key:>22}: {value}")
+    print("\n| phase | mean ms | p99 ms | total s |\n|---|---|---|---|")
+    for name, (mean, p99, total) in (report.phases or {}).items():
+        print(f"| {name} | {mean} | {p99} | {total} |")
+    goal = report.ratio_to_ceiling >= 0.5
+    print(f"\nthroughput ÷ ceiling = {report.ratio_to_ceiling} (goal ≥ 0.5): {'met' if goal else 'MISSED'}")
     ok = report.scored == report.submissions and report.lost == 0 and report.duplicated == 0
     print(f"P6 (all scored, 0 lost, 0 duplicated): {'met' if ok else 'NOT met'}")
     sys.exit(0 if ok else 1)

@@ -31,15 +31,21 @@ class FormatError(EdxArenaError):
     """An HDF5 file breaks the ``edx-arena-v1`` format (design §4).
 
     ``where`` names the offending object (``/scenes/s0/x_hat``) or ``"file"``;
-    ``rule`` is a short stable identifier of the broken rule (``"nan"``, ``"shape"``…).
+    ``rule`` is a short stable identifier of the broken rule (``"nan"``, ``"shape"``…);
+    ``attribute`` the attribute of ``where`` at fault, if any. The three let a caller rebuild
+    the message from a fixed vocabulary (:func:`harness.formats.output_error_message`) where
+    ``message``, which may quote names from the file, must not be shown.
     """
 
     code = "invalid_file"
 
-    def __init__(self, message: str, *, where: str = "file", rule: str = "format") -> None:
+    def __init__(
+        self, message: str, *, where: str = "file", rule: str = "format", attribute: str | None = None
+    ) -> None:
         super().__init__(message)
         self.where = where
         self.rule = rule
+        self.attribute = attribute
 
 
 class FileTooLargeError(FormatError):

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from db.models import SANDBOXED, Kind, Participant, Score, Status, Submission
 from harness.errors import ImageError, PlatformError
-from harness.formats import validate_result_isolated
+from harness.formats import validate_output, validate_result_isolated
 from harness.sandbox import (
     Outcome,
     RunLimits,
@@ -296,8 +296,9 @@ def run_submission(session: Session, submission: Submission) -> None:
             work_dir=work_dir,
             limits=limits_from_settings(),
             labels={"edx-arena.submission": submission.id, **instance_label()},
-            # In a memory-limited child, like an upload: libhdf5 inflates whatever a chunk holds.
-            validate_output=lambda p: validate_result_isolated(p, expect),
+            # Refusals in a fixed vocabulary; checked in a memory-limited child, like an upload
+            # (libhdf5 inflates whatever a chunk holds).
+            validate_output=lambda p: validate_output(p, expect, validate=validate_result_isolated),
         )
         if submission.kind == Kind.script:
             try:

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from db.models import SANDBOXED, Kind, Outcome, Score, Status, Submission, utcnow
 from harness import HARNESS_VERSION
 from harness.errors import FormatError
-from harness.formats import read_result
+from harness.formats import output_error_message, read_result
 from harness.scoring import SCORER_VERSION, TierScore, score_tier
 from harness.uncertainty import TILE_SIZE, encode_draws, resample_seed
 from services.datasets import result_expectation, scoring_dataset
@@ -139,10 +139,14 @@ def score_submission(session: Session, submission: Submission, *, result_path: s
     dataset_row = submission.dataset
     # A sandboxed run's output was already held to the sandbox cap; an upload to the upload cap.
     cap = settings.sandbox_output_bytes if submission.kind in SANDBOXED else settings.max_upload_bytes
+    expect = result_expectation(dataset_row, max_bytes=cap)
     try:
-        result = read_result(result_path or submission.file_path, result_expectation(dataset_row, max_bytes=cap))
+        result = read_result(result_path or submission.file_path, expect)
     except FormatError as exc:
-        update_status(submission, status=Status.failed, outcome=Outcome.invalid_output, error_message=exc.message)
+        message = exc.message
+        if submission.kind in SANDBOXED:  # written after reading hidden data: no word from the file
+            message = f"/output/result.h5 is not a valid result: {output_error_message(exc, expect)}"
+        update_status(submission, status=Status.failed, outcome=Outcome.invalid_output, error_message=message)
         session.commit()
         return
     dataset = scoring_dataset(dataset_row)

@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     script_image: str = "edx-arena/base:bookworm"
     max_script_bytes: int = Field(default=16 * 2**20, gt=0)
     #: What owners see of a Hidden-tier run's log (harness.sandbox.disclosure): ``failures``
-    #: (a filtered tail of failed runs only), ``always``, ``never`` or ``full``.
+    #: (the error excerpt of failed runs only, the default of docs/sandbox.md's budget),
+    #: ``always``, ``never`` or ``full``.
     hidden_log_policy: Literal["failures", "always", "never", "full"] = "failures"
 
     #: ``json``: one JSON object per log line with the submission id (services/logging_setup.py;

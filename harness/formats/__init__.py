@@ -28,19 +28,24 @@ from ._measurement import (
     validate_measurement,
     write_measurement,
 )
+from ._output import OUTPUT_RULES, output_error_message, output_error_messages, validate_output
 from ._result import ResultExpectation, read_result, validate_result, write_result
 
 __all__ = [
     "FORMAT_VERSION",
     "MEASUREMENT_FORMAT",
+    "OUTPUT_RULES",
     "RESULT_FORMAT",
     "ResultExpectation",
     "file_sha256",
     "operator_from_measurement",
+    "output_error_message",
+    "output_error_messages",
     "read_measurement",
     "read_result",
     "read_truth_maps",
     "validate_measurement",
+    "validate_output",
     "validate_result",
     "validate_result_isolated",
     "write_measurement",

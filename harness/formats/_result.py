@@ -191,6 +191,7 @@ def _check_root(f: h5py.File) -> None:
             f"the root attribute 'method' is {len(method)} characters; keep it under {MAX_METHOD_CHARS}",
             where="/",
             rule="attribute",
+            attribute="method",
         )
 
 

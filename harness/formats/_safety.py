@@ -117,8 +117,9 @@ def check_size(path: str | os.PathLike, max_bytes: int | None) -> int:
 
 
 @contextlib.contextmanager
-def reading_errors(where: str) -> Iterator[None]:
-    """Turn libhdf5/h5py failures while reading ``where`` into a user-facing FormatError.
+def reading_errors(where: str, *, attribute: str | None = None) -> Iterator[None]:
+    """Turn libhdf5/h5py failures while reading ``where`` (or its ``attribute``) into a
+    user-facing FormatError.
 
     Corrupt chunks, unsupported datatypes and truncated files surface as OSError,
     ValueError, TypeError, KeyError or RuntimeError from h5py. A failed allocation inside
@@ -134,17 +135,19 @@ def reading_errors(where: str) -> Iterator[None]:
         # that is a resource limit, not a property of the file's format.
         if "memory allocation failed" in str(exc).lower():
             raise MemoryError(str(exc)) from None
-        raise _unreadable(where, exc) from None
+        raise _unreadable(where, attribute, exc) from None
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
-        raise _unreadable(where, exc) from None
+        raise _unreadable(where, attribute, exc) from None
 
 
-def _unreadable(where: str, exc: Exception) -> FormatError:
+def _unreadable(where: str, attribute: str | None, exc: Exception) -> FormatError:
+    what = where if attribute is None else f"{where} attribute {attribute!r}"
     return FormatError(
-        f"{where} could not be read (corrupt or unsupported HDF5 content: "
+        f"{what} could not be read (corrupt or unsupported HDF5 content: "
         f"{type(exc).__name__}); re-write it with h5py or the reference writer",
         where=where,
         rule="unreadable",
+        attribute=attribute,
     )
 
 
@@ -373,7 +376,7 @@ def read_attr(obj: h5py.HLObject, name: str, where: str) -> object:
     attribute is rejected without loading it. (A variable-length string's length is only
     known by reading it; the isolated validator's memory limit covers that case.)
     """
-    with reading_errors(f"{where} attribute {name!r}"):
+    with reading_errors(where, attribute=name):
         if name not in obj.attrs:
             return MISSING
         aid = obj.attrs.get_id(name)
@@ -382,6 +385,7 @@ def read_attr(obj: h5py.HLObject, name: str, where: str) -> object:
                 f"{where} attribute {name!r} has shape {aid.shape}; it must be a scalar",
                 where=where,
                 rule="attribute",
+                attribute=name,
             )
         return obj.attrs[name]
 
@@ -396,7 +400,7 @@ def read_string_attr(obj: h5py.HLObject, name: str, where: str, *, required: boo
     value = read_attr(obj, name, where)
     if value is MISSING:
         if required:
-            raise FormatError(f"{where} has no {name!r} attribute", where=where, rule="attribute")
+            raise FormatError(f"{where} has no {name!r} attribute", where=where, rule="attribute", attribute=name)
         return None
     value = _scalar(value)
     if value.dtype.kind == "O" or (value.dtype.kind in "SU" and value.ndim == 0):
@@ -404,7 +408,7 @@ def read_string_attr(obj: h5py.HLObject, name: str, where: str, *, required: boo
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if not isinstance(value, str):
-        raise FormatError(f"{where} attribute {name!r} must be a string", where=where, rule="attribute")
+        raise FormatError(f"{where} attribute {name!r} must be a string", where=where, rule="attribute", attribute=name)
     return value
 
 
@@ -413,14 +417,14 @@ def read_int_attr(obj: h5py.HLObject, name: str, where: str, *, required: bool =
     value = read_attr(obj, name, where)
     if value is MISSING:
         if required:
-            raise FormatError(f"{where} has no {name!r} attribute", where=where, rule="attribute")
+            raise FormatError(f"{where} has no {name!r} attribute", where=where, rule="attribute", attribute=name)
         return None
     arr = _scalar(value)
     if arr.ndim == 0 and arr.dtype.kind in "iu":
         return int(arr)
     if arr.ndim == 0 and arr.dtype.kind == "f" and np.isfinite(arr) and float(arr).is_integer():
         return int(arr)
-    raise FormatError(f"{where} attribute {name!r} must be an integer", where=where, rule="attribute")
+    raise FormatError(f"{where} attribute {name!r} must be an integer", where=where, rule="attribute", attribute=name)
 
 
 def read_float_attr(obj: h5py.HLObject, name: str, where: str, *, fix: str = "") -> float:
@@ -428,7 +432,7 @@ def read_float_attr(obj: h5py.HLObject, name: str, where: str, *, fix: str = "")
     value = read_attr(obj, name, where)
     suffix = f"; {fix}" if fix else ""
     if value is MISSING:
-        raise FormatError(f"{where} has no {name!r} attribute{suffix}", where=where, rule="attribute")
+        raise FormatError(f"{where} has no {name!r} attribute{suffix}", where=where, rule="attribute", attribute=name)
     arr = _scalar(value)
     if arr.ndim != 0 or arr.dtype.kind not in "iuf":
         got = "a string" if arr.dtype.kind in "OSU" else f"{arr.dtype} with shape {arr.shape}"
@@ -436,6 +440,7 @@ def read_float_attr(obj: h5py.HLObject, name: str, where: str, *, fix: str = "")
             f"{where} attribute {name!r} must be one real number (got {got}){suffix}",
             where=where,
             rule="attribute",
+            attribute=name,
         )
     number = float(arr)
     if not math.isfinite(number):
@@ -443,6 +448,7 @@ def read_float_attr(obj: h5py.HLObject, name: str, where: str, *, fix: str = "")
             f"{where} attribute {name!r} is {number}; it must be finite{suffix}",
             where=where,
             rule="nonfinite",
+            attribute=name,
         )
     return number
 

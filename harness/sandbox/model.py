@@ -87,7 +87,9 @@ class RunSpec:
     #: Extra host paths bound read-only into the container, ``{host path: container path}``
     #: (a script submission's files at ``/submission``).
     read_only_mounts: dict[str, str] = field(default_factory=dict)
-    #: Called on ``/output/result.h5``; a ``FormatError`` makes the outcome ``invalid_output``.
+    #: Called on ``/output/result.h5``; a ``FormatError`` makes the outcome ``invalid_output``
+    #: and its message is quoted to the owner: use :func:`harness.formats.validate_output`, whose
+    #: messages never quote the file (``validate_result``'s do).
     validate_output: Callable[[Path], None] | None = None
 
 

@@ -11,6 +11,12 @@ Failures of the platform are returned as ``platform_error`` (the caller retries 
 charged), never raised; see :func:`run_container`.
 
 Messages are user-safe: they describe what the container did, never the input's content.
+Whatever comes after the container read the measurement (its exit, its output) is told in a
+fixed vocabulary: the exit code, the caps, and for an invalid result whatever
+``spec.validate_output`` raised, which for a Hidden run is
+:func:`harness.formats.validate_output` (rule sentences and contract paths, never a word from
+the file). The log is not quoted: what of it the owner sees is decided by
+:mod:`harness.sandbox.disclosure`, in the exfiltration budget of ``docs/sandbox.md``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 import docker
 from harness.errors import FormatError, ImageError
-from harness.sandbox.disclosure import LogPolicy, looks_like_data
 from harness.sandbox.model import ImageInfo, Outcome, RunLimits, RunResult, RunSpec
 from harness.sandbox.tree import Excess, output_excess, remove_tree
 from harness.sandbox.users import read_user_files, resolve_user
@@ -326,18 +331,6 @@ class _LogTail(threading.Thread):
         return raw.decode("utf-8", errors="replace")
 
 
-def _last_line(text: str) -> str:
-    """The log's last line for the outcome message, which every viewer sees: like any line the
-    owner is shown (:mod:`harness.sandbox.disclosure`), withheld when it looks like data."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return "(no output)"
-    policy = LogPolicy()
-    if looks_like_data(lines[-1], max_numbers=policy.max_numbers_per_line):
-        return "(withheld: it looks like data)"
-    return lines[-1][: policy.max_line_chars]
-
-
 def _check_output(spec: RunSpec, output_dir: Path) -> tuple[Outcome, str, Path | None]:
     result = output_dir / RESULT_NAME
     try:
@@ -501,7 +494,9 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
         if exit_code != 0:
             return RunResult(
                 Outcome.nonzero_exit,
-                f"the container exited with code {exit_code}; last log line: {_last_line(logs)}",
+                # Not the log's last line: the message reaches the owner whatever the log
+                # policy, and a line is whatever the container chose to print.
+                f"the container exited with code {exit_code}; the log shows the error",
                 **common,
             )
         outcome, message, path = _check_output(spec, output_dir)

@@ -65,7 +65,7 @@ def output_excess(root: str | os.PathLike, *, max_bytes: int, max_entries: int, 
         try:
             stack[-1][1].extend(_listing(root_fd, max_entries + 1))
         except PermissionError:
-            return _unreadable(0)
+            return _unreadable()
         entries += len(stack[-1][1])
         while stack:
             fd, pending, level = stack[-1]
@@ -81,7 +81,7 @@ def output_excess(root: str | os.PathLike, *, max_bytes: int, max_entries: int, 
             except FileNotFoundError:  # removed while we looked: the container is still running
                 continue
             except PermissionError:
-                return _unreadable(level)
+                return _unreadable()
             total += st.st_size
             if total > max_bytes:
                 return Excess(Outcome.output_too_large, f"/output grew past {max_bytes} bytes")
@@ -95,7 +95,7 @@ def output_excess(root: str | os.PathLike, *, max_bytes: int, max_entries: int, 
                 continue  # replaced while we looked
             except OSError as exc:
                 if exc.errno in (errno.EACCES, errno.EPERM):
-                    return _unreadable(level + 1)
+                    return _unreadable()
                 if exc.errno == errno.ELOOP:  # became a symbolic link: not followed
                     continue
                 raise
@@ -103,7 +103,7 @@ def output_excess(root: str | os.PathLike, *, max_bytes: int, max_entries: int, 
             try:
                 stack[-1][1].extend(_listing(child, max_entries - entries + 1))
             except PermissionError:
-                return _unreadable(level + 1)
+                return _unreadable()
             entries += len(stack[-1][1])
         return None
     finally:
@@ -117,11 +117,11 @@ def _listing(fd: int, limit: int) -> list[os.DirEntry]:
         return list(itertools.islice(listing, max(limit, 0)))
 
 
-def _unreadable(level: int) -> Excess:
-    where = "/output" if level == 0 else f"a directory {level} levels down in /output"
+def _unreadable() -> Excess:
+    # Which directory, or how deep, is not said: the message is a channel back to the owner.
     return Excess(
         Outcome.invalid_output,
-        f"{where} cannot be read by the server (its mode was changed); leave every directory in /output readable",
+        "/output holds a directory the server cannot read (its mode was changed); leave every directory readable",
     )
 
 

@@ -43,7 +43,7 @@ from harness.tiers import BLIND_TIERS, TIER_RANGES, TIERS
 from services.api.deps import SessionDep
 from services.auth import authenticate
 from services.datasets import active_dataset
-from services.disclosure import visible_log
+from services.disclosure import visible_figures, visible_log
 from services.errors import AuthError, NotFoundError, ServiceError
 from services.leaderboard import MAX_PER_PAGE, leaderboard
 from services.submissions import get_submission
@@ -289,6 +289,7 @@ def submission_page(submission_id: str, request: Request, session: SessionDep) -
             "viewer": viewer,
             "s": submission,
             "log": visible_log(submission, viewer),
+            "figures": visible_figures(submission, viewer),
             "tier_row": next((r for r in current if r.scene_id == ""), None),
             "scene_rows": [r for r in current if r.scene_id != ""],
             "shown_version": shown,

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from arena_testing import ORG, add_participant, download_and_solve
@@ -149,6 +150,10 @@ def test_worker_lines_all_carry_the_submission_id(cli_worker, tmp_path):
         states = wait_finished(api, alice, ids, timeout=120)
         assert all(s["status"] == "scored" for s in states.values()), states
 
+    # The API shows "scored" once the row is committed; Celery logs the task's end a moment later.
+    deadline = time.monotonic() + 30
+    while cli_worker.read_text().count("succeeded in") < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.2)
     lines = cli_worker.read_text().splitlines()
     entries = [json.loads(line) for line in lines]  # every line is one JSON object (no banner, no stray print)
     assert all({"timestamp", "level", "logger", "message", "submission_id"} <= set(e) for e in entries)

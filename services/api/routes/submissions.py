@@ -19,7 +19,7 @@ from services.api.schemas import (
     SubmissionPublic,
 )
 from services.auth import authenticate
-from services.disclosure import visible_log
+from services.disclosure import visible_figures, visible_log
 from services.submissions import create_hdf5_submission, discard_upload, get_submission, queue
 
 router = APIRouter(prefix="/api/v1/submissions", tags=["submissions"])
@@ -160,8 +160,14 @@ def read_provenance(
         created_at=submission.created_at,
         finished_at=submission.finished_at,
         scores=[ProvenanceScore.model_validate(r) for r in rows],
-        runs=[ProvenanceRun.model_validate(r) for r in submission.runs],
+        runs=[_provenance_run(submission, run, viewer) for run in submission.runs],
     )
+
+
+def _provenance_run(submission, run, viewer: Participant | None) -> ProvenanceRun:
+    out = ProvenanceRun.model_validate(run)
+    out.runtime_seconds, out.peak_memory_bytes = visible_figures(submission, viewer, run)
+    return out
 
 
 @router.get("/{submission_id}")
@@ -171,5 +177,6 @@ def read_submission(submission_id: str, session: SessionDep, participant: Curren
     scores = session.scalars(select(Score).where(Score.submission_id == submission.id).order_by(Score.id)).all()
     public = SubmissionPublic.model_validate(submission)
     public.log_tail = visible_log(submission, participant)
+    public.runtime_seconds, public.peak_memory_bytes = visible_figures(submission, participant)
     public.scores = [ScoreRow.model_validate(s) for s in scores]
     return public

@@ -228,10 +228,7 @@ def test_missing_import_is_nonzero_exit_with_traceback(run_script):
     assert result.outcome == Outcome.nonzero_exit and result.exit_code == 1
     assert "Traceback (most recent call last)" in result.log
     assert "ModuleNotFoundError: No module named 'torch'" in result.log
-    assert (
-        result.message
-        == "the container exited with code 1; last log line: ModuleNotFoundError: No module named 'torch'"
-    )
+    assert result.message == "the container exited with code 1; the log shows the error"
 
 
 @pytest.mark.docker

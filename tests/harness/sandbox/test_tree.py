@@ -164,8 +164,7 @@ def test_modes_the_sandbox_user_sets(open_tmp):
     outcome, message = verdict.read_text().split("|")
     assert outcome == "invalid_output"
     assert message == (
-        "a directory 1 levels down in /output cannot be read by the server (its mode was changed); "
-        "leave every directory in /output readable"
+        "/output holds a directory the server cannot read (its mode was changed); leave every directory readable"
     )
 
     own = writable / "own"
