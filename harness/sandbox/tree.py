@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 # O_NONBLOCK: a FIFO swapped in for a directory must fail (ENOTDIR), never block the walk.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-#: Names read from the root per pass of :func:`remove_tree` (a bounded list, not the whole directory).
-_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -129,9 +127,12 @@ def remove_tree(path: str | os.PathLike) -> bool:
     """Remove ``path`` (a file, a link, or a directory and everything in it); ``True`` when it
     is gone. Never raises for what the tree holds; what it could not remove is logged.
 
-    The contents of each directory are renamed into ``path`` itself (under fresh names), then
-    the emptied directory is removed, until ``path`` is empty: every operation is one level
-    below ``path``, so neither the depth nor the length of the tree's paths matters.
+    Files are unlinked where they are; the subdirectories of each directory are renamed into
+    ``path`` itself (under fresh names), then the emptied directory is removed, until ``path``
+    is empty: every operation is at most two levels below ``path``, so neither the depth nor
+    the length of the tree's paths matters. Each pass reads a directory once, in one stream
+    (re-reading it from its start per batch would cost quadratic time in a directory of
+    millions of entries, whose deleted slots every listing walks again).
     """
     path = os.fspath(path)
     try:
@@ -154,15 +155,16 @@ def remove_tree(path: str | os.PathLike) -> bool:
     fresh = (f".edx-arena-rm-{i}" for i in itertools.count())
     try:
         while True:
+            seen = progress = 0
             with os.scandir(root) as listing:
-                batch = [(e.name, e.is_dir(follow_symlinks=False)) for e in itertools.islice(listing, _BATCH)]
-            if not batch:
+                for entry in listing:
+                    seen += 1
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    progress += _hoist(root, entry.name, fresh) if is_dir else _unlink(root, entry.name)
+            if not seen:
                 break
-            progress = False
-            for name, is_dir in batch:
-                progress |= _hoist(root, name, fresh) if is_dir else _unlink(root, name)
             if not progress:
-                log.warning("cannot remove %s: %d entries left that this process may not delete", path, len(batch))
+                log.warning("cannot remove %s: %d entries left that this process may not delete", path, seen)
                 return False
     except OSError as exc:
         log.warning("cannot remove %s: %s", path, exc)
@@ -218,7 +220,8 @@ def _unlink(root: int, name: str) -> bool:
 
 
 def _hoist(root: int, name: str, fresh) -> bool:
-    """Move the entries of directory ``name`` into ``root`` and remove it; ``True`` on progress."""
+    """Empty directory ``name`` (its files unlinked, its subdirectories moved into ``root``) and
+    remove it; ``True`` on progress."""
     try:
         child = _open_dir(name, root)
     except FileNotFoundError:
@@ -229,12 +232,17 @@ def _hoist(root: int, name: str, fresh) -> bool:
         return False
     try:
         while True:
+            seen = progress = 0
             with os.scandir(child) as listing:
-                names = [e.name for e in itertools.islice(listing, _BATCH)]
-            if not names:
+                for entry in listing:
+                    seen += 1
+                    if entry.is_dir(follow_symlinks=False):
+                        progress += _rename_up(child, entry.name, root, fresh)
+                    else:
+                        progress += _unlink(child, entry.name)
+            if not seen:
                 break
-            moved = [_rename_up(child, inner, root, fresh) for inner in names]
-            if not any(moved):
+            if not progress:
                 return False
     except OSError:
         return False

@@ -66,10 +66,14 @@ def expect(hidden_dataset) -> ResultExpectation:
 
 
 @pytest.fixture
-def work_dir(tmp_path) -> Path:
+def work_dir(tmp_path):
+    from harness.sandbox import remove_tree
+
     d = tmp_path / "work"
     d.mkdir()
-    return d
+    yield d
+    # A hostile run may leave a tree pytest's own clean-up cannot remove (it recurses).
+    assert remove_tree(d)
 
 
 @pytest.fixture
