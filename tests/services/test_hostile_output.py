@@ -8,7 +8,7 @@ from __future__ import annotations
 import resource
 
 import pytest
-from arena_testing import ORG, add_participant
+from arena_testing import ORG, add_participant, reset_caches
 
 from db.models import Submission
 from db.session import new_session
@@ -96,7 +96,10 @@ def test_a_deflate_bomb_result_is_refused_outside_the_worker(hidden):
     assert grown < 200 * 2**20, grown
 
 
-def test_a_deep_tree_is_charged_and_its_run_folder_removed(hidden, backend):
+def test_a_deep_tree_is_charged_and_its_run_folder_removed(hidden, backend, monkeypatch):
+    # Were the caps disabled again, the script would write files for the whole wall time.
+    monkeypatch.setenv("EDX_SANDBOX_WALL_SECONDS", "60")
+    reset_caches()
     sub = _run_script(hidden, DEEP)
     assert (sub.status, sub.outcome, sub.charged) == ("failed", "output_too_large", True), sub.error_message
     assert sub.error_message == "/output nests directories more than 32 levels deep (the cap); the run was stopped"
