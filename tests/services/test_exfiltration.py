@@ -21,7 +21,7 @@ import uuid
 import h5py
 import numpy as np
 import pytest
-from arena_testing import ORG
+from arena_testing import ORG, sign_in
 from worker_testing import wait_finished
 
 import docker
@@ -106,7 +106,7 @@ HOSTILE_RESULTS["spec attribute field name"] = _compound_spec_attribute
 
 
 def _page(api, token: str, sid: str) -> str:
-    r = api.post("/login", data={"token": token, "next": f"/submissions/{sid}"}, follow_redirects=False)
+    r = sign_in(api, token, f"/submissions/{sid}")
     assert r.status_code == 303, r.text
     page = api.get(f"/submissions/{sid}")
     assert page.status_code == 200, page.text
