@@ -87,12 +87,13 @@ def inspect_image(ref: str, *, client: docker.DockerClient | None = None) -> Ima
     )
 
 
-def _run_user(spec: RunSpec, image: ImageInfo, client: docker.DockerClient) -> str:
+def _run_user(spec: RunSpec, image: ImageInfo, client: docker.DockerClient, tmpfs: dict[str, str]) -> str:
     """``limits.user``, or with ``allow_image_user`` the image's own USER resolved to numeric
     ``uid:gid`` from its /etc/passwd and /etc/group (:mod:`harness.sandbox.users`)."""
     if not spec.limits.allow_image_user:
         return spec.limits.user
-    passwd, group = read_user_files(client, image.pinned, labels={**spec.labels, RUN_LABEL: spec.run_id})
+    labels = {**spec.labels, RUN_LABEL: spec.run_id}
+    passwd, group = read_user_files(client, image.pinned, labels=labels, tmpfs=tmpfs)
     uid, gid = resolve_user(image.user, passwd=passwd, group=group)
     return f"{uid}:{gid}"
 
@@ -132,7 +133,7 @@ def _volume_mounts(image: ImageInfo, taken: set[str], limits: RunLimits) -> dict
     return mounts
 
 
-def _run_kwargs(spec: RunSpec, image: ImageInfo, output_dir: Path, *, user: str) -> dict:
+def _run_kwargs(spec: RunSpec, image: ImageInfo, output_dir: Path, *, client: docker.DockerClient) -> dict:
     """Every sandbox setting of design §5, in one place."""
     lim = spec.limits
     binds = {
@@ -141,15 +142,16 @@ def _run_kwargs(spec: RunSpec, image: ImageInfo, output_dir: Path, *, user: str)
         **{str(Path(host).resolve()): {"bind": inside, "mode": "ro"} for host, inside in spec.read_only_mounts.items()},
     }
     taken = {_go_clean(b["bind"]) for b in binds.values()} | {"/tmp"}
+    tmpfs = {**_volume_mounts(image, taken, lim), "/tmp": f"size={lim.tmpfs_bytes},mode=1777"}
     kwargs = dict(
         image=image.pinned,
         command=spec.command,
         environment=spec.environment or {},
-        user=user,
+        user=_run_user(spec, image, client, tmpfs),
         detach=True,
         network_mode="none" if lim.network_disabled else "bridge",
         read_only=lim.read_only_root,
-        tmpfs={**_volume_mounts(image, taken, lim), "/tmp": f"size={lim.tmpfs_bytes},mode=1777"},
+        tmpfs=tmpfs,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         nano_cpus=int(lim.cpus * 1e9),
@@ -414,19 +416,20 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
             image_digest=image.id,
         )
     try:
-        kwargs = _run_kwargs(spec, image, _prepare_output(spec.work_dir), user=_run_user(spec, image, client))
+        kwargs = _run_kwargs(spec, image, _prepare_output(spec.work_dir), client=client)
     except ImageError as exc:
         return RunResult(Outcome.image_invalid, exc.message, image_digest=image.id)
-    except OSError as exc:
-        log.error("sandbox run %s: cannot prepare %s: %s", spec.run_id, spec.work_dir, exc)
-        return RunResult(
-            Outcome.platform_error, "the server could not prepare the run's output directory", image_digest=image.id
-        )
-    except (DockerException, requests.RequestException) as exc:
+    except (DockerException, requests.RequestException) as exc:  # before OSError: APIError is one
+        log.error("sandbox run %s: the user probe failed: %s", spec.run_id, exc)
         return RunResult(
             Outcome.platform_error,
             f"the container platform is unavailable: {type(exc).__name__}",
             image_digest=image.id,
+        )
+    except OSError as exc:
+        log.error("sandbox run %s: cannot prepare %s: %s", spec.run_id, spec.work_dir, exc)
+        return RunResult(
+            Outcome.platform_error, "the server could not prepare the run's output directory", image_digest=image.id
         )
     output_dir = Path(spec.work_dir) / "output"
     container = None

@@ -139,16 +139,18 @@ def resolve_user(spec: str, *, passwd: str | None, group: str | None) -> tuple[i
 
 
 def read_user_files(
-    client: docker.DockerClient, image: str, *, labels: dict[str, str]
+    client: docker.DockerClient, image: str, *, labels: dict[str, str], tmpfs: dict[str, str]
 ) -> tuple[str | None, str | None]:
     """The image's ``/etc/passwd`` and ``/etc/group`` (``None`` where absent), read from a
-    container that is created, never started, and removed with its volumes.
+    container that is created, never started, and removed with its volumes. ``tmpfs`` is the
+    run's own (one over each declared VOLUME), so that creating it makes no anonymous volume
+    either, and a VOLUME over a file cannot fail the create as a platform error.
 
     Refused (:class:`ImageError`): a file over :data:`USER_FILE_BYTES`, or one that is not a
     regular file (the daemon would follow a symbolic link inside the image; we do not guess).
     """
     probe = client.containers.create(
-        image, entrypoint=["/.edx-arena-never-started"], command=[], network_mode="none", labels=labels
+        image, entrypoint=["/.edx-arena-never-started"], command=[], network_mode="none", labels=labels, tmpfs=tmpfs
     )
     try:
         return _read_file(client, probe.id, "/etc/passwd"), _read_file(client, probe.id, "/etc/group")

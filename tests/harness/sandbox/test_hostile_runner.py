@@ -150,3 +150,18 @@ def test_user_files_are_read_with_a_cap_and_never_through_a_link(run, derived_im
     r = run("id", image=image, allow_image_user=True)
     assert r.outcome == Outcome.image_invalid, r
     assert r.message == message
+
+
+@pytest.mark.parametrize("allow_image_user", [False, True])
+def test_a_volume_over_a_file_is_the_images_fault(run, images, allow_image_user):
+    # The builder refuses this; a hand-made config (docker commit --change, or an edited archive)
+    # does not. The daemon's create failed on it with a 500: a free platform_error.
+    maker = images.containers.run("edx-arena-test/busybox:latest", ["touch /afile"], detach=True)
+    try:
+        maker.wait(timeout=60)
+        maker.commit("edx-arena-test/volume-file", "latest", changes=['VOLUME ["/afile"]', "USER 1000"])
+    finally:
+        maker.remove(force=True)
+    r = run("true", image="edx-arena-test/volume-file:latest", allow_image_user=allow_image_user)
+    assert r.outcome == Outcome.image_invalid, r
+    assert r.message.startswith("the image could not be started"), r.message
