@@ -71,7 +71,11 @@ def _builtin_organizer(session: Session) -> Participant:
 
 def authenticate(session: Session, token: str) -> Participant:
     """The participant a bearer token belongs to; ``AuthError`` says why a token is refused."""
-    if hmac.compare_digest(token, get_settings().organizer_token):
+    # Issued tokens are URL-safe ASCII. Anything else (a header's latin-1 bytes, a form's
+    # surrogates) cannot match one, and hmac.compare_digest raises TypeError on non-ASCII str.
+    if not token.isascii():
+        raise AuthError("invalid token")
+    if hmac.compare_digest(token.encode(), get_settings().organizer_token.encode()):
         return _builtin_organizer(session)
     row = session.scalar(select(ApiToken).where(ApiToken.token_sha256 == _digest(token)))
     if row is None:

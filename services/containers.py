@@ -208,10 +208,10 @@ def create_archive_submission(
     settings = get_settings()
     path, _, _ = stream_to_disk(upload, directory=settings.storage_dir / "uploads", max_bytes=settings.max_image_bytes)
     try:
-        info = load_image_archive(path, max_bytes=settings.max_image_bytes)
+        info = load_image_archive(path, max_bytes=settings.max_image_bytes, owner=participant.id)
     finally:
         path.unlink(missing_ok=True)
-    name = info.tags[0] if info.tags else info.id
+    name = info.tags[0]  # edx-arena-sub/<participant id>/<short id>:latest, the server's own name
     return _new_submission(
         session,
         participant=participant,

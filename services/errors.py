@@ -11,6 +11,7 @@ __all__ = [
     "ServiceError",
     "StorageError",
     "TooLargeError",
+    "validation_message",
 ]
 
 
@@ -49,3 +50,24 @@ class ConflictError(ServiceError):
 
 class StorageError(ServiceError):
     status, code = 507, "insufficient_storage"
+
+
+#: A refused value is quoted back when it is this short: enough for a name or a number.
+_QUOTED_CHARS = 40
+
+
+def validation_message(errors: list[dict]) -> str:
+    """One line for a request's validation errors (pydantic's ``errors()``), each naming the
+    field, the rule and, when it is short, the value refused: ``tier: Input should be 'public',
+    'dev' or 'standard' (got 'gold')``."""
+    parts = []
+    for e in errors:
+        where = ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path", "header", "cookie"))
+        text = f"{where}: {e['msg']}" if where else e["msg"]
+        value = e.get("input")
+        if e.get("type") != "missing" and isinstance(value, str | int | float) and not isinstance(value, bool):
+            shown = repr(value)
+            if len(shown) <= _QUOTED_CHARS:
+                text += f" (got {shown})"
+        parts.append(text)
+    return "; ".join(parts)

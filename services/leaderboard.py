@@ -44,10 +44,12 @@ from harness.uncertainty import CONFIDENCE, decode_draws, inseparable, percentil
 from services.errors import ServiceError
 from services.settings import get_settings
 
-__all__ = ["BOARDS", "MAX_PER_PAGE", "Entry", "leaderboard"]
+__all__ = ["BOARDS", "MAX_PAGE", "MAX_PER_PAGE", "Entry", "leaderboard"]
 
 BOARDS = (*TIERS, "overall")
 MAX_PER_PAGE = 500
+#: No board has a million pages; a larger number would overflow the SQL OFFSET.
+MAX_PAGE = 10**6
 
 
 @dataclass
@@ -407,8 +409,8 @@ def leaderboard(session: Session, *, board: str, page: int = 1, per_page: int = 
     """One page of ``board`` (a tier or ``overall``) and the board's total number of entries."""
     if board not in BOARDS:
         raise ServiceError(f"unknown leaderboard {board!r}; boards are {', '.join(BOARDS)}")
-    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-        raise ServiceError(f"page must be ≥ 1 and per_page between 1 and {MAX_PER_PAGE}")
+    if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
+        raise ServiceError(f"page must be between 1 and {MAX_PAGE} and per_page between 1 and {MAX_PER_PAGE}")
     offset = (page - 1) * per_page
     if board == "overall":
         return _overall(session, offset=offset, limit=per_page)

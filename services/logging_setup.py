@@ -15,6 +15,11 @@ absent in text otherwise). The id comes from a context variable that
 - the API sets for requests on ``/api/v1/submissions/{id}…`` and
   ``/api/v1/admin/submissions/{id}…`` (:class:`SubmissionContextMiddleware`);
 - any code may set with :func:`submission_context`.
+
+Every line logged while the API handles a request also carries that request's id
+(``request_id``; ``[request …]`` in text), set by :class:`services.api.request_id.RequestIdMiddleware`
+and returned to the client in the ``X-Request-ID`` header, so a participant quoting it finds the
+server's lines about their request.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from datetime import UTC, datetime
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
+    "REQUEST_ID",
     "JsonFormatter",
     "SubmissionContextMiddleware",
     "SubmissionFilter",
@@ -46,6 +52,8 @@ __all__ = [
 ]
 
 SUBMISSION_ID: ContextVar[str | None] = ContextVar("edx_submission_id", default=None)
+#: The id of the API request being handled (services/api/request_id.py), else None.
+REQUEST_ID: ContextVar[str | None] = ContextVar("edx_request_id", default=None)
 #: Celery tasks whose first argument is a submission id (services/worker/tasks.py).
 SUBMISSION_TASKS = frozenset({"score_submission", "run_submission"})
 _LEASE_THREAD = "lease-"
@@ -55,6 +63,8 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__di
     "asctime",
     "submission_id",
     "sid",
+    "request_id",
+    "rid",
     "data",
     "color_message",  # data: Celery's context; color_message: uvicorn's ANSI copy
 }
@@ -86,7 +96,8 @@ def _from_celery_record(record: logging.LogRecord) -> str | None:
 
 
 class SubmissionFilter(logging.Filter):
-    """Adds ``record.submission_id`` (``None`` when no submission is being handled)."""
+    """Adds ``record.submission_id`` (``None`` when no submission is being handled) and
+    ``record.request_id`` (``None`` outside an API request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         sid = SUBMISSION_ID.get()
@@ -96,6 +107,7 @@ class SubmissionFilter(logging.Filter):
             # The heartbeat thread does not inherit the task's context; its name carries the id.
             sid = record.threadName[len(_LEASE_THREAD) :]
         record.submission_id = sid
+        record.request_id = REQUEST_ID.get()
         return True
 
 
@@ -112,6 +124,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "submission_id": getattr(record, "submission_id", None),
+            "request_id": getattr(record, "request_id", None),
             "process": record.process,
         }
         for key, value in record.__dict__.items():
@@ -130,11 +143,13 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s%(sid)s: %(message)s")
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(sid)s%(rid)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         sid = getattr(record, "submission_id", None)
+        rid = getattr(record, "request_id", None)
         record.sid = f" [submission {sid}]" if sid else ""
+        record.rid = f" [request {rid}]" if rid else ""
         return super().format(record)
 
 

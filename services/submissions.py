@@ -42,6 +42,7 @@ __all__ = [
     "CHUNK_BYTES",
     "ERROR_CHARS",
     "HDF5_TIERS",
+    "MAX_TEXT",
     "check_metadata",
     "check_quota",
     "claim",
@@ -65,7 +66,8 @@ CHUNK_BYTES = 2**20
 HDF5_TIERS = ("public", "dev", "standard")
 #: Longest error message kept (and shown to the participant).
 ERROR_CHARS = 1024
-_MAX_TEXT = {"method": 200, "description": 4000, "source": 500}
+#: Longest method name, description and source (the API's schema states the same limits).
+MAX_TEXT = {"method": 200, "description": 4000, "source": 500}
 _ACTIVE = (Status.running, Status.scoring)
 
 
@@ -118,8 +120,10 @@ def _storage_error(exc: OSError) -> Exception:
 
 def check_metadata(*, method: str, description: str, source: str) -> None:
     for name, value in (("method", method), ("description", description), ("source", source)):
-        if len(value) > _MAX_TEXT[name]:
-            raise ServiceError(f"{name} is {len(value)} characters; the limit is {_MAX_TEXT[name]}")
+        if len(value) > MAX_TEXT[name]:
+            raise ServiceError(f"{name} is {len(value)} characters; the limit is {MAX_TEXT[name]}")
+        if "\x00" in value:  # PostgreSQL cannot store it
+            raise ServiceError(f"{name} contains a NUL character")
 
 
 def lock_participant(session: Session, participant: Participant) -> None:

@@ -73,6 +73,10 @@ def inspect_image(ref: str, *, client: docker.DockerClient | None = None) -> Ima
         image = client.images.get(ref)
     except ImageNotFound:
         raise ImageError(f"no image {ref!r} on the server; upload it as a docker save archive") from None
+    except APIError as exc:
+        if not exc.is_client_error():  # the daemon's own trouble: a platform error
+            raise
+        raise ImageError(f"the server cannot look up {ref[:100]!r}: {exc.explanation or exc}") from None
     attrs = image.attrs
     digests = attrs.get("RepoDigests") or []
     return ImageInfo(

@@ -1,5 +1,6 @@
 """The FastAPI app: setup, routers and error mapping only. Errors are JSON
-``{"error": {"code", "message"}}`` with the status of design §8."""
+``{"error": {"code", "message"}}`` with the status of design §8; an error no handler maps is a
+500 of the same shape with the request id (:mod:`services.api.request_id`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,8 +19,9 @@ from harness.errors import EdxArenaError, FileTooLargeError
 from services.api import metrics
 from services.api.body_guard import BodyGuardMiddleware
 from services.api.page_cache import PageCacheMiddleware
+from services.api.request_id import RequestIdMiddleware
 from services.api.routes import admin, health, leaderboard, submissions, tiers
-from services.errors import ServiceError
+from services.errors import ServiceError, validation_message
 from services.logging_setup import SubmissionContextMiddleware
 from services.settings import get_settings
 
@@ -146,7 +148,9 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyCapMiddleware)
     app.add_middleware(BodyGuardMiddleware)  # outside the cap: an anonymous upload gets 401, not 413
     app.add_middleware(SubmissionContextMiddleware)
-    app.add_middleware(PageCacheMiddleware)  # outermost: a cached page skips everything else
+    app.add_middleware(PageCacheMiddleware)  # a cached page skips everything below
+    # Outermost: every response carries an id, and no exception reaches Starlette's plain-text 500.
+    app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_r: Request, exc: ServiceError):
@@ -161,6 +165,16 @@ def create_app() -> FastAPI:
     async def _database_down(_r: Request, _exc: OperationalError):
         return _error(503, "database_unavailable", "the database is unavailable; retry in a few seconds")
 
+    @app.exception_handler(DataError)
+    async def _unstorable(_r: Request, _exc: DataError):
+        # SQLSTATE class 22: a value the request carried (PostgreSQL refuses NUL in text, and
+        # numbers beyond a column's range), never the server's state.
+        return _error(
+            422,
+            "invalid_request",
+            "a value in the request cannot be stored (a NUL character, or a number out of range)",
+        )
+
     @app.exception_handler(IntegrityError)
     async def _conflict(_r: Request, _exc: IntegrityError):
         return _error(409, "conflict", "the request conflicts with a concurrent change; retry it")
@@ -172,11 +186,7 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_r: Request, exc: RequestValidationError):
-        parts = []
-        for e in exc.errors():
-            where = ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path"))
-            parts.append(f"{where}: {e['msg']}" if where else e["msg"])
-        return _error(422, "invalid_request", "; ".join(parts))
+        return _error(422, "invalid_request", validation_message(exc.errors()))
 
     return app
 

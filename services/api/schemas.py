@@ -8,7 +8,19 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.tiers import PRESETS, TIERS
+from services.leaderboard import BOARDS
+from services.submissions import HDF5_TIERS, MAX_TEXT
+
 T = TypeVar("T")
+
+# The names the handlers accept, as enums in the OpenAPI document: an unknown one is a 422
+# that lists the valid names, and clients (and fuzzers) see them without reading the code.
+TierName = Literal[TIERS]
+#: Tiers that take an HDF5 result; the hidden tier takes an image or a script.
+ResultTier = Literal[HDF5_TIERS]
+BoardName = Literal[BOARDS]
+PresetName = Literal[tuple(PRESETS)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -33,9 +45,9 @@ class SubmissionCreated(BaseModel):
 
 class ContainerCreate(BaseModel):
     image: str = Field(min_length=1, max_length=500)
-    method: str = Field(default="", max_length=200)
-    description: str = Field(default="", max_length=4000)
-    source: str = Field(default="", max_length=500)
+    method: str = Field(default="", max_length=MAX_TEXT["method"])
+    description: str = Field(default="", max_length=MAX_TEXT["description"])
+    source: str = Field(default="", max_length=MAX_TEXT["source"])
 
 
 class ScoreRow(BaseModel):
@@ -104,7 +116,7 @@ class EntryPublic(BaseModel):
 
 class DatasetSeed(BaseModel):
     seed: int = Field(ge=0, lt=2**63)
-    preset: str = "default"
+    preset: PresetName = "default"
     #: Standard tier only: include the truth in the participants' download (default: no).
     with_truth: bool = False
 

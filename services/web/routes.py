@@ -53,8 +53,8 @@ from services.api.deps import SessionDep
 from services.auth import authenticate
 from services.datasets import active_dataset
 from services.disclosure import visible_figures, visible_log
-from services.errors import AuthError, NotFoundError, ServiceError
-from services.leaderboard import MAX_PER_PAGE, leaderboard
+from services.errors import AuthError, NotFoundError, ServiceError, validation_message
+from services.leaderboard import MAX_PAGE, MAX_PER_PAGE, leaderboard
 from services.settings import get_settings
 from services.submissions import get_submission
 from services.web import pictures
@@ -104,11 +104,7 @@ class _PageRoute(APIRoute):
 
 def _describe(exc: Exception) -> tuple[int, str, str]:
     if isinstance(exc, RequestValidationError):
-        parts = []
-        for e in exc.errors():
-            where = ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path"))
-            parts.append(f"{where}: {e['msg']}" if where else e["msg"])
-        return 422, "invalid_request", "; ".join(parts)
+        return 422, "invalid_request", validation_message(exc.errors())
     if isinstance(exc, ServiceError):
         return exc.status, exc.code, exc.message
     return (503 if exc.code == "platform_error" else 422), exc.code, exc.message
@@ -241,7 +237,7 @@ def leaderboard_page(
     session: SessionDep,
     board: Annotated[str | None, Query(description="overall, public, dev, hidden or standard")] = None,
     tier: Annotated[str | None, Query(description="the API's name for board")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 50,
 ) -> HTMLResponse:
     """The leaderboard: one tab per board (``?board=``), ranks with ties, badges, intervals."""

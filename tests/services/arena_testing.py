@@ -6,11 +6,19 @@ A module with its own name (not ``conftest``) so test modules can import it what
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import EllipsisType
 
+import httpx
 import psycopg
 
 ORGANIZER_TOKEN = "test-organizer-token"
@@ -174,3 +182,44 @@ def add_scored(
             )
         )
     return sub
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_api(log_path: Path, *, env: dict[str, str] | None = None) -> Iterator[str]:
+    """The API as production runs it (``edx-arena serve``: uvicorn with the server's logging
+    setup) on a loopback port, with this process's ``EDX_*`` environment plus ``env``; yields
+    its base URL once ``/api/v1/health`` answers, and stops it (SIGTERM) afterwards."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "serve", "--port", str(port)],
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert server.poll() is None, log_path.read_text(errors="replace")
+                assert time.monotonic() < deadline, "the API did not answer within 60 s"
+                time.sleep(0.2)
+            yield base
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()

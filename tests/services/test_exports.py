@@ -185,9 +185,9 @@ def test_export_bad_requests(client):
     assert rows == []  # an empty board: the header only
     r = client.get("/api/v1/leaderboard/export", params={"tier": "gold"})
     assert (
-        r.status_code == 400
+        r.status_code == 422
         and r.json()["error"]["message"]
-        == "unknown leaderboard 'gold'; boards are public, dev, hidden, standard, overall"
+        == "tier: Input should be 'public', 'dev', 'hidden', 'standard' or 'overall' (got 'gold')"
     )
     r = client.get("/api/v1/leaderboard/export", params={"tier": "dev", "format": "xlsx"})
     assert (

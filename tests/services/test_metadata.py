@@ -150,7 +150,10 @@ def test_metadata_limits_on_every_intake(seeded, tmp_path):
         files={"file": ("r.h5", result.read_bytes())},
         headers=alice,
     )
-    assert r.status_code == 400 and r.json()["error"]["message"] == "description is 4001 characters; the limit is 4000"
+    assert (
+        r.status_code == 422
+        and r.json()["error"]["message"] == "description: String should have at most 4000 characters"
+    )
     r = seeded.post("/api/v1/submissions/container", json={"image": "x:1", "source": "s" * 501}, headers=alice)
     assert (
         r.status_code == 422

@@ -9,7 +9,10 @@ recorded. Plain local names keep working without any pull.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
+import json
 import shutil
 import socket
 import subprocess
@@ -29,7 +32,10 @@ from worker_testing import error, wait_finished
 import docker
 from db.models import Submission
 from db.session import new_session
+from harness.errors import ImageError
+from harness.sandbox import pull_image
 from harness.scoring import SCORER_VERSION
+from tests.harness.sandbox.hostile_archives import config_json, sparse_layer, zeros_layer
 
 pytestmark = pytest.mark.docker
 
@@ -269,11 +275,14 @@ def test_missing_private_and_oversized_images_are_refused(hidden, monkeypatch, r
         f"cannot pull '{private_registry}/team/secret:1': the registry refused access (a private image?)"
     ), body
 
-    size = dk.images.get(BASE).attrs["Size"]
     monkeypatch.setenv("EDX_MAX_IMAGE_BYTES", "100000")
     reset_caches()
+    # refused from the registry's manifest, before the daemon pulls anything
     error(
-        _link(hidden, alice, pushed), 422, "image_invalid", f"{pushed!r} is {size} bytes; the image cap is 100000 bytes"
+        _link(hidden, alice, pushed),
+        422,
+        "image_invalid",
+        f"{pushed!r} is over the 100000 byte image cap (its layers alone are larger); the pull was stopped",
     )
     manifest = dk.images.get_registry_data(pushed).id
     with pytest.raises(docker.errors.ImageNotFound):  # the refused pull is not kept
@@ -373,3 +382,163 @@ def test_link_whose_layers_are_not_here_is_downloaded_or_stopped_at_the_cap(hidd
         assert dk.images.get(pinned).id == built_id
     finally:
         _forget(dk, pinned, built_id)
+
+
+# ---- Issue 15: a link is checked at the registry before the daemon pulls it ---------------------
+
+_SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
+_INDEX = "application/vnd.docker.distribution.manifest.list.v2+json"
+_GZIP_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def _put_blob(registry: str, repo: str, data: bytes) -> str:
+    import requests
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    r = requests.post(f"http://{registry}/v2/{repo}/blobs/uploads/", timeout=30)
+    assert r.status_code == 202, r.text
+    location = r.headers["Location"]
+    location = location if location.startswith("http") else f"http://{registry}{location}"
+    r = requests.put(location, params={"digest": digest}, data=data, timeout=60)
+    assert r.status_code == 201, r.text
+    return digest
+
+
+def _put_manifest(registry: str, repo: str, tag: str, manifest: dict) -> str:
+    import requests
+
+    body = json.dumps(manifest).encode()
+    r = requests.put(
+        f"http://{registry}/v2/{repo}/manifests/{tag}",
+        data=body,
+        headers={"Content-Type": manifest["mediaType"]},
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _push_layers(registry: str, repo: str, tag: str, layers: list[tuple[bytes, str]], *, arch: str = "amd64"):
+    """Push an image made of ``(gzip blob, diff id)`` layers straight to the registry (no
+    daemon involved); returns ``(link, manifest digest, image id)``."""
+    config = json.loads(config_json([d for _, d in layers]))
+    config["architecture"] = arch
+    config = json.dumps(config).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": _SCHEMA2,
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": len(config),
+            "digest": _put_blob(registry, repo, config),
+        },
+        "layers": [
+            {"mediaType": _GZIP_LAYER, "size": len(b), "digest": _put_blob(registry, repo, b)} for b, _ in layers
+        ],
+    }
+    digest = _put_manifest(registry, repo, tag, manifest)
+    return f"{registry}/{repo}:{tag}", digest, "sha256:" + hashlib.sha256(config).hexdigest()
+
+
+def _pulled(dk, since: float, repo: str) -> list[dict]:
+    """The daemon's ``pull`` events for ``repo`` since ``since``: a pull that completed."""
+    events = dk.events(since=int(since) - 1, until=int(time.time()) + 1, decode=True, filters={"type": "image"})
+    return [e for e in events if e.get("status") == "pull" and repo in e.get("id", "")]
+
+
+def _tiny_layer(i: int) -> tuple[bytes, str]:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(f"f{i}")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    plain = buf.getvalue()
+    return gzip.compress(plain), "sha256:" + hashlib.sha256(plain).hexdigest()
+
+
+def test_a_link_whose_layer_unpacks_past_the_cap_is_never_pulled(registry, dk):
+    """A 64 kB gzip layer that unpacks to 64 MiB: the cap stops it at the registry, so the
+    daemon never downloads or unpacks it (today's check ran only after the daemon had)."""
+    repo = f"team/bomb-{uuid.uuid4().hex[:6]}"
+    link, digest, image_id = _push_layers(registry, repo, "1", [zeros_layer(64 * 2**20)])
+    started = time.time()
+    try:
+        with pytest.raises(ImageError) as caught:
+            pull_image(link, allowlist=[registry], max_bytes=16 * 2**20, timeout=60)
+        assert caught.value.message == (
+            f"{link!r} unpacks to more than the 16777216 byte image cap; the pull was stopped before the daemon unpacked it"
+        )
+        assert not _pulled(dk, started, repo)
+    finally:
+        _forget(dk, f"{registry}/{repo}@{digest}", image_id)
+
+
+def test_a_link_with_too_many_layers_is_refused_before_pulling(registry, dk):
+    repo = f"team/deep-{uuid.uuid4().hex[:6]}"
+    link, digest, image_id = _push_layers(registry, repo, "1", [_tiny_layer(i) for i in range(130)])
+    started = time.time()
+    try:
+        with pytest.raises(ImageError) as caught:
+            pull_image(link, allowlist=[registry], max_bytes=2**30, timeout=120)
+        assert caught.value.message == f"cannot pull {link!r}: the image has 130 layers; the limit is 127 (squash some)"
+        assert not _pulled(dk, started, repo)
+    finally:
+        _forget(dk, f"{registry}/{repo}@{digest}", image_id)
+
+
+def test_a_link_with_a_sparse_file_is_refused_before_pulling(registry, dk):
+    """9 kB of layer that the daemon's tar reader would write out as a 64 MiB file."""
+    repo = f"team/sparse-{uuid.uuid4().hex[:6]}"
+    plain = sparse_layer(64 * 2**20)
+    link, digest, image_id = _push_layers(
+        registry, repo, "1", [(gzip.compress(plain), "sha256:" + hashlib.sha256(plain).hexdigest())]
+    )
+    started = time.time()
+    try:
+        with pytest.raises(ImageError) as caught:
+            pull_image(link, allowlist=[registry], max_bytes=2**30, timeout=60)
+        assert caught.value.message.startswith(
+            f"cannot pull {link!r}: layer 1 of 1 is refused: the tar holds a sparse file (GNU.sparse PAX records)"
+        ), caught.value.message
+        assert not _pulled(dk, started, repo)
+    finally:
+        _forget(dk, f"{registry}/{repo}@{digest}", image_id)
+
+
+def test_a_multi_platform_link_is_pinned_to_its_amd64_manifest(registry, dk):
+    """The index is resolved here and the daemon pulls the very manifest that was checked."""
+    repo = f"team/multi-{uuid.uuid4().hex[:6]}"
+    _, amd64, image_id = _push_layers(registry, repo, "amd64", [_tiny_layer(1)])
+    _, arm64, _ = _push_layers(registry, repo, "arm64", [_tiny_layer(2)], arch="arm64")
+    sizes = {}
+    import requests
+
+    for tag in ("amd64", "arm64"):
+        r = requests.get(f"http://{registry}/v2/{repo}/manifests/{tag}", headers={"Accept": _SCHEMA2}, timeout=30)
+        sizes[tag] = len(r.content)
+    index = {
+        "schemaVersion": 2,
+        "mediaType": _INDEX,
+        "manifests": [
+            {
+                "mediaType": _SCHEMA2,
+                "size": sizes["arm64"],
+                "digest": arm64,
+                "platform": {"os": "linux", "architecture": "arm64"},
+            },
+            {
+                "mediaType": _SCHEMA2,
+                "size": sizes["amd64"],
+                "digest": amd64,
+                "platform": {"os": "linux", "architecture": "amd64"},
+            },
+        ],
+    }
+    _put_manifest(registry, repo, "1", index)
+    link = f"{registry}/{repo}:1"
+    try:
+        info, pinned = pull_image(link, allowlist=[registry], max_bytes=2**30, timeout=60)
+        assert pinned == f"{link}@{amd64}"
+        assert info.id == image_id
+    finally:
+        _forget(dk, f"{registry}/{repo}@{amd64}", image_id)

@@ -172,15 +172,15 @@ def test_script_intake_denials(hidden, backend, monkeypatch, client):
     error(_submit(hidden, {}, SOLVER), 401, "unauthorized")
     error(
         _submit(hidden, alice, SOLVER, method="m" * 201),
-        400,
-        "bad_request",
-        "method is 201 characters; the limit is 200",
+        422,
+        "invalid_request",
+        "method: String should have at most 200 characters",
     )
     error(
         _submit(hidden, alice, SOLVER, source="s" * 501),
-        400,
-        "bad_request",
-        "source is 501 characters; the limit is 500",
+        422,
+        "invalid_request",
+        "source: String should have at most 500 characters",
     )
     error(
         hidden.post("/api/v1/submissions/script", data={"method": "x"}, headers=alice),

@@ -104,9 +104,9 @@ def test_standard_truth_is_the_organizers_choice(seeded, tmp_path):
         )
     error(
         seeded.post("/api/v1/admin/tiers/gold/dataset", json={"seed": 9}, headers=ORG),
-        404,
-        "not_found",
-        "unknown tier 'gold'; tiers are public, dev, hidden, standard",
+        422,
+        "invalid_request",
+        "tier: Input should be 'public', 'dev', 'hidden' or 'standard' (got 'gold')",
     )
 
 

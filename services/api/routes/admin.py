@@ -3,7 +3,7 @@
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
+from fastapi import APIRouter, File, Form, Path, Query, UploadFile, status
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -20,6 +20,7 @@ from services.api.schemas import (
     ParticipantCreated,
     ParticipantPublic,
     SubmissionCreated,
+    TierName,
     TokenCreate,
     TokenCreated,
     TokenPublic,
@@ -33,9 +34,15 @@ from services.submissions import queue, rescore, stream_to_disk
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
+#: Row ids are 32-bit integer keys (PostgreSQL ``integer``): a larger number names no row, and
+#: would overflow the database driver (a 500) before it could say so.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+#: Ten years: any longer window means "all of them", and timedelta overflows near 1.5e12 minutes.
+MAX_WINDOW_MINUTES = 10 * 366 * 24 * 60
+
 
 @router.post("/tiers/{tier}/dataset", status_code=status.HTTP_201_CREATED)
-def generate_dataset(tier: str, body: DatasetSeed, session: SessionDep, _: OrganizerDep) -> DatasetPublic:
+def generate_dataset(tier: TierName, body: DatasetSeed, session: SessionDep, _: OrganizerDep) -> DatasetPublic:
     """Generate the tier's scenes from a seed and make them the active dataset."""
     row = seed_tier(session, tier=tier, seed=body.seed, preset=body.preset, with_truth=body.with_truth)
     session.commit()
@@ -44,7 +51,7 @@ def generate_dataset(tier: str, body: DatasetSeed, session: SessionDep, _: Organ
 
 @router.post("/tiers/{tier}/dataset/upload", status_code=status.HTTP_201_CREATED)
 def upload_dataset(
-    tier: str,
+    tier: TierName,
     file: Annotated[UploadFile, File()],
     session: SessionDep,
     _: OrganizerDep,
@@ -94,7 +101,7 @@ def list_participants(session: SessionDep, _: OrganizerDep) -> Page[ParticipantP
 
 @router.post("/participants/{participant_id}/tokens", status_code=status.HTTP_201_CREATED)
 def add_token(
-    participant_id: int, session: SessionDep, _: OrganizerDep, body: TokenCreate | None = None
+    participant_id: RowId, session: SessionDep, _: OrganizerDep, body: TokenCreate | None = None
 ) -> TokenCreated:
     """Issue another token (shown only this once), optionally expiring after ``expires_in_days``."""
     participant = session.get(Participant, participant_id)
@@ -109,7 +116,7 @@ def add_token(
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_token(token_id: int, session: SessionDep, _: OrganizerDep) -> None:
+def delete_token(token_id: RowId, session: SessionDep, _: OrganizerDep) -> None:
     revoke_token(session, token_id=token_id)
     session.commit()
 
@@ -178,7 +185,12 @@ def list_runs(
         ),
     ],
     older_than_minutes: Annotated[
-        float | None, Query(gt=0, description="stuck: queued longer than this (default: EDX_QUEUED_STALE_SECONDS)")
+        float | None,
+        Query(
+            gt=0,
+            le=MAX_WINDOW_MINUTES,
+            description="stuck: queued longer than this (default: EDX_QUEUED_STALE_SECONDS)",
+        ),
     ] = None,
 ) -> Page[RunAttention]:
     """Runs needing attention, oldest first (at most 500)."""

@@ -13,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from db.session import new_session
 from harness.tiers import BLIND_TIERS
-from services.api.schemas import EntryPublic, Page
-from services.leaderboard import MAX_PER_PAGE, Entry, leaderboard
+from services.api.schemas import BoardName, EntryPublic, Page
+from services.leaderboard import MAX_PAGE, MAX_PER_PAGE, Entry, leaderboard
 
 router = APIRouter(prefix="/api/v1/leaderboard", tags=["leaderboard"])
 
@@ -29,8 +29,8 @@ def _render(board: str, page: int, per_page: int) -> bytes:
 
 @router.get("", response_model=Page[EntryPublic])
 async def read_leaderboard(
-    tier: Annotated[str, Query(description="public, dev, hidden, standard or overall")] = "overall",
-    page: Annotated[int, Query(ge=1)] = 1,
+    tier: Annotated[BoardName, Query(description="public, dev, hidden, standard or overall")] = "overall",
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 50,
 ) -> Response:
     """A leaderboard page: ranked entries and the board's total ``count``. May lag a new
@@ -115,7 +115,7 @@ def _cell(value):
 
 @router.get("/export")
 async def export_leaderboard(
-    tier: Annotated[str, Query(description="public, dev, hidden, standard or overall")] = "overall",
+    tier: Annotated[BoardName, Query(description="public, dev, hidden, standard or overall")] = "overall",
     format: Annotated[Literal["csv", "json"], Query(description="csv or json")] = "csv",
 ) -> Response:
     """The whole board as a download, with the columns its page shows (and interval, tie,

@@ -14,26 +14,32 @@ from services.api.schemas import (
     ProvenancePublic,
     ProvenanceRun,
     ProvenanceScore,
+    ResultTier,
     ScoreRow,
     SubmissionCreated,
     SubmissionPublic,
 )
 from services.auth import authenticate
 from services.disclosure import visible_figures, visible_log
-from services.submissions import create_hdf5_submission, discard_upload, get_submission, queue
+from services.submissions import MAX_TEXT, create_hdf5_submission, discard_upload, get_submission, queue
 
 router = APIRouter(prefix="/api/v1/submissions", tags=["submissions"])
+
+# A submission's free text, with its limits in the schema.
+MethodForm = Annotated[str, Form(max_length=MAX_TEXT["method"], description="the method's name on the boards")]
+DescriptionForm = Annotated[str, Form(max_length=MAX_TEXT["description"])]
+SourceForm = Annotated[str, Form(max_length=MAX_TEXT["source"], description="a citation or URL")]
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
 def submit_result(
     session: SessionDep,
     participant: CurrentParticipant,
-    tier: Annotated[str, Form()],
+    tier: Annotated[ResultTier, Form(description="the hidden tier takes an image or a script instead")],
     file: Annotated[UploadFile, File()],
-    method: Annotated[str, Form()] = "",
-    description: Annotated[str, Form()] = "",
-    source: Annotated[str, Form()] = "",
+    method: MethodForm = "",
+    description: DescriptionForm = "",
+    source: SourceForm = "",
 ) -> SubmissionCreated:
     """Upload an HDF5 result (Public, Dev, Standard); validated before it is queued."""
     submission = create_hdf5_submission(
@@ -77,9 +83,9 @@ def submit_container_archive(
     session: SessionDep,
     participant: CurrentParticipant,
     file: Annotated[UploadFile, File()],
-    method: Annotated[str, Form()] = "",
-    description: Annotated[str, Form()] = "",
-    source: Annotated[str, Form()] = "",
+    method: MethodForm = "",
+    description: DescriptionForm = "",
+    source: SourceForm = "",
 ) -> SubmissionCreated:
     """Submit a ``docker save`` archive to the Hidden tier (streamed, size-capped, then loaded)."""
     from services.containers import create_archive_submission
@@ -97,9 +103,9 @@ def submit_script(
     session: SessionDep,
     participant: CurrentParticipant,
     file: Annotated[UploadFile, File(description="a .py file, or a zip with main.py at its top level")],
-    method: Annotated[str, Form()] = "",
-    description: Annotated[str, Form()] = "",
-    source: Annotated[str, Form()] = "",
+    method: MethodForm = "",
+    description: DescriptionForm = "",
+    source: SourceForm = "",
 ) -> SubmissionCreated:
     """Submit a Python script to the Hidden tier: run as ``python3 /submission/main.py`` in the
     reference base image (numpy, scipy, h5py, scikit-image), reading ``/input/measurement.h5``

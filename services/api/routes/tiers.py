@@ -7,7 +7,7 @@ from sqlalchemy import select
 from db.models import Dataset
 from harness.tiers import TIER_RANGES, TIERS
 from services.api.deps import SessionDep
-from services.api.schemas import Page, TierPublic
+from services.api.schemas import Page, TierName, TierPublic
 from services.datasets import download_path
 
 router = APIRouter(prefix="/api/v1/tiers", tags=["tiers"])
@@ -32,6 +32,6 @@ def list_tiers(session: SessionDep) -> Page[TierPublic]:
 
 
 @router.get("/{tier}/measurement", response_class=FileResponse)
-def download_measurement(tier: str, session: SessionDep) -> FileResponse:
+def download_measurement(tier: TierName, session: SessionDep) -> FileResponse:
     """The tier's measurement file: Public includes the truth, Dev does not, Hidden is 403."""
     return FileResponse(download_path(session, tier), media_type="application/x-hdf5", filename=f"edx-arena-{tier}.h5")

@@ -129,7 +129,7 @@ def test_refusals_exit_with_their_code_and_the_server_message(server, tmp_path):
     r = runner.invoke(app, ["download", "--tier", "hidden", "--out", str(tmp_path / "h.h5"), "--api-url", url])
     assert r.exit_code == ExitCode.AUTH and "never downloadable" in r.output and not (tmp_path / "h.h5").exists()
     r = runner.invoke(app, ["submit", str(junk), "--tier", "gold", "--api-url", url, "--token", token])
-    assert r.exit_code == ExitCode.NOT_FOUND and "gold" in r.output
+    assert r.exit_code == ExitCode.FAILURE and "tier: Input should be" in r.output and "(got 'gold')" in r.output
 
 
 @pytest.mark.docker
