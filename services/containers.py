@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from db.models import SANDBOXED, Kind, Participant, Score, Status, Submission
 from harness.errors import ImageError, PlatformError
-from harness.formats import validate_output
+from harness.formats import validate_output, validate_result_isolated
 from harness.sandbox import (
     Outcome,
     RunLimits,
@@ -44,6 +44,7 @@ from harness.sandbox import (
     load_image_archive,
     parse_reference,
     pull_image,
+    remove_tree,
     run_container,
 )
 from harness.sandbox.scripts import MOUNT_POINT, check_script, script_command, unpack_script
@@ -285,7 +286,7 @@ def run_submission(session: Session, submission: Submission) -> None:
     expect = result_expectation(dataset_row, max_bytes=settings.sandbox_output_bytes)
     prefetch_scoring_dataset(dataset_row)  # decompress the truth while the container runs
     work_dir = settings.storage_dir / "runs" / f"{submission.id}-{submission.attempt}"
-    shutil.rmtree(work_dir, ignore_errors=True)
+    remove_tree(work_dir)  # a participant's tree: shutil.rmtree recurses (RecursionError at ~1,000 levels)
     work_dir.mkdir(parents=True)
     try:
         spec = RunSpec(
@@ -295,7 +296,9 @@ def run_submission(session: Session, submission: Submission) -> None:
             work_dir=work_dir,
             limits=limits_from_settings(),
             labels={"edx-arena.submission": submission.id, **instance_label()},
-            validate_output=lambda p: validate_output(p, expect),  # refusals in a fixed vocabulary
+            # Refusals in a fixed vocabulary; checked in a memory-limited child, like an upload
+            # (libhdf5 inflates whatever a chunk holds).
+            validate_output=lambda p: validate_output(p, expect, validate=validate_result_isolated),
         )
         if submission.kind == Kind.script:
             try:
@@ -340,7 +343,7 @@ def run_submission(session: Session, submission: Submission) -> None:
         session.commit()
         score_submission(session, submission, result_path=str(kept))
     finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        remove_tree(work_dir)
 
 
 def instance_label() -> dict[str, str]:

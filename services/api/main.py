@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harness.errors import EdxArenaError, FileTooLargeError
 from services.api import metrics
+from services.api.body_guard import BodyGuardMiddleware
 from services.api.page_cache import PageCacheMiddleware
 from services.api.request_id import RequestIdMiddleware
 from services.api.routes import admin, health, leaderboard, submissions, tiers
@@ -145,6 +146,7 @@ def create_app() -> FastAPI:
 
     app.include_router(web_router)
     app.add_middleware(BodyCapMiddleware)
+    app.add_middleware(BodyGuardMiddleware)  # outside the cap: an anonymous upload gets 401, not 413
     app.add_middleware(SubmissionContextMiddleware)
     app.add_middleware(PageCacheMiddleware)  # a cached page skips everything below
     # Outermost: every response carries an id, and no exception reaches Starlette's plain-text 500.

@@ -60,6 +60,8 @@ def make_backend(kind: str, tmp_path: Path, monkeypatch) -> tuple[Backend, str |
         "EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN,
         "EDX_ENVIRONMENT": "production",
         "EDX_LEADERBOARD_CACHE_SECONDS": "0",
+        # The test clients and the browser speak plain http: a Secure cookie would never come back.
+        "EDX_COOKIE_SECURE": "false",
     }
     db_name = None
     if kind == "postgres":
@@ -81,6 +83,15 @@ def drop_backend(db_name: str | None) -> None:
 
 
 ORG = {"Authorization": f"Bearer {ORGANIZER_TOKEN}"}
+
+
+def sign_in(client, token: str, next_url: str = "/"):
+    """Sign a test client in as a browser does: the form (its CSRF field and cookie), then the post."""
+    import re
+
+    form = client.get("/login", params={"next": next_url})
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    return client.post("/login", data={"token": token, "next": next_url, "csrf": csrf}, follow_redirects=False)
 
 
 def add_participant(client, name: str) -> dict[str, str]:
