@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     organizer_token: str = PLACEHOLDER_SECRET
 
     max_upload_bytes: int = Field(default=256 * 2**20, gt=0)
+    #: A request body must have arrived this long after the request began, or it is refused (408).
+    body_timeout_seconds: float = Field(default=900, gt=0)
+    #: The sign-in cookies' Secure flag; unset: on in production, off in development (plain http).
+    cookie_secure: bool | None = None
     max_image_bytes: int = Field(default=4 * 2**30, gt=0)
     # Submissions per participant per tier per UTC day; 0 = unlimited.
     quota_public: int = Field(default=0, ge=0)
@@ -115,6 +119,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.data_dir / 'edx-arena.db'}"
         if self.storage_dir is None:
             self.storage_dir = self.data_dir / "storage"
+        if self.cookie_secure is None:
+            self.cookie_secure = self.environment == "production"
         if self.environment != "development" and self.organizer_token == PLACEHOLDER_SECRET:
             raise ValueError(
                 f"EDX_ORGANIZER_TOKEN is the placeholder {PLACEHOLDER_SECRET!r}; set a secret "

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from db.migrate import upgrade_to_head
 from harness.errors import EdxArenaError
 from services import api, web
+from services.api.body_guard import BodyGuardMiddleware
 from services.api.middleware import BodyCapMiddleware
 from services.api.page_cache import PageCacheMiddleware
 from services.api.request_id import RequestIdMiddleware
@@ -58,6 +59,7 @@ def create_app() -> FastAPI:
     app.include_router(api.router)
     app.include_router(web.router)  # server-rendered pages and pictures
     app.add_middleware(BodyCapMiddleware)
+    app.add_middleware(BodyGuardMiddleware)  # outside the cap: an anonymous upload gets 401, not 413
     app.add_middleware(SubmissionContextMiddleware)
     app.add_middleware(PageCacheMiddleware)  # a cached page skips everything below
     # Outermost: every response carries an id, and no exception reaches Starlette's plain-text 500.

@@ -51,6 +51,8 @@ def make_backend(kind: str, tmp_path: Path, monkeypatch) -> tuple[Backend, str |
         "EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN,
         "EDX_ENVIRONMENT": "production",
         "EDX_LEADERBOARD_CACHE_SECONDS": "0",
+        # The test clients and the browser speak plain http: a Secure cookie would never come back.
+        "EDX_COOKIE_SECURE": "false",
     }
     db_name = None
     if kind == "postgres":

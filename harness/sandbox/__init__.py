@@ -10,6 +10,7 @@ from harness.sandbox.images import (
 )
 from harness.sandbox.model import ImageInfo, Outcome, RunLimits, RunResult, RunSpec
 from harness.sandbox.runner import RUN_LABEL, inspect_image, remove_leftovers, run_container
+from harness.sandbox.tree import remove_tree
 
 __all__ = [
     "RUN_LABEL",
@@ -26,5 +27,6 @@ __all__ = [
     "pull_image",
     "registry_of",
     "remove_leftovers",
+    "remove_tree",
     "run_container",
 ]

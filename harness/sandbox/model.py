@@ -35,7 +35,11 @@ class RunLimits:
     output_bytes: int = 512 * 2**20
     #: Files and directories allowed under /output (a million empty files is a disk attack too).
     output_files: int = 10_000
+    #: Directory levels allowed under /output (``/output/a/b`` is two). Bounds the watcher's walk,
+    #: which holds one open directory per level; a deeper tree ends the run as output_too_large.
+    output_depth: int = 32
     log_bytes: int = 2**20
+    #: Size of the tmpfs at /tmp, and of each tmpfs put over a ``VOLUME`` the image declares.
     tmpfs_bytes: int = 256 * 2**20
     network_disabled: bool = True
     read_only_root: bool = True
@@ -57,6 +61,8 @@ class ImageInfo:
     os: str
     architecture: str
     size: int
+    #: The ``VOLUME`` paths of the image's config, as declared.
+    volumes: tuple[str, ...] = ()
 
     @property
     def pinned(self) -> str:

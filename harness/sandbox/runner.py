@@ -24,7 +24,8 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import shutil
+import posixpath
+import re
 import stat
 import threading
 import time
@@ -37,6 +38,8 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 import docker
 from harness.errors import FormatError, ImageError
 from harness.sandbox.model import ImageInfo, Outcome, RunLimits, RunResult, RunSpec
+from harness.sandbox.tree import Excess, output_excess, remove_tree
+from harness.sandbox.users import read_user_files, resolve_user
 
 __all__ = ["PLATFORM", "RUN_LABEL", "docker_client", "inspect_image", "remove_leftovers", "run_container"]
 
@@ -54,6 +57,10 @@ _STATS_POLL_SECONDS = 0.25
 #: the daemon missed the event (cgroup v1 reports OOMKilled reliably; this is the fallback).
 _OOM_FRACTION = 0.9
 PLATFORM = ("linux", "amd64")
+#: More declared VOLUMEs than this and the image is refused (each becomes a tmpfs mount).
+MAX_VOLUMES = 16
+#: A tmpfs over one of these would hide the kernel's own file systems: refused.
+_SYSTEM_DIRS = ("/proc", "/sys", "/dev")
 
 
 def docker_client(timeout: int = 60) -> docker.DockerClient:
@@ -81,36 +88,75 @@ def inspect_image(ref: str, *, client: docker.DockerClient | None = None) -> Ima
         os=attrs.get("Os", ""),
         architecture=attrs.get("Architecture", ""),
         size=int(attrs.get("Size", 0)),
+        volumes=tuple((attrs.get("Config") or {}).get("Volumes") or ()),
     )
 
 
-def _is_root(user: str) -> bool:
-    name = user.split(":", 1)[0]
-    return name in ("", "0", "root")
+def _run_user(spec: RunSpec, image: ImageInfo, client: docker.DockerClient, tmpfs: dict[str, str]) -> str:
+    """``limits.user``, or with ``allow_image_user`` the image's own USER resolved to numeric
+    ``uid:gid`` from its /etc/passwd and /etc/group (:mod:`harness.sandbox.users`)."""
+    if not spec.limits.allow_image_user:
+        return spec.limits.user
+    labels = {**spec.labels, RUN_LABEL: spec.run_id}
+    passwd, group = read_user_files(client, image.pinned, labels=labels, tmpfs=tmpfs)
+    uid, gid = resolve_user(image.user, passwd=passwd, group=group)
+    return f"{uid}:{gid}"
 
 
-def _run_user(limits: RunLimits, image: ImageInfo) -> str:
-    if not limits.allow_image_user:
-        return limits.user
-    if _is_root(image.user):
-        raise ImageError(
-            f"the image runs as {image.user or 'root'}; set a non-root USER in its Dockerfile (e.g. USER 65534)"
-        )
-    return image.user
+def _go_clean(path: str) -> str:
+    """Go's ``filepath.Clean``, which the daemon applies to a VOLUME path (unlike
+    ``posixpath.normpath`` it also folds a leading ``//``)."""
+    return re.sub(r"^/+", "/", posixpath.normpath(path))
 
 
-def _run_kwargs(spec: RunSpec, image: ImageInfo, output_dir: Path) -> dict:
+def _volume_mounts(image: ImageInfo, taken: set[str], limits: RunLimits) -> dict[str, str]:
+    """A tmpfs over every VOLUME the image declares, so none becomes an anonymous volume.
+
+    The daemon would otherwise create a writable volume there (``--read-only`` does not apply to
+    volumes), on its own disk, outside the /output watcher, and keep it after the container. It
+    skips that for a path that already has a mount, keyed by the cleaned path: hence the same
+    cleaning here. A path one of our own mounts covers is left to it; one beneath a bind mount
+    of ours (/output, /input, /submission) or over the kernel's file systems is refused.
+    """
+    if len(image.volumes) > MAX_VOLUMES:
+        raise ImageError(f"the image declares {len(image.volumes)} VOLUMEs; at most {MAX_VOLUMES} are allowed")
+    binds = taken - {"/tmp"}
+    mounts = {}
+    for declared in image.volumes:
+        path = _go_clean(declared)
+        if not path.startswith("/"):
+            raise ImageError(f"the image declares VOLUME {declared!r}, which is not an absolute path; remove it")
+        if path in taken:
+            continue
+        if path == "/" or any(path == d or path.startswith(d + "/") for d in _SYSTEM_DIRS):
+            raise ImageError(f"the image declares VOLUME {declared!r} over a system directory; remove it")
+        if any(path.startswith(b + "/") for b in binds):
+            raise ImageError(
+                f"the image declares VOLUME {declared!r} inside the sandbox's {path.split('/')[1]!r} mount; remove it"
+            )
+        mounts[path] = f"size={limits.tmpfs_bytes},mode=1777,noexec,nosuid,nodev"
+    return mounts
+
+
+def _run_kwargs(spec: RunSpec, image: ImageInfo, output_dir: Path, *, client: docker.DockerClient) -> dict:
     """Every sandbox setting of design §5, in one place."""
     lim = spec.limits
+    binds = {
+        str(Path(spec.input_path).resolve()): {"bind": "/input/measurement.h5", "mode": "ro"},
+        str(output_dir.resolve()): {"bind": "/output", "mode": "rw"},
+        **{str(Path(host).resolve()): {"bind": inside, "mode": "ro"} for host, inside in spec.read_only_mounts.items()},
+    }
+    taken = {_go_clean(b["bind"]) for b in binds.values()} | {"/tmp"}
+    tmpfs = {**_volume_mounts(image, taken, lim), "/tmp": f"size={lim.tmpfs_bytes},mode=1777"}
     kwargs = dict(
         image=image.pinned,
         command=spec.command,
         environment=spec.environment or {},
-        user=_run_user(lim, image),
+        user=_run_user(spec, image, client, tmpfs),
         detach=True,
         network_mode="none" if lim.network_disabled else "bridge",
         read_only=lim.read_only_root,
-        tmpfs={"/tmp": f"size={lim.tmpfs_bytes},mode=1777"},
+        tmpfs=tmpfs,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         nano_cpus=int(lim.cpus * 1e9),
@@ -136,40 +182,22 @@ def _run_kwargs(spec: RunSpec, image: ImageInfo, output_dir: Path) -> dict:
             "type": "json-file",
             "config": {"max-size": str(8 * max(lim.log_bytes, 4096)), "max-file": "2", "compress": "false"},
         },
-        volumes={
-            str(Path(spec.input_path).resolve()): {"bind": "/input/measurement.h5", "mode": "ro"},
-            str(output_dir.resolve()): {"bind": "/output", "mode": "rw"},
-            **{
-                str(Path(host).resolve()): {"bind": inside, "mode": "ro"}
-                for host, inside in spec.read_only_mounts.items()
-            },
-        },
+        volumes=binds,
     )
     if lim.runtime:
         kwargs["runtime"] = lim.runtime
     return kwargs
 
 
-def _output_excess(root: Path, *, max_bytes: int, max_entries: int) -> str | None:
-    """Why ``root`` is over its caps, or ``None``; the walk stops as soon as a cap is passed.
+def _output_excess(root: Path, limits: RunLimits) -> Excess | None:
+    """Why ``root`` is over its caps, or ``None`` (:func:`harness.sandbox.tree.output_excess`).
 
-    Sizes come from ``lstat``: a symlink counts as a link and is never followed. Counting
-    entries too keeps a container that makes millions of empty files from making this walk
-    (and the caller's clean-up) arbitrarily slow.
+    Counting entries and levels too keeps a container that makes millions of empty files or
+    a very deep tree from making this walk (and the caller's clean-up) arbitrarily slow.
     """
-    total = entries = 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in filenames + dirnames:
-            entries += 1
-            if entries > max_entries:
-                return f"/output holds more than {max_entries} files"
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-            if total > max_bytes:
-                return f"/output grew past {max_bytes} bytes"
-    return None
+    return output_excess(
+        root, max_bytes=limits.output_bytes, max_entries=limits.output_files, max_depth=limits.output_depth
+    )
 
 
 def _cgroup_peak_file(container_id: str) -> Path | None:
@@ -243,15 +271,21 @@ class _OutputWatch(threading.Thread):
         super().__init__(daemon=True)
         self.container, self.output_dir, self.limits = container, output_dir, limits
         #: Why the output caps were passed while running (the container was then killed).
-        self.excess: str | None = None
+        self.excess: Excess | None = None
+        #: Set when the measurement itself failed: the caps could not be checked, so the
+        #: container was killed rather than left running unwatched.
+        self.failed = False
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
-            excess = _output_excess(
-                self.output_dir, max_bytes=self.limits.output_bytes, max_entries=self.limits.output_files
-            )
-            if excess:
+            try:
+                excess = _output_excess(self.output_dir, self.limits)
+            except Exception:
+                log.exception("the /output watcher failed; stopping the container")
+                self.failed = True
+                excess = None
+            if excess or self.failed:
                 self.excess = excess
                 try:
                     self.container.kill()
@@ -323,8 +357,8 @@ def _check_output(spec: RunSpec, output_dir: Path) -> tuple[Outcome, str, Path |
 
 def _prepare_output(work_dir: Path) -> Path:
     output_dir = Path(work_dir) / "output"
-    if output_dir.exists() or output_dir.is_symlink():
-        shutil.rmtree(output_dir)  # a retry in the same work_dir starts from an empty /output
+    if not remove_tree(output_dir):  # a retry in the same work_dir starts from an empty /output
+        raise OSError(f"cannot empty {output_dir}")
     output_dir.mkdir(parents=True)
     output_dir.chmod(0o777)  # the sandbox user (65534 or the image's) must be able to write
     return output_dir
@@ -387,9 +421,16 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
             image_digest=image.id,
         )
     try:
-        kwargs = _run_kwargs(spec, image, _prepare_output(spec.work_dir))
+        kwargs = _run_kwargs(spec, image, _prepare_output(spec.work_dir), client=client)
     except ImageError as exc:
         return RunResult(Outcome.image_invalid, exc.message, image_digest=image.id)
+    except (DockerException, requests.RequestException) as exc:  # before OSError: APIError is one
+        log.error("sandbox run %s: the user probe failed: %s", spec.run_id, exc)
+        return RunResult(
+            Outcome.platform_error,
+            f"the container platform is unavailable: {type(exc).__name__}",
+            image_digest=image.id,
+        )
     except OSError as exc:
         log.error("sandbox run %s: cannot prepare %s: %s", spec.run_id, spec.work_dir, exc)
         return RunResult(
@@ -430,14 +471,21 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
         common: dict[str, Any] = dict(
             exit_code=exit_code, runtime_seconds=runtime, peak_memory_bytes=peak, log=logs, image_digest=image.id
         )
+        if watch.failed:
+            return RunResult(
+                Outcome.platform_error, "the server could not measure /output and stopped the run", **common
+            )
         # Checked first and whatever the exit code: a writer stopped by RLIMIT_FSIZE or killed
         # by the watcher exits non-zero, but the cause is the output size.
-        excess = watch.excess or _output_excess(
-            output_dir, max_bytes=spec.limits.output_bytes, max_entries=spec.limits.output_files
-        )
+        try:
+            excess = watch.excess or _output_excess(output_dir, spec.limits)
+        except OSError:
+            log.exception("sandbox run %s: cannot measure %s", spec.run_id, output_dir)
+            return RunResult(Outcome.platform_error, "the server could not measure /output", **common)
         if excess:
             stopped = "; the run was stopped" if watch.excess else ""
-            return RunResult(Outcome.output_too_large, f"{excess} (the cap){stopped}", **common)
+            cap = " (the cap)" if excess.outcome == Outcome.output_too_large else ""
+            return RunResult(excess.outcome, f"{excess.message}{cap}{stopped}", **common)
         if timed_out:
             return RunResult(
                 Outcome.timeout,
@@ -472,7 +520,7 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
     finally:
         if container is not None:
             try:
-                container.remove(force=True)
+                container.remove(force=True, v=True)  # v: any anonymous volume goes with it
             except (APIError, NotFound, requests.RequestException):
                 log.warning("could not remove container of run %s; remove_leftovers will", spec.run_id)
 
@@ -494,7 +542,7 @@ def remove_leftovers(
         if run_id in keep:
             continue
         try:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
             removed.append(run_id)
         except (APIError, NotFound):
             pass

@@ -28,8 +28,8 @@ from sqlalchemy.orm import Session
 from core.settings import get_settings
 from db.models import Kind, Score, Status, Submission, utcnow
 from harness.errors import ImageError, PlatformError
-from harness.formats import validate_output
-from harness.sandbox import Outcome, RunLimits, RunSpec, remove_leftovers, run_container
+from harness.formats import validate_output, validate_result_isolated
+from harness.sandbox import Outcome, RunLimits, RunSpec, remove_leftovers, remove_tree, run_container
 from harness.sandbox.scripts import MOUNT_POINT, script_command, unpack_script
 from harness.scoring import SCORER_VERSION
 from harness.tiers import SANDBOXED_KINDS
@@ -111,7 +111,9 @@ def _spec(submission: Submission, work_dir: Path) -> RunSpec | None:
         work_dir=work_dir,
         limits=limits_from_settings(),
         labels={"edx-arena.submission": submission.id, **instance_label()},
-        validate_output=lambda p: validate_output(p, expect),  # refusals in a fixed vocabulary
+        # Refusals in a fixed vocabulary; checked in a memory-limited child, like an upload
+        # (libhdf5 inflates whatever a chunk holds).
+        validate_output=lambda p: validate_output(p, expect, validate=validate_result_isolated),
     )
     if submission.kind == Kind.script:
         try:
@@ -141,7 +143,7 @@ def run_submission(session: Session, submission: Submission) -> None:
         return
     prefetch_scoring_dataset(submission.dataset)  # decompress the truth while the container runs
     work_dir = settings.storage_dir / "runs" / f"{submission.id}-{submission.attempt}"
-    shutil.rmtree(work_dir, ignore_errors=True)
+    remove_tree(work_dir)  # a participant's tree: shutil.rmtree recurses (RecursionError at ~1,000 levels)
     work_dir.mkdir(parents=True)
     try:
         spec = _spec(submission, work_dir)
@@ -170,7 +172,7 @@ def run_submission(session: Session, submission: Submission) -> None:
         session.commit()
         score_submission(session, submission, result_path=str(kept))
     finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        remove_tree(work_dir)
 
 
 def remove_orphan_containers(session: Session) -> list[str]:

@@ -6,9 +6,16 @@ Routes are thin: each parses the request, calls the same domain functions as the
 
 **How a browser signs in.** ``GET /login`` shows a form for the participant's API token;
 ``POST /login`` checks it with :func:`services.auth.authenticate` and stores it in a cookie
-``edx_token`` (HttpOnly, so page scripts can't read it; SameSite=Lax, so other sites' forms
-don't send it; Secure when the page is served over HTTPS; 30 days), then redirects to the
-page asked for. ``POST /logout`` removes it. Pages also accept ``Authorization: Bearer``.
+``edx_token`` (HttpOnly, so page scripts can't read it; SameSite=Strict, so no request another
+site starts carries it; Secure per ``EDX_COOKIE_SECURE``, on in production, because behind a
+TLS proxy the server itself may only see http; 30 days), then redirects to the page asked for.
+``POST /logout`` removes it. Pages also accept ``Authorization: Bearer``.
+
+**Login CSRF.** Another site could post its own author's token to ``/login`` and so sign a
+visitor in as that author (whatever the visitor then looks at is the attacker's account). So
+the form carries a random token that must equal the ``edx_csrf`` cookie set with it
+(double submit: HttpOnly, SameSite=Strict, path ``/login``); another site can neither read
+the cookie nor make the browser send it, and a post without the pair is refused (403).
 A ``?token=`` query parameter is deliberately not accepted: it would end up in browser
 history, proxy logs and ``Referer`` headers. The token is checked on every request, so a
 revoked or expired token stops working at once.
@@ -20,7 +27,9 @@ HTML, and the API's JSON ``{"error": {"code", "message"}}`` otherwise; both come
 
 from __future__ import annotations
 
+import hmac
 import math
+import secrets
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +44,7 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
+from core.settings import get_settings
 from db.models import Participant, Score
 from harness.errors import EdxArenaError
 from harness.forward import LINES
@@ -48,10 +58,12 @@ from services.errors import AuthError, NotFoundError, ServiceError, describe
 from services.leaderboard import MAX_PAGE, MAX_PER_PAGE, leaderboard
 from services.web import pictures
 
-__all__ = ["BOARD_TABS", "COOKIE_NAME", "router"]
+__all__ = ["BOARD_TABS", "COOKIE_NAME", "CSRF_COOKIE", "router"]
 
 _HERE = Path(__file__).parent
 COOKIE_NAME = "edx_token"
+CSRF_COOKIE = "edx_csrf"
+_CSRF_SECONDS = 3600
 _COOKIE_SECONDS = 30 * 24 * 3600
 #: Leaderboard tabs in display order: (board, label, one-line description).
 BOARD_TABS = (
@@ -186,9 +198,26 @@ def _safe_next(url: str | None) -> str:
 
 
 def _login_page(request: Request, *, next_url: str, message: str = "", status: int = 200) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request, "login.html", {"next": _safe_next(next_url), "message": message, "viewer": None}, status_code=status
+    """The sign-in form, with a CSRF token in a hidden field and in the ``edx_csrf`` cookie."""
+    csrf = request.cookies.get(CSRF_COOKIE, "")
+    if len(csrf) != 43 or not csrf.isascii():  # secrets.token_urlsafe(32); anything else is replaced
+        csrf = secrets.token_urlsafe(32)
+    response = templates.TemplateResponse(
+        request,
+        "login.html",
+        {"next": _safe_next(next_url), "message": message, "viewer": None, "csrf": csrf},
+        status_code=status,
     )
+    response.set_cookie(
+        CSRF_COOKIE,
+        csrf,
+        max_age=_CSRF_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=get_settings().cookie_secure,
+        path="/login",
+    )
+    return response
 
 
 # -- pages -------------------------------------------------------------------------------------
@@ -296,9 +325,18 @@ def login_form(request: Request, next: str = "/") -> HTMLResponse:
 
 @router.post("/login")
 def login(
-    request: Request, session: SessionDep, token: Annotated[str, Form()], next: Annotated[str, Form()] = "/"
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/",
+    csrf: Annotated[str, Form()] = "",
 ) -> Response:
-    """Check the token and keep it in an HttpOnly cookie; a bad token re-shows the form (401)."""
+    """Check the form's CSRF pair, then the token, and keep the token in an HttpOnly cookie; a
+    bad pair re-shows the form (403), as does a bad token (401)."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    if not (csrf and cookie and hmac.compare_digest(csrf.encode(), cookie.encode())):
+        message = "this sign-in form has expired or was not sent from this site; sign in again"
+        return _login_page(request, next_url=next, message=message, status=403)
     token = token.strip()
     try:
         authenticate(session, token)
@@ -310,8 +348,8 @@ def login(
         token,
         max_age=_COOKIE_SECONDS,
         httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
+        samesite="strict",
+        secure=get_settings().cookie_secure,
         path="/",
     )
     return response
@@ -320,7 +358,7 @@ def login(
 @router.post("/logout")
 def logout() -> Response:
     response = RedirectResponse("/", status_code=303)
-    response.delete_cookie(COOKIE_NAME, path="/")
+    response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict", secure=get_settings().cookie_secure)
     return response
 
 

@@ -23,6 +23,15 @@ from database_testing import ORGANIZER_TOKEN
 ORG = {"Authorization": f"Bearer {ORGANIZER_TOKEN}"}
 
 
+def sign_in(client, token: str, next_url: str = "/"):
+    """Sign a test client in as a browser does: the form (its CSRF field and cookie), then the post."""
+    import re
+
+    form = client.get("/login", params={"next": next_url})
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    return client.post("/login", data={"token": token, "next": next_url, "csrf": csrf}, follow_redirects=False)
+
+
 def add_participant(client, name: str) -> dict[str, str]:
     r = client.post("/api/v1/admin/participants", json={"name": name}, headers=ORG)
     assert r.status_code == 201, r.text

@@ -15,7 +15,7 @@ import uuid
 import h5py
 import numpy as np
 import pytest
-from arena_testing import ORG
+from arena_testing import ORG, sign_in
 from worker_testing import wait_finished
 
 import docker
@@ -43,7 +43,8 @@ PREFIX = "/output/result.h5 is not a valid result: "
 
 #: Message forms other than an invalid result's, each counted once (their numbers are counted as
 #: their own channels: the exit code) — runner: succeeded, timeout, oom, nonzero_exit,
-#: missing_output, two not-a-file forms, four output_too_large forms; platform errors (one per
+#: missing_output, two not-a-file forms, six output_too_large forms (bytes, files, depth; stopped
+#: or not), two unreadable-/output forms; platform errors (one per
 #: exception class of the Docker SDK and requests, with or without the attempts suffix); worker
 #: and reaper retries. 64 bounds them with room to spare.
 OTHER_MESSAGE_FORMS = 64
@@ -110,7 +111,7 @@ HOSTILE_RESULTS["spec attribute field name"] = _compound_spec_attribute
 
 
 def _page(api, token: str, sid: str) -> str:
-    r = api.post("/login", data={"token": token, "next": f"/submissions/{sid}"}, follow_redirects=False)
+    r = sign_in(api, token, f"/submissions/{sid}")
     assert r.status_code == 303, r.text
     page = api.get(f"/submissions/{sid}")
     assert page.status_code == 200, page.text

@@ -66,10 +66,14 @@ def expect(hidden_dataset) -> ResultExpectation:
 
 
 @pytest.fixture
-def work_dir(tmp_path) -> Path:
+def work_dir(tmp_path):
+    from harness.sandbox import remove_tree
+
     d = tmp_path / "work"
     d.mkdir()
-    return d
+    yield d
+    # A hostile run may leave a tree pytest's own clean-up cannot remove (it recurses).
+    assert remove_tree(d)
 
 
 @pytest.fixture
@@ -102,3 +106,17 @@ def run(images, measurement, work_dir):
         return result
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def derived_image(images):
+    """``derived_image(tag, *lines)``: build ``FROM edx-arena-test/busybox`` plus ``lines`` (offline,
+    cached by the daemon) and return the tag; hostile images that need more than a command."""
+    import io
+
+    def _build(tag: str, *lines: str) -> str:
+        dockerfile = "\n".join([f"FROM {BUSYBOX}", *lines]) + "\n"
+        images.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="none", rm=True)
+        return tag
+
+    return _build
