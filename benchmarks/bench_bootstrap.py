@@ -60,13 +60,13 @@ def _board(n: int) -> str:
     os.environ.pop("EDX_DATABASE_URL", None)
     from sqlalchemy import insert
 
+    from core.settings import get_settings
     from db.migrate import upgrade_to_head
     from db.models import Dataset, Participant, Score, Submission
     from db.session import new_session
     from harness.scoring import SCORER_VERSION
     from harness.uncertainty import encode_draws
     from services import leaderboard as board_module
-    from services.settings import get_settings
 
     get_settings.cache_clear()
     upgrade_to_head()

@@ -47,7 +47,7 @@ ORGANIZER_TOKEN = "bench-organizer-token"
 
 def bench_app():
     """The real API plus one trivial route (uvicorn ``--factory`` target)."""
-    from services.api.main import create_app
+    from services.main import create_app
 
     app = create_app()
 

@@ -155,7 +155,7 @@ def main() -> int:
         )
         token = _seed(side)
         api_port, naive_port = free_port(), free_port()
-        procs.append(start_uvicorn("services.api.main:create_app", api_port, env, factory=True))
+        procs.append(start_uvicorn("services.main:create_app", api_port, env, factory=True))
         procs.append(start_uvicorn("bench_upload:naive_app", naive_port, env, factory=True))
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(timeout=httpx.Timeout(30, read=900, write=900)) as client:

@@ -8,6 +8,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from core.settings import get_settings
+
 _HERE = Path(__file__).parent
 
 
@@ -20,8 +22,6 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade_to_head(url: str | None = None) -> None:
-    from services.settings import get_settings
-
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # The API and the workers start together: one migrates, the others wait and find it done.

@@ -1,5 +1,5 @@
 """Tables (SQLAlchemy 2). Score rows are append-only; a submission's state changes only
-through :mod:`services.submissions` (``claim`` and ``update_status``).
+through :mod:`services.submissions.state` (its transition table).
 
 Schema changes go through Alembic (``db/migrations``), never ``create_all``.
 """
@@ -7,7 +7,7 @@ Schema changes go through Alembic (``db/migrations``), never ``create_all``.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import (
@@ -26,10 +26,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from core import clock
 from harness.sandbox.model import Outcome
+from harness.tiers import Kind
 
 __all__ = [
-    "SANDBOXED",
     "TERMINAL",
     "ApiToken",
     "Base",
@@ -48,7 +49,8 @@ __all__ = [
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, timezone-aware UTC, from the injectable :mod:`core.clock`."""
+    return clock.now()
 
 
 class Base(DeclarativeBase):
@@ -70,17 +72,6 @@ class Status(StrEnum):
 
 #: A submission in one of these states is finished: a task for it is a no-op.
 TERMINAL = (Status.scored, Status.failed)
-
-
-class Kind(StrEnum):
-    hdf5 = "hdf5"
-    container = "container"
-    #: A Python script (or zip with ``main.py``) run in the reference base image.
-    script = "script"
-
-
-#: Kinds the server runs in the sandbox on the Hidden tier (their output obeys the sandbox's caps).
-SANDBOXED = (Kind.container, Kind.script)
 
 
 class Trust(StrEnum):
@@ -131,6 +122,9 @@ class Dataset(Base):
     expectation: Mapped[dict | None] = mapped_column(JSON)
     full_path: Mapped[str] = mapped_column(Text)
     view_path: Mapped[str] = mapped_column(Text)
+    #: The participants' view carries the truth (x_true and the true θ): the tier's rule
+    #: (``harness.tiers.TIER_RULES``), or on the Standard track the organizer's choice.
+    truth_in_view: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     #: One active dataset per tier; older ones stay for the scores that name them.
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

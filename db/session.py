@@ -7,7 +7,8 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.settings import get_settings
+from core.caches import on_reset
+from core.settings import get_settings
 
 __all__ = ["get_engine", "get_sessionmaker", "make_engine", "new_session"]
 
@@ -40,3 +41,12 @@ def get_sessionmaker() -> sessionmaker[Session]:
 
 def new_session() -> Session:
     return get_sessionmaker()()
+
+
+@on_reset
+def _forget_engine() -> None:
+    """Close the engine's connections and build the next one from the settings of then."""
+    if get_engine.cache_info().currsize:
+        get_engine().dispose()
+    get_engine.cache_clear()
+    get_sessionmaker.cache_clear()

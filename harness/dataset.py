@@ -132,6 +132,7 @@ def content_hash(dataset: TierDataset) -> str:
     )
     h.update(header.encode())
     for s in dataset.scenes:
+        assert s.x_true is not None and s.spec_true is not None  # has_truth, checked above
         h.update(s.scene_id.encode() + b"\0")
         _update(h, s.y, "f4")
         _update(h, s.reference_mask, "u1")

@@ -60,7 +60,8 @@ from skimage.metrics import structural_similarity
 
 from harness.dataset import Result, Scene, SceneResult, TierDataset
 from harness.forward import ForwardModel, Spec
-from harness.tiers import BLIND_TIERS, REFERENCE_ROWS, SPEC_PARAMETERS, TIER_RANGES
+from harness.terms import DATA_RANGE, PSNR_CAP_DB, blind, psnr_from_mse, psnr_norm, standard
+from harness.tiers import BLIND_TIERS, REFERENCE_ROWS, SPEC_PARAMETERS, TIER_RANGES, tier_rules
 from harness.uncertainty import (
     CONFIDENCE,
     N_RESAMPLES,
@@ -99,14 +100,9 @@ SCORER_VERSION = "edx-score-v2"
 #: Which consistency is scored: ``"noiseless"`` (against ȳ = H(θ) x, design §6); the
 #: ``"measured"`` variant (against the noisy y) is reported only.
 SCORED_CONSISTENCY = "noiseless"
-#: PSNR (dB) reported for MSE = 0 and the ceiling of every PSNR.
-PSNR_CAP_DB = 100.0
 #: Side of the square SSIM window (pixels).
 SSIM_WIN_SIZE = 7
 
-_DATA_RANGE = 1.0
-_PSNR_FLOOR_DB = 15.0
-_PSNR_SPAN_DB = 30.0
 _SSIM_K1 = 0.01
 _SSIM_K2 = 0.03
 #: Pixels × channels per block when accumulating the consistency norms: keeps the
@@ -146,12 +142,6 @@ def _check_same_shape(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) ->
         raise ValueError(f"{name_a} and {name_b} must have the same shape; got {a.shape} and {b.shape}")
 
 
-def _psnr_from_mse(mse: float) -> float:
-    if mse <= 0.0:
-        return PSNR_CAP_DB
-    return min(PSNR_CAP_DB, 10.0 * math.log10(_DATA_RANGE**2 / mse))
-
-
 def psnr(x_true: np.ndarray, x_hat: np.ndarray) -> float:
     """Peak signal-to-noise ratio (dB) over the whole array, data range 1.
 
@@ -177,12 +167,7 @@ def psnr(x_true: np.ndarray, x_hat: np.ndarray) -> float:
     if a.size == 0:
         raise ValueError(f"psnr needs non-empty arrays; got shape {a.shape}")
     d = a.astype(np.float64, copy=False) - b.astype(np.float64, copy=False)
-    return _psnr_from_mse(float(np.vdot(d.ravel(), d.ravel())) / d.size)
-
-
-def psnr_norm(psnr_db: float) -> float:
-    """Normalised PSNR ``clip((PSNR − 15 dB) / 30 dB, 0, 1)``: 0 at 15 dB, 1 from 45 dB."""
-    return float(min(1.0, max(0.0, (psnr_db - _PSNR_FLOOR_DB) / _PSNR_SPAN_DB)))
+    return psnr_from_mse(float(np.vdot(d.ravel(), d.ravel())) / d.size)
 
 
 def ssim_maps(x_true: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
@@ -225,7 +210,7 @@ def _ssim_2d_full(a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray]:
     mssim, smap = structural_similarity(
         a,
         b,
-        data_range=_DATA_RANGE,
+        data_range=DATA_RANGE,
         win_size=SSIM_WIN_SIZE,
         gaussian_weights=False,
         use_sample_covariance=True,
@@ -371,7 +356,7 @@ class TierScore:
 
     @property
     def score(self) -> float:
-        return self.standard if self.tier == "standard" else self.blind
+        return self.standard if tier_rules(self.tier).score == "standard" else self.blind
 
     @property
     def score_draws(self) -> np.ndarray | None:
@@ -525,7 +510,7 @@ def score_scene(
     b = x_hat[:, REFERENCE_ROWS:, :]
     d = a - b
     mse_el = np.einsum("ehw,ehw->e", d, d) / (d.shape[1] * d.shape[2])
-    psnr_db = _psnr_from_mse(float(mse_el.mean()))
+    psnr_db = psnr_from_mse(float(mse_el.mean()))
     full_ssim = [_ssim_2d_full(a[e], b[e]) for e in range(a.shape[0])]
     ssim_el = np.array([m for m, _ in full_ssim], dtype=np.float64)
     ssim_mean = float(ssim_el.mean())
@@ -553,17 +538,17 @@ def score_scene(
         ssim=ssim_mean,
         consistency=cons,
         consistency_measured=cons_measured,
-        standard=0.5 * p_norm + 0.5 * ssim_mean,
-        blind=0.4 * p_norm + 0.4 * ssim_mean + 0.2 * cons,
+        standard=standard(p_norm, ssim_mean),
+        blind=blind(p_norm, ssim_mean, cons),
         spec_error={n: abs(float(getattr(spec_used, n)) - float(getattr(truth, n))) for n in SPEC_PARAMETERS},
         per_element={
-            el: {"psnr": _psnr_from_mse(float(mse_el[i])), "ssim": float(ssim_el[i])}
+            el: {"psnr": psnr_from_mse(float(mse_el[i])), "ssim": float(ssim_el[i])}
             for i, el in enumerate(operator.elements)
         },
         nonfinite_count=nonfinite,
         spec_clamped=clamped,
         tile_stats=None
-        if res_px is None
+        if res_px is None or ref_px is None
         else tile_stats(
             np.einsum("ehw,ehw->hw", d, d),
             np.stack([smap for _, smap in full_ssim]),
@@ -628,6 +613,7 @@ def score_tier(
     if with_ci:
         per_scene = []
         for i, s in enumerate(scores):
+            assert s.tile_stats is not None  # kept: keep_tile_stats=with_ci
             counts = resample_counts(
                 s.tile_stats.n_tiles, n_resamples=n_resamples, seed=resample_seed(dataset.content_hash, s.scene_id)
             )

@@ -68,6 +68,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.terms import blind, psnr_from_mse, psnr_norm, standard
+from harness.tiers import tier_rules
+
 __all__ = [
     "CONFIDENCE",
     "N_RESAMPLES",
@@ -95,10 +98,6 @@ TILE_SIZE = 16
 N_RESAMPLES = 1000
 #: Coverage of the reported interval and the level at which ranks are separated.
 CONFIDENCE = 0.95
-
-_PSNR_CAP_DB = 100.0
-_PSNR_FLOOR_DB = 15.0
-_PSNR_SPAN_DB = 30.0
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,7 @@ class Draws:
 
     def score(self, tier: str) -> np.ndarray:
         """The leaderboard score's draws: ``standard`` on the Standard track, else ``blind``."""
-        return self.standard if tier == "standard" else self.blind
+        return self.standard if tier_rules(tier).score == "standard" else self.blind
 
 
 def tile_labels(height: int, width: int, *, tile_size: int = TILE_SIZE) -> np.ndarray:
@@ -328,11 +327,8 @@ def scene_draws(stats: TileStats, counts: np.ndarray) -> Draws:
     e = stats.n_elements
     n_img, sse, n_ssim, res, ref = (sums[:, i] for i in range(5))
     mse = _ratio(sse, e * n_img, total[1] / (e * total[0]) if total[0] > 0 else 0.0)
-    with np.errstate(divide="ignore"):
-        psnr = np.where(
-            mse > 0, np.minimum(_PSNR_CAP_DB, 10.0 * np.log10(1.0 / np.where(mse > 0, mse, 1.0))), _PSNR_CAP_DB
-        )
-    p_norm = np.clip((psnr - _PSNR_FLOOR_DB) / _PSNR_SPAN_DB, 0.0, 1.0)
+    psnr = psnr_from_mse(mse)
+    p_norm = psnr_norm(psnr)
     ssim_fallback = total[5:] / total[2] if total[2] > 0 else np.zeros(e)
     ssim = np.mean(
         np.stack([_ratio(sums[:, 5 + j], n_ssim, float(ssim_fallback[j])) for j in range(e)], axis=1), axis=1
@@ -345,8 +341,8 @@ def scene_draws(stats: TileStats, counts: np.ndarray) -> Draws:
         psnr_norm=p_norm,
         ssim=ssim,
         consistency=cons,
-        standard=0.5 * p_norm + 0.5 * ssim,
-        blind=0.4 * p_norm + 0.4 * ssim + 0.2 * cons,
+        standard=standard(p_norm, ssim),
+        blind=blind(p_norm, ssim, cons),
     )
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the compose stack's images locally (docker-compose.yml), with no registry:
 #   edx-arena/services:latest   API and worker (Dockerfile.services): the pinned Python packages
-#                               from a host-side wheelhouse, then harness/, services/, db/
+#                               from a host-side wheelhouse, then harness/, core/, services/, db/
 #   edx-arena/postgres:15       Debian's postgresql-15 on the base (docker/postgres)
 #   edx-arena/redis:7           Debian's redis-server on the base (docker/redis)
 # Every image is skipped when its inputs have not changed (a source-hash label), so running it
@@ -67,11 +67,11 @@ if [ "$(cat "$wheels/.requirements" 2>/dev/null || true)" != "$want" ]; then
   echo "$want" >"$wheels/.requirements"
 fi
 
-hash=$(hash_of harness services db pyproject.toml Dockerfile.services var/cache/requirements.txt)
+hash=$(hash_of harness core services db pyproject.toml Dockerfile.services var/cache/requirements.txt)
 if [ "$(label edx-arena/services:latest)" != "$hash" ]; then
   ctx=$(mktemp -d); trap 'rm -rf "$ctx"' EXIT
   # A small context of hard links (copies across file systems): not the whole checkout with var/ and .venv/.
-  cp -al harness services db pyproject.toml "$ctx/" 2>/dev/null || cp -a harness services db pyproject.toml "$ctx/"
+  cp -al harness core services db pyproject.toml "$ctx/" 2>/dev/null || cp -a harness core services db pyproject.toml "$ctx/"
   cp -al "$wheels" "$ctx/wheelhouse" 2>/dev/null || cp -a "$wheels" "$ctx/wheelhouse"
   cp var/cache/requirements.txt "$ctx/requirements.txt"
   find "$ctx" -name __pycache__ -prune -exec rm -rf {} +

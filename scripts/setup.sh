@@ -15,7 +15,7 @@ command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 command -v wrk >/dev/null || need_pkgs+=(wrk)
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
-# A local registry for the image-link tests (tests/services/test_registry.py starts its own on loopback).
+# A local registry for the image-link tests (tests/services/submissions/test_submissions_intake_links.py starts its own on loopback).
 command -v docker-registry >/dev/null || need_pkgs+=(docker-registry)
 # A real browser for the web-page tests (tests/services/web/test_browser.py drives it with selenium).
 command -v chromium >/dev/null || need_pkgs+=(chromium)
@@ -54,7 +54,7 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import harness, services, db, pytest" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import harness, core, services, db, pytest" >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.installed ]; then
   log "installing Python packages (pinned in pyproject.toml)"
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' >var/log/pip.log 2>&1 \

@@ -4,9 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# Lint and format first: a minute of pytest is wasted on a change that does not pass them.
+# Shape checks first: a minute of pytest is wasted on a change that does not pass them.
+# Lint and format; the layers and the absence of import cycles (contracts in pyproject.toml,
+# docs/architecture.md); types of the science library and the tables.
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/lint-imports
+.venv/bin/mypy harness db
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from db.models import ApiToken, Participant, Role
 from services.errors import AuthError, ConflictError, NotFoundError
-from services.settings import get_settings
 
 __all__ = ["ORGANIZER_NAME", "authenticate", "create_participant", "issue_token", "revoke_token"]
 

@@ -1,8 +1,11 @@
-"""Tier datasets: organizers generate or upload them; participants download the views.
+"""Tier datasets: organizers generate or upload them; participants download the views; the
+tiers are listed with what each publishes.
 
 Each dataset is stored twice under ``storage_dir/datasets/<tier>/<id>/``: ``full.h5`` with the
 truth (server only: scoring) and ``view.h5``, what a participant (Public, with truth; Dev,
-without) or a Hidden-tier container (without) may read. Neither file carries the seed.
+without) or a Hidden-tier container (without) may read. Neither file carries the seed. Whether
+the view carries the truth follows the tier's rules (:data:`harness.tiers.TIER_RULES`) and is
+stored on the row (``truth_in_view``).
 """
 
 from __future__ import annotations
@@ -11,27 +14,31 @@ import shutil
 import threading
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from db.models import Dataset
 from harness.dataset import TierDataset
 from harness.errors import FormatError
 from harness.formats import ResultExpectation, read_measurement, validate_measurement, write_measurement
 from harness.scenes import build_tier
-from harness.tiers import PRESETS, TIERS
-from services.errors import ForbiddenError, NotFoundError, ServiceError
-from services.settings import get_settings
+from harness.tiers import PRESETS, TIER_RANGES, TIER_RULES, TIERS
+from services.access import can_download, rules_of
+from services.errors import NotFoundError, ServiceError
 
 __all__ = [
+    "TierInfo",
     "active_dataset",
-    "check_tier",
     "download_path",
+    "list_tiers",
     "prefetch_scoring_dataset",
     "remove_files",
     "result_expectation",
+    "scene_ids",
     "scoring_dataset",
     "seed_tier",
     "upload_tier",
@@ -44,18 +51,19 @@ _scoring_locks: dict[tuple[str, str], threading.Lock] = {}
 _scoring_guard = threading.Lock()
 
 
-def check_tier(tier: str) -> str:
-    if tier not in TIERS:
-        raise NotFoundError(f"unknown tier {tier!r}; tiers are {', '.join(TIERS)}")
-    return tier
-
-
 def _check_truth_choice(tier: str, with_truth: bool) -> None:
-    if with_truth and tier != "standard":
+    if with_truth and rules_of(tier).truth_in_view is not None:
+        chosen = [t for t, r in TIER_RULES.items() if r.truth_in_view is None]
+        always = [t for t, r in TIER_RULES.items() if r.truth_in_view is True]
+        never = [t for t, r in TIER_RULES.items() if r.truth_in_view is False]
         raise ServiceError(
-            "with_truth is the organizer's choice on the standard tier only; the public tier always "
-            "includes its truth and the dev and hidden tiers never do"
+            f"with_truth is the organizer's choice on the {_names(chosen)} tier only; the {_names(always)} tier "
+            f"always includes its truth and the {_names(never)} tiers never do"
         )
+
+
+def _names(tiers: list[str]) -> str:
+    return " and ".join([", ".join(tiers[:-1]), tiers[-1]] if len(tiers) > 1 else tiers)
 
 
 def _store(session: Session, tier: str, dataset: TierDataset, *, seed: int | None, with_truth: bool = False) -> Dataset:
@@ -67,7 +75,7 @@ def _store(session: Session, tier: str, dataset: TierDataset, *, seed: int | Non
         write_measurement(dataset, full, include_truth=True)
         # Public participants get the truth; Dev participants and Hidden containers never do;
         # on the Standard track it is the organizer's choice (default: no truth).
-        public = tier == "public" or (tier == "standard" and with_truth)
+        public = rules_of(tier).truth_published(organizer_choice=with_truth)
         write_measurement(dataset.participant_view(with_truth=public), view, include_truth=public)
         expectation = ResultExpectation.for_dataset(dataset, max_bytes=1).as_dict()
         del expectation["max_bytes"]  # a setting, applied when a result is checked
@@ -81,6 +89,7 @@ def _store(session: Session, tier: str, dataset: TierDataset, *, seed: int | Non
             expectation=expectation,
             full_path=str(full),
             view_path=str(view),
+            truth_in_view=public,
             active=True,
         )
         session.add(row)
@@ -96,7 +105,7 @@ def seed_tier(session: Session, *, tier: str, seed: int, preset: str = "default"
 
     ``with_truth`` (Standard tier only) puts the truth in the participants' download too.
     """
-    check_tier(tier)
+    rules_of(tier)
     _check_truth_choice(tier, with_truth)
     if preset not in PRESETS:
         raise ServiceError(f"unknown preset {preset!r}; presets are {', '.join(PRESETS)}")
@@ -109,7 +118,7 @@ def upload_tier(session: Session, *, tier: str, path: Path, with_truth: bool = F
     Raises ``FormatError`` (nothing stored) when the file is not a valid measurement file
     with truth for ``tier``.
     """
-    check_tier(tier)
+    rules_of(tier)
     _check_truth_choice(tier, with_truth)
     validate_measurement(path, max_bytes=get_settings().max_image_bytes, require_truth=True)
     dataset = read_measurement(path)
@@ -123,7 +132,7 @@ def upload_tier(session: Session, *, tier: str, path: Path, with_truth: bool = F
 
 
 def active_dataset(session: Session, tier: str) -> Dataset:
-    check_tier(tier)
+    rules_of(tier)
     row = session.scalar(select(Dataset).where(Dataset.tier == tier, Dataset.active.is_(True)))
     if row is None:
         raise NotFoundError(f"the {tier} tier has no dataset yet; an organizer must seed it")
@@ -135,6 +144,11 @@ def result_expectation(row: Dataset, *, max_bytes: int) -> ResultExpectation:
     if row.expectation is None:  # a dataset stored before the expectation was recorded
         return ResultExpectation.for_dataset(read_measurement(row.view_path), max_bytes=max_bytes)
     return ResultExpectation.from_mapping({**row.expectation, "max_bytes": max_bytes})
+
+
+def scene_ids(row: Dataset) -> list[str]:
+    """The dataset's scene ids, from its recorded expectation (no file read when recorded)."""
+    return list(result_expectation(row, max_bytes=1).scene_ids)
 
 
 def scoring_dataset(row: Dataset) -> TierDataset:
@@ -181,9 +195,51 @@ def prefetch_scoring_dataset(row: Dataset) -> threading.Thread:
 
 
 def download_path(session: Session, tier: str) -> Path:
-    if check_tier(tier) == "hidden":
-        raise ForbiddenError("the hidden tier's measurements are never downloadable; submit a container image")
+    """The participants' view of the tier's active dataset, where the tier is downloadable."""
+    can_download(tier)
     return Path(active_dataset(session, tier).view_path)
+
+
+@dataclass(frozen=True)
+class TierInfo:
+    """A tier as participants see it: its rules, ranges and active dataset (if any)."""
+
+    name: str
+    ranges: dict[str, tuple[float, float]]
+    downloadable: bool
+    #: What a submission to the tier is, in words.
+    submit_as: str
+    has_dataset: bool
+    content_hash: str | None
+    preset: str | None
+    #: The participants' download carries the truth (and the pictures show it).
+    truth_in_view: bool
+    pictured: bool
+    #: The dataset's scene ids (empty without a dataset).
+    scenes: tuple[str, ...]
+
+
+def list_tiers(session: Session) -> list[TierInfo]:
+    """Every tier, in leaderboard order, with its active dataset's hash, preset and scenes."""
+    active = {d.tier: d for d in session.scalars(select(Dataset).where(Dataset.active.is_(True)))}
+    out = []
+    for name in TIERS:
+        rules, row = TIER_RULES[name], active.get(name)
+        out.append(
+            TierInfo(
+                name=name,
+                ranges={k: tuple(v) for k, v in TIER_RANGES[name].items()},
+                downloadable=rules.downloadable,
+                submit_as=rules.submit_as,
+                has_dataset=row is not None,
+                content_hash=row.content_hash if row else None,
+                preset=row.preset if row else None,
+                truth_in_view=bool(row.truth_in_view) if row else False,
+                pictured=rules.pictured,
+                scenes=tuple(scene_ids(row)) if row else (),
+            )
+        )
+    return out
 
 
 def remove_files(row: Dataset) -> None:

@@ -37,16 +37,19 @@ import numpy as np
 from sqlalchemy import Select, case, func, literal, select
 from sqlalchemy.orm import Session
 
-from db.models import SANDBOXED, Dataset, Participant, Score, Status, Submission, Trust
+from core.settings import get_settings
+from db.models import Dataset, Participant, Score, Status, Submission
 from harness.scoring import SCORER_VERSION, overall_draws, overall_score
-from harness.tiers import BLIND_TIERS, TIERS
-from harness.uncertainty import CONFIDENCE, decode_draws, inseparable, percentile_interval
+from harness.tiers import BLIND_TIERS, TIER_RULES, TIERS
+from harness.uncertainty import CONFIDENCE, decode_draws, groups_from_links, inseparable, percentile_interval
 from services.errors import ServiceError
-from services.settings import get_settings
+from services.metadata import certified
 
 __all__ = ["BOARDS", "MAX_PAGE", "MAX_PER_PAGE", "Entry", "leaderboard"]
 
 BOARDS = (*TIERS, "overall")
+#: The blind tier whose submissions the server runs: the overall entry's method and badge come from it.
+_RUN_TIER = next(t for t in BLIND_TIERS if TIER_RULES[t].server_runs)
 MAX_PER_PAGE = 500
 #: No board has a million pages; a larger number would overflow the SQL OFFSET.
 MAX_PAGE = 10**6
@@ -132,16 +135,6 @@ def _baseline_key():
     return case((Submission.baseline.is_(True), literal("b:") + Submission.method), else_=literal(""))
 
 
-def _certified(tier: str, kind: str, image_digest: str | None, trust: str | None = None) -> bool:
-    """Automatic: a Hidden score from a run the server made itself (an image, or a script in the
-    pinned base image) with its digest recorded. An organizer's trust mark overrides it."""
-    if trust == Trust.granted:
-        return True
-    if trust == Trust.revoked:
-        return False
-    return tier == "hidden" and kind in SANDBOXED and bool(image_digest)
-
-
 def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tuple[list[Entry], int]:
     picked = _picked(tier).subquery()
     ranked = select(
@@ -175,7 +168,7 @@ def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tupl
             score=row.score,
             psnr=row.psnr,
             ssim=row.ssim,
-            certified=_certified(tier, row.kind, row.image_digest, row.trust),
+            certified=certified(tier=tier, kind=row.kind, image_digest=row.image_digest, trust=row.trust),
             submission_id=row.submission_id,
             submitted_at=row.created_at,
             baseline=bool(row.baseline),
@@ -285,14 +278,11 @@ def _page_groups(page: dict[int, Entry], order: list[Hashable], load: Loader) ->
         if broken:
             break
         start, batch = span[0], batch * 2
-    groups: dict[int, int | None] = {}
-    for p in range(first, last + 1):
-        head = p
-        while head > 1 and links.get(head - 1):
-            head -= 1
-        tied = head < p or links[p]
-        groups[p] = head if tied else None
-    return {p: groups[p] for p in page}
+    # The window starts after the last separated pair before the page (or at the top), so
+    # every chain reaching the page is named by its true first member.
+    window = 1 + max((p for p in links if p < first and not links[p]), default=0)
+    groups = groups_from_links([links[p] for p in range(window, last + 1)])
+    return {p: None if groups[p - window] is None else window + groups[p - window] for p in page}
 
 
 def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry], int]:
@@ -311,7 +301,7 @@ def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry],
             score = overall_score({t: mine[t].score for t in BLIND_TIERS})
             latest = max(mine[t].created_at for t in BLIND_TIERS)
             baseline = all(bool(mine[t].baseline) for t in BLIND_TIERS)
-            complete.append((score, baseline, latest, mine["public"].name, mine))
+            complete.append((score, baseline, latest, mine[BLIND_TIERS[0]].name, mine))
     complete.sort(key=lambda x: (-x[0], x[1], x[2], x[3]))
     entries = []
     rank = ranked = 0
@@ -323,7 +313,8 @@ def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry],
             previous = score
         if i < offset:
             continue
-        public, hidden = mine["public"], mine["hidden"]
+        # The overall entry is named after its server-run tier's submission when there is one.
+        public, hidden = mine[BLIND_TIERS[0]], mine[_RUN_TIER]
         tiers = {
             t: {
                 "score": mine[t].score,
@@ -344,7 +335,9 @@ def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry],
                 score=score,
                 psnr=None,
                 ssim=None,
-                certified=_certified("hidden", hidden.kind, hidden.image_digest, hidden.trust),
+                certified=certified(
+                    tier=hidden.tier, kind=hidden.kind, image_digest=hidden.image_digest, trust=hidden.trust
+                ),
                 submission_id=None,
                 submitted_at=latest,
                 tiers=tiers,

@@ -5,6 +5,9 @@
 - The **trust** mark (``submissions.trust``) overrides the automatic Certified rule:
   ``granted`` certifies an entry (e.g. a result an organizer reproduced), ``revoked`` removes
   the badge (e.g. a run found to have read something it should not), ``None`` restores the rule.
+- **Certified** (:func:`certified`, the one place the rule is written): a score from a run the
+  server made itself, on a tier whose submissions it runs, with the image digest recorded,
+  unless an organizer's trust mark says otherwise.
 - **Provenance** is public for a scored submission (what a leaderboard entry links to): the
   method, the exact file hash or image digest, the dataset hash and every scoring row's
   versions. The run log and hidden data are never part of it. An unscored submission's
@@ -16,15 +19,30 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Participant, Role, Score, Status, Submission, Trust
+from db.models import Participant, Score, Submission, Trust
+from harness.tiers import SANDBOXED_KINDS
+from services.access import rules_of, visible_provenance
 from services.errors import NotFoundError
-from services.leaderboard import _certified
 
-__all__ = ["certified", "provenance_of", "set_baseline", "set_trust"]
+__all__ = ["certified", "is_certified", "provenance_of", "set_baseline", "set_trust"]
 
 
-def certified(submission: Submission) -> bool:
-    return _certified(submission.tier, submission.kind, submission.image_digest, submission.trust)
+def certified(*, tier: str, kind: str, image_digest: str | None, trust: str | None = None) -> bool:
+    """Automatic: a score from a run the server made itself (an image, or a script in the pinned
+    base image) on a tier whose submissions it runs, with its digest recorded. An organizer's
+    trust mark overrides it either way."""
+    if trust == Trust.granted:
+        return True
+    if trust == Trust.revoked:
+        return False
+    return rules_of(tier).server_runs and kind in SANDBOXED_KINDS and bool(image_digest)
+
+
+def is_certified(submission: Submission) -> bool:
+    """:func:`certified` for a submission row."""
+    return certified(
+        tier=submission.tier, kind=submission.kind, image_digest=submission.image_digest, trust=submission.trust
+    )
 
 
 def _get(session: Session, submission_id: str) -> Submission:
@@ -52,12 +70,7 @@ def provenance_of(
     session: Session, *, submission_id: str, viewer: Participant | None
 ) -> tuple[Submission, list[Score]]:
     """The submission and its tier score rows (every scoring version), if ``viewer`` may see them."""
-    submission = session.get(Submission, submission_id)
-    mine = viewer is not None and (
-        viewer.role == Role.organizer or (submission is not None and submission.participant_id == viewer.id)
-    )
-    if submission is None or (submission.status != Status.scored and not mine):
-        raise NotFoundError(f"no submission {submission_id!r}")
+    submission = visible_provenance(session, submission_id=submission_id, viewer=viewer)
     rows = session.scalars(
         select(Score).where(Score.submission_id == submission.id, Score.scene_id == "").order_by(Score.id)
     ).all()

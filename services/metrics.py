@@ -16,7 +16,7 @@ process reports the same numbers for the whole deployment, and a restart loses n
 - ``edx_arena_database_up``: 0 when the database could not be read (the others are then absent).
 
 Only upload volume is counted in process: ``edx_arena_upload_bytes_total`` (bytes stored by
-:func:`services.submissions.stream_to_disk` in *this* API process since it started; sum it
+:func:`services.submissions.storage.stream_to_disk` in *this* API process since it started; sum it
 over processes, and use ``rate()``, which handles restarts).
 """
 
@@ -31,6 +31,11 @@ from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import case, extract, func, select
+
+from db.models import Run, Submission
+from db.session import new_session
+from harness.tiers import TIERS
 
 __all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "REGISTRY", "UPLOAD_BYTES", "record_upload", "render"]
 
@@ -38,7 +43,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds: an HDF5 scoring takes ~1-10 s, a container run up to the 30 min wall limit.
 DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
-TIERS = ("public", "dev", "hidden", "standard")
 ACTIVE = ("queued", "running", "scoring")
 
 REGISTRY = CollectorRegistry()
@@ -86,11 +90,6 @@ class DatabaseCollector(Collector):
 
     @staticmethod
     def _families() -> list[Metric]:
-        from sqlalchemy import case, extract, func, select
-
-        from db.models import Run, Submission
-        from db.session import new_session
-
         with new_session() as session:
             dialect = session.get_bind().dialect.name
             if dialect == "sqlite":

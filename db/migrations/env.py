@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import text
 
+from core.settings import get_settings
 from db.models import Base
 from db.session import make_engine
 
@@ -13,8 +14,6 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from services.settings import get_settings
-
     return get_settings().database_url
 
 

@@ -154,6 +154,7 @@ def _write_scene(scenes: h5py.Group, scene: Scene, *, include_truth: bool) -> No
         group.create_dataset(
             "x_true", data=x, chunks=(1, *x.shape[1:]), compression="gzip", compression_opts=4, shuffle=True
         )
+        assert scene.spec_true is not None  # include_truth is checked against the dataset above
         for name, value in scene.spec_true.as_dict().items():
             group.attrs[SPEC_TRUE_PREFIX + name] = value
 
@@ -179,7 +180,8 @@ class _Header:
     def preset(self, height: int, width: int) -> Preset:
         built = Preset(self.preset_name, height, width, self.channels, self.e0_keV, self.de_keV)
         # Reuse the registered object when it matches, so dataset hashes stay identical.
-        return PRESETS.get(self.preset_name) if PRESETS.get(self.preset_name) == built else built
+        registered = PRESETS.get(self.preset_name)
+        return registered if registered is not None and registered == built else built
 
     def operator(self, height: int = 1, width: int = 1) -> ForwardModel:
         return ForwardModel(self.preset(height, width), self.constants, elements=self.elements)
@@ -310,7 +312,7 @@ def _read_ranges(f: h5py.File) -> dict[str, tuple[float, float]]:
             and bool(np.all(np.isfinite(pair)))
             and pair[0] <= pair[1]
         )
-        if not ok:
+        if not ok or pair is None:
             raise FormatError(
                 f"/spec/ranges attribute {name!r} must be a finite pair [lo, hi] with lo ≤ hi",
                 where="/spec/ranges",

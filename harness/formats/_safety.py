@@ -18,6 +18,7 @@ import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal, overload
 
 import h5py
 import numpy as np
@@ -390,11 +391,15 @@ def read_attr(obj: h5py.HLObject, name: str, where: str) -> object:
         return obj.attrs[name]
 
 
-def _scalar(value: object) -> object:
+def _scalar(value: object) -> np.ndarray:
     arr = np.asarray(value)
     return arr.reshape(()) if arr.size == 1 else arr
 
 
+@overload
+def read_string_attr(obj: h5py.HLObject, name: str, where: str, *, required: Literal[True] = ...) -> str: ...
+@overload
+def read_string_attr(obj: h5py.HLObject, name: str, where: str, *, required: bool) -> str | None: ...
 def read_string_attr(obj: h5py.HLObject, name: str, where: str, *, required: bool = True) -> str | None:
     """A string attribute (UTF-8 or ASCII, fixed or variable length)."""
     value = read_attr(obj, name, where)
@@ -412,6 +417,10 @@ def read_string_attr(obj: h5py.HLObject, name: str, where: str, *, required: boo
     return value
 
 
+@overload
+def read_int_attr(obj: h5py.HLObject, name: str, where: str, *, required: Literal[True] = ...) -> int: ...
+@overload
+def read_int_attr(obj: h5py.HLObject, name: str, where: str, *, required: bool) -> int | None: ...
 def read_int_attr(obj: h5py.HLObject, name: str, where: str, *, required: bool = True) -> int | None:
     """An integer attribute (an integral float such as 1.0 is accepted)."""
     value = read_attr(obj, name, where)

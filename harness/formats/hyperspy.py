@@ -129,7 +129,7 @@ def to_eds_signal(path: str | os.PathLike, scene_id: str):
         elements = _elements(f)
         lines = [f"{_str(row['element'])}_{_str(row['line'])}" for row in f["lines"][()]]
         operator = {k: float(v) for k, v in f["operator"].attrs.items() if k != "operator_version"}
-        original = {
+        original: dict[str, Any] = {
             "edx_arena": {
                 "format": MEASUREMENT_FORMAT,
                 "tier": _str(f.attrs.get("tier", "")),

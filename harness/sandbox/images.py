@@ -558,7 +558,7 @@ def registry_of(ref: str) -> str | None:
 
 def _allowed(reference: ImageReference, allowlist: Sequence[str]) -> bool:
     """Each entry is ``host[:port]`` or ``host[:port]/path-prefix``; hosts compare case-insensitively."""
-    repo = f"{reference.registry.lower()}/{reference.path}"
+    repo = f"{(reference.registry or '').lower()}/{reference.path}"
     for entry in allowlist:
         entry = entry.strip().rstrip("/")
         if not entry:

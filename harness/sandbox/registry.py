@@ -127,6 +127,7 @@ class _Registry:
                     continue
                 self.base = f"{scheme}://{self.host}"
                 break
+        assert self.base is not None  # the last scheme either answered or raised
         return self.base
 
     def get(self, what: str, *, accept: str | None = None) -> requests.Response:
@@ -158,6 +159,8 @@ class _Registry:
             body = _read_capped(answer, _MAX_CONFIG, self.deadline)
         finally:
             answer.close()
+        if body is None:  # over the cap: not a token a registry would send
+            return False
         try:
             token = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):

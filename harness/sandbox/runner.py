@@ -30,6 +30,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -311,7 +312,7 @@ class _LogTail(threading.Thread):
         self.total = 0
         self._chunks: collections.deque[bytes] = collections.deque()
         self._kept = 0
-        self._stream = None
+        self._stream: Any = None
 
     def run(self) -> None:
         try:
@@ -467,7 +468,7 @@ def run_container(spec: RunSpec, *, client: docker.DockerClient | None = None) -
         peak = memory.peak
         if oom:  # the cgroup reached its limit by definition, even if no sample caught it
             peak = max(peak or 0, spec.limits.memory_bytes)
-        common = dict(
+        common: dict[str, Any] = dict(
             exit_code=exit_code, runtime_seconds=runtime, peak_memory_bytes=peak, log=logs, image_digest=image.id
         )
         if watch.failed:

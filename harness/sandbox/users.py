@@ -182,5 +182,7 @@ def _read_file(client: docker.DockerClient, container_id: str, path: str) -> str
         member = tar.next()
         if member is None or not member.isreg() or member.size > USER_FILE_BYTES:
             raise ImageError(f"the image's {path} is not a regular file of at most {USER_FILE_BYTES} bytes")
-        content = tar.extractfile(member).read()
+        extracted = tar.extractfile(member)
+        assert extracted is not None  # a regular file, checked above
+        content = extracted.read()
     return content.decode("utf-8", "surrogateescape")

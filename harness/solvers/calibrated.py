@@ -132,6 +132,7 @@ def estimate_spec(
         matrix = operator.matrix(Spec.from_array(lo + u * width))
         value = log_likelihood(reference_counts, x_ref, matrix)
         if fit_counts is not None:
+            assert fit_x is not None and fit_totals is not None  # given together
             value += _profiled_log_likelihood(fit_counts, fit_x, matrix, fit_totals)
         return -value / n_counts
 

@@ -26,9 +26,11 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.settings import get_settings
 from db.models import Role
+from db.session import new_session
+from services.auth import authenticate
 from services.errors import AuthError, ForbiddenError, ServiceError
-from services.settings import get_settings
 
 __all__ = ["BodyGuardMiddleware"]
 
@@ -63,9 +65,6 @@ def _bearer(scope: Scope) -> str | None:
 
 def _check(token: str, role: Role) -> ServiceError | None:
     """Why ``token`` may not send this body, or ``None`` (runs in a worker thread: it queries)."""
-    from db.session import new_session
-    from services.auth import authenticate
-
     if not token.isascii():  # every token we issue is URL-safe base64
         return AuthError("invalid token")
     with new_session() as session:

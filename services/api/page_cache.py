@@ -11,11 +11,11 @@ that many seconds; 0 turns the cache off.
 
 from __future__ import annotations
 
-import time
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.settings import get_settings
+from core import clock
+from core.caches import on_reset
+from core.settings import get_settings
 
 __all__ = ["CACHED_PATHS", "PageCacheMiddleware", "clear"]
 
@@ -27,6 +27,7 @@ _store: dict[tuple, tuple[float, Message, bytes]] = {}
 _refreshing: set[tuple] = set()
 
 
+@on_reset
 def clear() -> None:
     """Forget every stored page (tests; a settings change)."""
     _store.clear()
@@ -48,7 +49,7 @@ class PageCacheMiddleware:
             return
         key = (settings.database_url, settings.leaderboard_policy, scope["path"], scope["query_string"])
         hit = _store.get(key)
-        if hit is not None and (time.monotonic() - hit[0] < ttl or key in _refreshing):
+        if hit is not None and (clock.monotonic() - hit[0] < ttl or key in _refreshing):
             await send(hit[1])
             await send({"type": "http.response.body", "body": hit[2]})
             return
@@ -74,4 +75,4 @@ class PageCacheMiddleware:
         if start is not None and start["status"] == 200:
             if len(_store) >= _MAX_ENTRIES:
                 _store.clear()
-            _store[key] = (time.monotonic(), start, b"".join(chunks))
+            _store[key] = (clock.monotonic(), start, b"".join(chunks))

@@ -3,10 +3,10 @@
 :class:`RequestIdMiddleware` (pure ASGI, the outermost of the app's own middleware) gives every
 request an id: the client's ``X-Request-ID`` when it is a sane token (1–128 characters of
 ``A–Z a–z 0–9 . _ : -``; a proxy's id is kept so both logs agree), else a fresh one. The id is
-set for the request's log lines (:data:`services.logging_setup.REQUEST_ID`) and returned in the
+bound for the request's log lines (:func:`services.logs.request_context`) and returned in the
 response's ``X-Request-ID`` header.
 
-An exception no handler of :mod:`services.api.main` maps would reach Starlette's
+An exception no handler of :mod:`services.main` maps would reach Starlette's
 ``ServerErrorMiddleware``, which answers with a plain-text ``Internal Server Error`` and no id.
 It is caught here instead: one ERROR line with the traceback and the request id, and a 500 in
 the API's JSON error shape ``{"error": {"code": "internal_error", "message", "request_id"}}``,
@@ -22,7 +22,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.logging_setup import REQUEST_ID
+from services.logs import request_context
 
 __all__ = ["HEADER", "RequestIdMiddleware"]
 
@@ -61,17 +61,17 @@ class RequestIdMiddleware:
                 message = {**message, "headers": [*headers, (_HEADER_KEY, request_id.encode())]}
             await send(message)
 
-        token = REQUEST_ID.set(request_id)
-        try:
-            await self.app(scope, receive, tagged)
-        except Exception:
-            # The path as repr: it is percent-decoded, and a %0A in it must not forge a log line.
-            log.exception("unhandled error on %s %r (request %s)", scope.get("method"), scope.get("path"), request_id)
-            if started:  # part of a response is out: nothing valid can follow; let the server close it
-                raise
-            await _internal_error(tagged, request_id)
-        finally:
-            REQUEST_ID.reset(token)
+        with request_context(request_id):
+            try:
+                await self.app(scope, receive, tagged)
+            except Exception:
+                # The path as repr: it is percent-decoded, and a %0A in it must not forge a log line.
+                log.exception(
+                    "unhandled error on %s %r (request %s)", scope.get("method"), scope.get("path"), request_id
+                )
+                if started:  # part of a response is out: nothing valid can follow; let the server close it
+                    raise
+                await _internal_error(tagged, request_id)
 
 
 async def _internal_error(send: Send, request_id: str) -> None:

@@ -8,9 +8,9 @@ from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.tiers import PRESETS, TIERS
+from harness.tiers import PRESETS, TIER_RULES, TIERS, Kind
 from services.leaderboard import BOARDS
-from services.submissions import HDF5_TIERS, MAX_TEXT
+from services.submissions.intake import MAX_TEXT
 
 T = TypeVar("T")
 
@@ -18,7 +18,7 @@ T = TypeVar("T")
 # that lists the valid names, and clients (and fuzzers) see them without reading the code.
 TierName = Literal[TIERS]
 #: Tiers that take an HDF5 result; the hidden tier takes an image or a script.
-ResultTier = Literal[HDF5_TIERS]
+ResultTier = Literal[tuple(t for t, rules in TIER_RULES.items() if Kind.hdf5 in rules.kinds)]
 BoardName = Literal[BOARDS]
 PresetName = Literal[tuple(PRESETS)]
 

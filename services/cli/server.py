@@ -21,7 +21,7 @@ def require_settings(*, database: bool = True) -> None:
     """Check the EDX_* settings (and that the database answers) before a server-side command
     starts; a problem is one line on stderr, ``error: …`` naming the setting and the fix, and
     exit code 2 (a usage error: the command's environment is wrong), never a traceback."""
-    from services.settings import SettingsError, load_settings
+    from core.settings import SettingsError, load_settings
 
     try:
         settings = load_settings()
@@ -34,7 +34,7 @@ def require_settings(*, database: bool = True) -> None:
 
 
 def _check_data_dir(data_dir) -> None:
-    from services.settings import SettingsError
+    from core.settings import SettingsError
 
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -52,8 +52,8 @@ def _check_database(url: str) -> None:
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
+    from core.settings import SettingsError
     from db.session import make_engine
-    from services.settings import SettingsError
 
     engine = make_engine(url)
     try:
@@ -89,10 +89,10 @@ def serve(
     require_settings()
     import uvicorn
 
-    from services.logging_setup import logging_config
+    from services.logs import logging_config
 
     uvicorn.run(
-        "services.api.main:app",
+        "services.main:app",
         host=host,
         port=port,
         log_level="info",
@@ -118,7 +118,7 @@ def worker(
     """
     require_settings()
     pool = "solo" if concurrency == 1 else "prefork"
-    from services.logging_setup import log_format
+    from services.logs import log_format
 
     # --quiet: no start-up banner on stdout, so a JSON log stays one object per line.
     quiet = ["--quiet"] if log_format() == "json" else []
@@ -244,7 +244,8 @@ def rescore_cmd(
     from db.session import new_session
     from harness.scoring import SCORER_VERSION
     from services.errors import ServiceError
-    from services.submissions import queue, rescore
+    from services.submissions.intake import accept
+    from services.submissions.state import rescore
 
     if not ids and not outdated:
         console.print("[red]error[/red]: name submission ids or pass --outdated")
@@ -263,14 +264,13 @@ def rescore_cmd(
         queued, failed = [], []
         for sid in dict.fromkeys(todo):
             try:
-                submission = rescore(session, submission_id=sid)
-                session.commit()
+                # A lost message is resent by the reaper: the row is queued either way.
+                accept(session, rescore(session, submission_id=sid))
             except ServiceError as exc:
                 session.rollback()
                 failed.append(sid)
                 console.print(f"[red]error[/red]: {exc.message}")
                 continue
-            queue(submission.id, submission.kind)  # a lost message is resent by the reaper: the row is queued
             queued.append(sid)
     console.print(f"queued {len(queued)} submission(s) for scoring with {SCORER_VERSION}")
     for sid in queued:

@@ -1,15 +1,8 @@
-"""Which pictures a viewer may see, and the PNGs themselves, rendered once and kept on disk.
-
-What is shown follows what may be downloaded (design §3):
-
-* a tier's **mean spectrum** per scene: Public, Dev and Standard (their ``y`` is downloadable);
-  never Hidden (403);
-* a tier's **truth maps**: only where the participants' download carries the truth (Public;
-  Standard when the organizer chose ``with_truth``); Dev and Hidden never (403), whoever asks;
-* a submission's **own maps** ``x̂`` and its **error** ``|x̂ − x|``: the owner's or an
-  organizer's (others get the same 404 as a missing id); only for uploaded HDF5 results
-  (a container's output is not kept, and a picture of a Hidden answer would show the hidden
-  scene); the error only where the truth itself is public.
+"""The PNG pictures of scenes and answers, rendered once and kept on disk. Who may see which
+picture is :mod:`services.access`'s to say (design §3): a tier's mean spectra where it is
+``pictured``; its truth maps where the dataset's view carries the truth; a submission's own maps
+``x̂`` (owner or organizer; stored HDF5 results only) and its error ``|x̂ − x|`` where the truth
+is in the view.
 
 Pictures are rendered from the tier's participant view file (never the full file with the
 hidden truth) and the submission's stored result, all scenes of a tier or result at once
@@ -28,60 +21,24 @@ from pathlib import Path
 import h5py
 from sqlalchemy.orm import Session
 
+from core.settings import get_settings
 from db.models import Dataset, Kind, Participant, Submission
 from harness.formats import read_measurement, read_result
 from harness.forward import LINES
 from harness.plots import error_maps, lines_of, maps_png, mean_spectrum, spectrum_png
-from services.datasets import active_dataset, check_tier, result_expectation
-from services.errors import ForbiddenError, NotFoundError
-from services.settings import get_settings
-from services.submissions import get_submission
+from services.access import can_picture, can_picture_truth, get_submission
+from services.datasets import active_dataset, result_expectation, scene_ids
+from services.errors import NotFoundError
 
-__all__ = [
-    "PLOTS_VERSION",
-    "SUBMISSION_PICTURES",
-    "TIER_PICTURES",
-    "scene_ids",
-    "spectrum_is_public",
-    "submission_picture",
-    "submission_pictures_allowed",
-    "tier_picture",
-    "truth_is_public",
-]
+__all__ = ["PLOTS_VERSION", "submission_picture", "tier_picture"]
 
 #: Bump when the look of a picture changes: stored pictures of the old look are then unused.
 PLOTS_VERSION = "plots-v1"
-TIER_PICTURES = ("maps", "spectrum")
-SUBMISSION_PICTURES = ("maps", "error")
 #: The largest error shown at full colour (fractions): errors above it saturate.
 ERROR_SCALE = 0.5
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
-_truth_in_view: dict[str, bool] = {}
-
-
-def scene_ids(row: Dataset) -> list[str]:
-    """The dataset's scene ids, from its recorded expectation (no file read when recorded)."""
-    return list(result_expectation(row, max_bytes=1).scene_ids)
-
-
-def spectrum_is_public(tier: str) -> bool:
-    return check_tier(tier) != "hidden"
-
-
-def truth_is_public(row: Dataset) -> bool:
-    """Whether the participants' download of ``row`` carries the truth (Public always;
-    Standard by the organizer's choice; Dev and Hidden never)."""
-    if row.tier in ("dev", "hidden"):
-        return False
-    if row.tier == "public":
-        return True
-    if row.view_path not in _truth_in_view:
-        with h5py.File(row.view_path, "r") as f:
-            scenes = f["scenes"]
-            _truth_in_view[row.view_path] = all("x_true" in scenes[s] for s in scenes)
-    return _truth_in_view[row.view_path]
 
 
 def _scene(row: Dataset, scene: str) -> str:
@@ -93,42 +50,26 @@ def _scene(row: Dataset, scene: str) -> str:
 def tier_picture(session: Session, *, tier: str, scene: str, picture: str) -> bytes:
     """``maps`` (the truth) or ``spectrum`` (mean spectrum with element lines) of a scene of
     the tier's active dataset, as PNG bytes."""
-    if picture not in TIER_PICTURES:
-        raise NotFoundError(f"no tier picture {picture!r}; pictures are {', '.join(TIER_PICTURES)}")
-    check_tier(tier)
-    if tier == "hidden":
-        raise ForbiddenError("nothing of the hidden tier is ever shown: its scenes stay on the server")
+    can_picture(tier, picture)
     row = active_dataset(session, tier)
     _scene(row, scene)
-    if picture == "maps" and not truth_is_public(row):
-        raise ForbiddenError(
-            f"the {tier} tier's truth is never shown; truth maps are pictured where the download includes them (public)"
-        )
+    if picture == "maps":
+        can_picture_truth(row)
     folder = _root() / "tiers" / row.content_hash
     return _cached(folder, f"{scene}-{picture}.png", lambda: _render_tier(row, folder))
-
-
-def submission_pictures_allowed(submission: Submission) -> tuple[bool, bool]:
-    """(maps, error): which pictures of this submission exist for its owner."""
-    if submission.tier == "hidden" or submission.kind != Kind.hdf5 or not submission.file_path:
-        return False, False
-    return True, truth_is_public(submission.dataset)
 
 
 def submission_picture(session: Session, *, submission_id: str, viewer: Participant, scene: str, picture: str) -> bytes:
     """The submission's own maps ``x̂`` or its error ``|x̂ − x|`` for one scene, as PNG bytes
     (owner or organizer only)."""
-    if picture not in SUBMISSION_PICTURES:
-        raise NotFoundError(f"no submission picture {picture!r}; pictures are {', '.join(SUBMISSION_PICTURES)}")
     submission = get_submission(session, submission_id=submission_id, viewer=viewer)
-    if submission.tier == "hidden":
-        raise ForbiddenError("a Hidden-tier answer is never pictured: it would show the hidden scene")
+    can_picture(submission.tier, picture, of_submission=True)
     if submission.kind != Kind.hdf5 or not submission.file_path or not Path(submission.file_path).is_file():
         raise NotFoundError("this submission has no stored result file to picture")
     row = submission.dataset
     _scene(row, scene)
-    if picture == "error" and not truth_is_public(row):
-        raise ForbiddenError(f"the {submission.tier} tier's truth is never shown, so neither is the error against it")
+    if picture == "error":
+        can_picture_truth(row, against=True)
     folder = _root() / "submissions" / f"{submission.file_sha256}-{row.content_hash}"
     return _cached(folder, f"{scene}-{picture}.png", lambda: _render_submission(submission, folder))
 
@@ -187,7 +128,7 @@ def _render_tier(row: Dataset, folder: Path) -> dict[str, bytes]:
 def _render_submission(submission: Submission, folder: Path) -> dict[str, bytes]:
     row = submission.dataset
     result = read_result(submission.file_path, result_expectation(row, max_bytes=get_settings().max_upload_bytes))
-    truth = read_measurement(row.view_path) if truth_is_public(row) else None
+    truth = read_measurement(row.view_path) if row.truth_in_view else None
     elements = truth.elements if truth is not None else _elements(row.view_path)
     out = {}
     for scene_id, answer in result.scenes.items():

@@ -1,9 +1,8 @@
 """Server-rendered pages (Jinja2, autoescaped) and PNG pictures.
 
-Routes are thin: each parses the request, calls the same service functions as the REST API
-(:func:`services.leaderboard.leaderboard`, :func:`services.submissions.get_submission`,
-:func:`services.disclosure.visible_log`, :mod:`services.datasets`) or
-:mod:`services.web.pictures`, and renders a template.
+Routes are thin: each parses the request, calls the same domain functions as the REST API
+(:func:`services.leaderboard.leaderboard`, :mod:`services.access` for what a viewer may see,
+:func:`services.datasets.list_tiers`) or :mod:`services.web.pictures`, and renders a template.
 
 **How a browser signs in.** ``GET /login`` shows a form for the participant's API token;
 ``POST /login`` checks it with :func:`services.auth.authenticate` and stores it in a cookie
@@ -21,8 +20,9 @@ A ``?token=`` query parameter is deliberately not accepted: it would end up in b
 history, proxy logs and ``Referer`` headers. The token is checked on every request, so a
 revoked or expired token stops working at once.
 
-Errors on a page are an HTML page with the service error's status and message when the
-browser asks for HTML, and the API's JSON ``{"error": {"code", "message"}}`` otherwise.
+Errors on a page are an HTML page with the error's status and message when the browser asks for
+HTML, and the API's JSON ``{"error": {"code", "message"}}`` otherwise; both come from
+:func:`services.errors.describe`, the mapping the API uses.
 """
 
 from __future__ import annotations
@@ -44,19 +44,18 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
+from core.settings import get_settings
 from db.models import Participant, Score
 from harness.errors import EdxArenaError
 from harness.forward import LINES
 from harness.scoring import SCORER_VERSION
-from harness.tiers import BLIND_TIERS, TIER_RANGES, TIERS
-from services.api.deps import SessionDep
+from harness.tiers import BLIND_TIERS, TIER_RANGES, TIER_RULES
+from services.access import get_submission, submission_pictures, visible_figures, visible_log
 from services.auth import authenticate
-from services.datasets import active_dataset
-from services.disclosure import visible_figures, visible_log
-from services.errors import AuthError, NotFoundError, ServiceError, validation_message
+from services.datasets import list_tiers, scene_ids
+from services.deps import SessionDep
+from services.errors import AuthError, NotFoundError, ServiceError, describe
 from services.leaderboard import MAX_PAGE, MAX_PER_PAGE, leaderboard
-from services.settings import get_settings
-from services.submissions import get_submission
 from services.web import pictures
 
 __all__ = ["BOARD_TABS", "COOKIE_NAME", "CSRF_COOKIE", "router"]
@@ -87,27 +86,20 @@ class _PageRoute(APIRoute):
             try:
                 return await handler(request)
             except (ServiceError, EdxArenaError, RequestValidationError) as exc:
-                status, code, message = _describe(exc)
+                problem = describe(exc)
+                assert problem is not None  # describe covers each of these classes
                 if "text/html" not in request.headers.get("accept", ""):
-                    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
-                if status == 401:
-                    return _login_page(request, next_url=_here(request), message=message, status=401)
+                    return JSONResponse(status_code=problem.status, content=problem.body())
+                if problem.status == 401:
+                    return _login_page(request, next_url=_here(request), message=problem.message, status=401)
                 return templates.TemplateResponse(
                     request,
                     "error.html",
-                    {"status": status, "code": code, "message": message, "viewer": None},
-                    status_code=status,
+                    {"status": problem.status, "code": problem.code, "message": problem.message, "viewer": None},
+                    status_code=problem.status,
                 )
 
         return guarded
-
-
-def _describe(exc: Exception) -> tuple[int, str, str]:
-    if isinstance(exc, RequestValidationError):
-        return 422, "invalid_request", validation_message(exc.errors())
-    if isinstance(exc, ServiceError):
-        return exc.status, exc.code, exc.message
-    return (503 if exc.code == "platform_error" else 422), exc.code, exc.message
 
 
 router = APIRouter(tags=["web"], route_class=_PageRoute, include_in_schema=False)
@@ -268,17 +260,16 @@ def leaderboard_page(
 @router.get("/tiers", response_class=HTMLResponse)
 def tiers_page(request: Request, session: SessionDep) -> HTMLResponse:
     """The tiers: what each publishes, its ranges, downloads and pictures, and the scoring rules."""
-    from services.api.routes.tiers import list_tiers
-
-    listed = {t.name: t for t in list_tiers(session).data}
-    tiers = []
-    for name in TIERS:
-        info = listed[name]
-        scenes, truth = [], False
-        if info.has_dataset:
-            row = active_dataset(session, name)
-            scenes, truth = pictures.scene_ids(row), pictures.truth_is_public(row)
-        tiers.append({"info": info, "scenes": scenes, "truth": truth, "spectrum": name != "hidden"})
+    tiers = [
+        {
+            "info": info,
+            "rules": TIER_RULES[info.name],
+            "scenes": info.scenes,
+            "truth": info.truth_in_view,
+            "spectrum": info.pictured,
+        }
+        for info in list_tiers(session)
+    ]
     return templates.TemplateResponse(
         request,
         "tiers.html",
@@ -306,7 +297,7 @@ def submission_page(submission_id: str, request: Request, session: SessionDep) -
     versions = list(dict.fromkeys(r.scoring_version for r in rows))
     shown = SCORER_VERSION if SCORER_VERSION in versions else (versions[-1] if versions else None)
     current = [r for r in rows if r.scoring_version == shown]
-    maps_ok, error_ok = pictures.submission_pictures_allowed(submission)
+    maps_ok, error_ok = submission_pictures(submission)
     return templates.TemplateResponse(
         request,
         "submission.html",
@@ -319,7 +310,7 @@ def submission_page(submission_id: str, request: Request, session: SessionDep) -
             "scene_rows": [r for r in current if r.scene_id != ""],
             "shown_version": shown,
             "other_versions": [v for v in versions if v != shown],
-            "scenes": pictures.scene_ids(submission.dataset),
+            "scenes": scene_ids(submission.dataset),
             "maps_ok": maps_ok,
             "error_ok": error_ok,
             "stages": ("queued", "running", "scoring", "scored"),

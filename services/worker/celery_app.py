@@ -2,21 +2,29 @@
 
 Embedded default: kombu's filesystem transport (no server; folders under data_dir/broker).
 Compose and tests: Redis via ``EDX_BROKER_URL``. Results are not stored in a result backend:
-every outcome is recorded in the database.
+every outcome is recorded in the database. The tasks (and the worker's start-up hooks) are in
+:mod:`services.worker.tasks`, which Celery imports in the worker; everything else sends work by
+task name through :mod:`services.worker.dispatch`.
 """
 
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_ready
 from kombu import Queue, pools
+from pydantic import ValidationError
 
-from services.logging_setup import connect_celery
-from services.settings import Settings, get_settings
+from core.caches import on_reset
+from core.settings import Settings, get_settings
+from services.logs import connect_celery
 
-__all__ = ["QUEUE", "app", "configure", "transport_options"]
+__all__ = ["QUEUE", "RUN_TASK", "SCORE_TASK", "SUBMISSION_TASKS", "app", "configure", "transport_options"]
 
 QUEUE = "edx"
+#: Task names (registered by services/worker/tasks.py, sent by services/worker/dispatch.py):
+#: a run in the sandbox, then scoring; or scoring an uploaded result. Each takes a submission id.
+RUN_TASK = "run_submission"
+SCORE_TASK = "score_submission"
+SUBMISSION_TASKS = frozenset({RUN_TASK, SCORE_TASK})
 
 
 def transport_options(settings: Settings) -> dict:
@@ -39,10 +47,9 @@ def transport_options(settings: Settings) -> dict:
     return {"visibility_timeout": int(1.1 * (settings.sandbox_wall_seconds + 600))}
 
 
-def configure(app: Celery) -> Celery:
-    """(Re)apply the settings to ``app``; tests call it again after changing the environment."""
+def _from_settings() -> dict:
     settings = get_settings()
-    app.conf.update(
+    return dict(
         broker_url=settings.broker_url,
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
@@ -56,6 +63,11 @@ def configure(app: Celery) -> Celery:
         result_backend=None,
         worker_hijack_root_logger=False,
     )
+
+
+def configure(app: Celery) -> Celery:
+    """(Re)apply the settings to ``app``; tests call it again after changing the environment."""
+    app.conf.update(_from_settings())
     # kombu keeps connection pools per broker URL, not per transport options: drop them so
     # the next message goes to the broker the settings name now.
     app._pool = None
@@ -65,32 +77,18 @@ def configure(app: Celery) -> Celery:
     return app
 
 
-app = configure(Celery("edx_arena", include=["services.worker.tasks"]))
-connect_celery()  # JSON/text logs with the submission id on every line (EDX_LOG_FORMAT)
+app = Celery("edx_arena", include=["services.worker.tasks"])
+# Read the settings when the app is first used, not when this module is imported: importing the
+# API (which sends work through this app) must not need the settings yet.
+app.add_defaults(_from_settings)
 
 
-@worker_init.connect
-def _migrate(**_kwargs) -> None:
-    from db.migrate import upgrade_to_head
-
-    upgrade_to_head()
-
-
-@worker_process_init.connect
-def _fresh_connections(**_kwargs) -> None:
-    # A forked pool process must not share the parent's database connections.
-    from db.session import get_engine
-
-    if get_engine.cache_info().currsize:
-        get_engine().dispose(close=False)
+@on_reset
+def _reconfigure() -> None:
+    try:
+        configure(app)
+    except ValidationError:  # no valid settings right now: the reset that brings them applies them
+        pass
 
 
-@worker_ready.connect
-def _reap(**_kwargs) -> None:
-    # Runs a dead worker left behind are requeued as soon as a worker is back, then every
-    # half lease while it runs.
-    from services.worker.tasks import reap_and_requeue, remove_orphans, start_reaper
-
-    remove_orphans()
-    reap_and_requeue()
-    start_reaper()
+connect_celery(SUBMISSION_TASKS)  # JSON/text logs with the submission id on every line (EDX_LOG_FORMAT)

@@ -1,13 +1,16 @@
-"""Celery tasks: thin, idempotent by submission id; the work lives in ``services/``.
+"""Celery tasks: thin, idempotent by submission id; the work lives in :mod:`services.submissions`.
 
 Each task takes a submission id and works inside :func:`claimed`: it
-:func:`~services.submissions.claim` s the submission (a duplicate delivery, or one for a
-finished submission, does nothing), holds the lease with a heartbeat while it works, and
-records a platform failure. Tasks are acknowledged late: a worker killed mid-run leaves the
-message to be redelivered (Redis) or, failing that, an expired lease that
-:func:`reap_and_requeue` (at worker and API start, and every half lease in each worker) turns
-back into a queued submission, its leftover container removed. The same reaper sends again
-the queued submissions no worker claimed in ``queued_stale_seconds`` (a lost message).
+:func:`~services.submissions.state.claim` s the submission (a duplicate delivery, or one for a
+finished submission, does nothing), holds the lease with a heartbeat while it works, and hands
+a failure to the one retry policy (:func:`~services.submissions.state.record_platform_failure`).
+Tasks are acknowledged late: a worker killed mid-run leaves the message to be redelivered
+(Redis) or, failing that, an expired lease that the reaper
+(:mod:`services.submissions.recovery`, at worker and API start and every half lease in each
+worker) turns back into a queued submission, its leftover container removed.
+
+Nothing imports this module: work is sent by task name (:mod:`services.worker.dispatch`), and
+Celery loads it in the worker (``include`` in :mod:`services.worker.celery_app`).
 """
 
 from __future__ import annotations
@@ -16,29 +19,28 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from celery.exceptions import Retry
+from celery.signals import worker_init, worker_process_init, worker_ready
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from db.models import SANDBOXED, Outcome, Status, Submission
-from db.session import new_session
-from harness.errors import PlatformError
-from services.evaluation import score_submission
-from services.settings import get_settings
-from services.submissions import claim, queue, reap_expired, renew_lease, stale_queued, update_status
+from core.settings import get_settings
+from db.migrate import upgrade_to_head
+from db.models import Submission
+from db.session import get_engine, new_session
+from services.submissions.recovery import reap_and_requeue, remove_orphans, start_reaper
+from services.submissions.run import run_submission
+from services.submissions.scoring import score_submission
+from services.submissions.state import claim, record_platform_failure, renew_lease, retry_policy
 from services.worker.celery_app import app
+from services.worker.dispatch import RUN_TASK, SCORE_TASK
 
-__all__ = ["claimed", "reap_and_requeue", "run_submission_task", "score_submission_task", "start_reaper"]
+__all__ = ["claimed", "run_submission_task", "score_submission_task"]
 
 log = logging.getLogger(__name__)
-_UNEXPECTED = "An unexpected error occurred on the platform; this submission was not charged, please submit it again."
-_RETRYING = "a platform error interrupted this run; it will be retried automatically"
-#: Failures of the platform itself (database, disk, Docker daemon): worth another attempt.
-_TRANSIENT = (OperationalError, OSError, PlatformError)
 
 
 def _worker_name(task) -> str:
@@ -69,25 +71,22 @@ def _heartbeat(submission_id: str, attempt: int) -> Iterator[None]:
         thread.join()
 
 
-def _platform_failure(task, session, submission: Submission, submission_id: str, exc: BaseException) -> None:
-    """Retry a transient platform failure while attempts remain; otherwise fail, uncharged.
+def _platform_failure(task, session: Session, submission: Submission, submission_id: str, exc: Exception) -> None:
+    """Hand ``exc`` to the retry policy; a retry is sent again after its back-off.
 
     ``submission_id`` is passed apart: after a failed commit the row's attributes are expired,
     and reloading them needs the database that may be the thing that failed."""
     try:
         session.rollback()
-        if isinstance(exc, _TRANSIENT) and submission.attempt < get_settings().max_attempts:
-            update_status(submission, status=Status.queued, error_message=_RETRYING)
-            session.commit()
-            raise task.retry(countdown=min(2**submission.attempt, 60), exc=exc)
-        update_status(
-            submission, status=Status.failed, outcome=Outcome.platform_error, error_message=_UNEXPECTED, charged=False
-        )
+        requeued = record_platform_failure(submission, exc)
         session.commit()
     except OperationalError:
         # The database itself is down: nothing can be recorded now. The lease runs out and the
         # reaper requeues the run once the database is back.
         log.warning("could not record the failure of %s; its lease will expire and it is reaped", submission_id)
+        return
+    if requeued:
+        raise task.retry(countdown=retry_policy().backoff(submission.attempt), exc=exc)
 
 
 @contextmanager
@@ -120,7 +119,7 @@ def claimed(task, submission_id: str) -> Iterator[tuple[Session, Submission | No
                 _platform_failure(task, session, submission, submission_id, exc)
 
 
-@app.task(name="score_submission", bind=True, max_retries=None)
+@app.task(name=SCORE_TASK, bind=True, max_retries=None)
 def score_submission_task(self, submission_id: str) -> None:
     """Score a stored HDF5 result (Public, Dev, Standard)."""
     with claimed(self, submission_id) as (session, submission):
@@ -128,71 +127,30 @@ def score_submission_task(self, submission_id: str) -> None:
             score_submission(session, submission)
 
 
-# Hidden-tier container submissions (issue 5): the sandboxed run, then the same scoring.
-@app.task(name="run_submission", bind=True, max_retries=None)
+@app.task(name=RUN_TASK, bind=True, max_retries=None)
 def run_submission_task(self, submission_id: str) -> None:
-    """Run a container submission in the sandbox on the Hidden tier, then score its output."""
-    from services.containers import RetryRun, run_submission
-
+    """Run a submission the server runs (image, link, script) in the sandbox, then score its output."""
     with claimed(self, submission_id) as (session, submission):
-        if submission is None:
-            return
-        try:
+        if submission is not None:
             run_submission(session, submission)
-            session.commit()
-        except RetryRun:
-            # run_submission requeued it (platform failure, attempts left): back off.
-            raise self.retry(countdown=min(2**submission.attempt, 60)) from None
 
 
-def reap_and_requeue(*, include_stale_queued: bool = True) -> list[str]:
-    """Requeue runs whose worker died (expired lease), removing the containers they left,
-    and send again queued submissions no worker claimed in ``queued_stale_seconds`` (their
-    message may be lost). Returns the ids sent."""
-    with new_session() as session:
-        todo = reap_expired(session)
-        session.commit()
-        if include_stale_queued:
-            todo += stale_queued(session)
-            session.commit()
-    todo = dict(todo)
-    if any(kind in SANDBOXED for kind in todo.values()):
-        remove_orphans()  # before the rerun: a dead run's container still holds CPU and memory
-    for submission_id, kind in todo.items():
-        queue(submission_id, kind)
-    if todo:
-        log.warning("requeued %d submission(s): %s", len(todo), ", ".join(todo))
-    return list(todo)
+@worker_init.connect
+def _migrate(**_kwargs) -> None:
+    upgrade_to_head()
 
 
-def remove_orphans() -> list[str]:
-    """Remove containers left by dead runs; a worker without Docker access just logs it."""
-    from services.containers import remove_orphan_containers
-
-    try:
-        with new_session() as session:
-            removed = remove_orphan_containers(session)
-    except Exception as exc:  # docker unreachable: HDF5 scoring still works
-        log.warning("could not check for leftover sandbox containers: %s", exc)
-        return []
-    if removed:
-        log.warning("removed %d leftover sandbox container(s): %s", len(removed), ", ".join(removed))
-    return removed
+@worker_process_init.connect
+def _fresh_connections(**_kwargs) -> None:
+    # A forked pool process must not share the parent's database connections.
+    if get_engine.cache_info().currsize:
+        get_engine().dispose(close=False)
 
 
-def start_reaper() -> threading.Thread:
-    """A daemon thread in each worker that reaps expired leases and resends stale queued
-    submissions, every half lease."""
-    period = max(min(get_settings().lease_seconds, get_settings().queued_stale_seconds) / 2, 1.0)
-
-    def loop() -> None:
-        while True:
-            try:
-                reap_and_requeue()
-            except Exception:
-                log.warning("reaping expired leases failed; trying again in %.0f s", period, exc_info=True)
-            time.sleep(period)
-
-    thread = threading.Thread(target=loop, name="lease-reaper", daemon=True)
-    thread.start()
-    return thread
+@worker_ready.connect
+def _reap(**_kwargs) -> None:
+    # Runs a dead worker left behind are requeued as soon as a worker is back, then every
+    # half lease while it runs.
+    remove_orphans()
+    reap_and_requeue()
+    start_reaper()

@@ -7,7 +7,6 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from db_fixtures import db_url  # noqa: F401  (fixture)
 from sqlalchemy import create_engine, inspect
 
 from db.migrate import alembic_config, upgrade_to_head
@@ -62,3 +61,55 @@ def test_downgrade_to_base_and_back(db_url):
     engine.dispose()
     command.upgrade(cfg, "head")
     assert _revision(db_url) == ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def test_0004_fills_truth_in_view_from_the_rules_and_the_stored_view(db_url, tmp_path):
+    """Datasets stored before migration 0004: Public yes, Dev and Hidden no, Standard as its
+    view file says (the organizer's choice was never stored)."""
+    import h5py
+    from sqlalchemy import text
+
+    from core.settings import get_settings
+
+    get_settings().data_dir.mkdir(parents=True, exist_ok=True)  # where the SQLite file goes
+    cfg = alembic_config(db_url)
+    command.upgrade(cfg, "0003")
+    views = {}
+    for name, truth in (("with", True), ("without", False)):
+        views[name] = tmp_path / f"standard-{name}.h5"
+        with h5py.File(views[name], "w") as f:
+            for scene in ("standard-s0", "standard-s1"):
+                group = f.create_group(f"scenes/{scene}")
+                group["y"] = [0.0]
+                if truth:
+                    group["x_true"] = [0.0]
+    rows = [
+        ("public", "-"),
+        ("dev", "-"),
+        ("hidden", "-"),
+        ("standard", str(views["with"])),
+        ("standard", str(views["without"])),
+        ("standard", str(tmp_path / "gone.h5")),
+    ]
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        for i, (tier, view) in enumerate(rows, start=1):
+            conn.execute(
+                text(
+                    "INSERT INTO datasets (id, tier, content_hash, operator_version, preset, full_path, view_path,"
+                    " active, created_at) VALUES (:id, :tier, 'h', 'v', 'small', '-', :view, false, '2026-11-01')"
+                ),
+                {"id": i, "tier": tier, "view": view},
+            )
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT tier, truth_in_view FROM datasets ORDER BY id")).all()
+    engine.dispose()
+    assert [(t, bool(v)) for t, v in got] == [
+        ("public", True),
+        ("dev", False),
+        ("hidden", False),
+        ("standard", True),
+        ("standard", False),
+        ("standard", False),  # a view that is gone shows no truth
+    ]

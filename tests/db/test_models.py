@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from db_fixtures import db_url  # noqa: F401  (fixture)
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 

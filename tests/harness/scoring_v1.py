@@ -18,7 +18,8 @@ import numpy as np
 
 from harness.dataset import Result, Scene, SceneResult, TierDataset
 from harness.forward import ForwardModel
-from harness.scoring import _consistency_from_sums, _psnr_from_mse, clamp_spec, psnr_norm, sanitize_maps, ssim_maps
+from harness.scoring import _consistency_from_sums, clamp_spec, psnr_norm, sanitize_maps, ssim_maps
+from harness.terms import psnr_from_mse
 from harness.tiers import REFERENCE_ROWS
 
 #: v1's block size for the residual sums (pixels × channels).
@@ -56,7 +57,7 @@ def score_scene_v1(scene: Scene, result: SceneResult, *, operator: ForwardModel,
     b = x_hat[:, REFERENCE_ROWS:, :]
     d = a - b
     mse_el = np.einsum("ehw,ehw->e", d, d) / (d.shape[1] * d.shape[2])
-    psnr_db = _psnr_from_mse(float(mse_el.mean()))
+    psnr_db = psnr_from_mse(float(mse_el.mean()))
     ssim_mean = float(ssim_maps(a, b).mean())
     p_norm = psnr_norm(psnr_db)
     spec_used, _ = clamp_spec(result.spec, ranges)

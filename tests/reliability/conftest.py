@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))  # arena_testing
 
-from arena_testing import drop_backend, make_backend
+from database_testing import drop_backend, make_backend
 from reliability_testing import SEEDS, fast_settings, seed
 
 
@@ -35,7 +35,7 @@ def backend(request, tmp_path, monkeypatch):
 def client(backend):
     from fastapi.testclient import TestClient
 
-    from services.api.main import app
+    from services.main import app
 
     with TestClient(app) as c:
         seed(c)

@@ -32,7 +32,7 @@ SEEDS = {"public": 40, "dev": 41, "hidden": 42}
 def fast_settings(monkeypatch, **extra: str) -> None:
     for key, value in {**FAST, **extra}.items():
         monkeypatch.setenv(key, value)
-    from arena_testing import reset_caches
+    from database_testing import reset_caches
 
     reset_caches()
 

@@ -67,7 +67,7 @@ def test_same_task_delivered_concurrently_scores_once(client, dev_result):
 def test_concurrent_claims_one_winner(client, dev_result):
     """The claim is the only door to running a submission (HDF5 or container): of 8 workers
     asking at once, exactly one gets it, so a container can never start twice concurrently."""
-    from services.submissions import claim
+    from services.submissions.state import claim
 
     alice = add_participant(client, "alice")
     sid = _submit(client, alice, dev_result)
@@ -84,8 +84,8 @@ def test_concurrent_claims_one_winner(client, dev_result):
 
 def test_simultaneous_uploads_cannot_both_take_the_last_slot(client, dev_result, monkeypatch):
     """Quota 2, one used: four uploads at once get exactly one more slot."""
-    from services.settings import get_settings
-    from services.submissions import create_hdf5_submission
+    from core.settings import get_settings
+    from services.submissions.intake import create_submission
 
     monkeypatch.setenv("EDX_QUOTA_DEV", "2")
     get_settings.cache_clear()
@@ -97,9 +97,9 @@ def test_simultaneous_uploads_cannot_both_take_the_last_slot(client, dev_result,
 
         with new_session() as s:
             me = s.query(Participant).filter_by(name="alice").one()
-            sub = create_hdf5_submission(s, participant=me, tier="dev", upload=io.BytesIO(dev_result))
+            pending = create_submission(s, participant=me, kind="hdf5", tier="dev", upload=io.BytesIO(dev_result))
             s.commit()
-            return sub.id
+            return pending.submission.id
 
     results = _together(4, upload)
     created = [r for r in results if isinstance(r, str)]
@@ -119,7 +119,7 @@ def _first_id(client) -> str:
 
 
 def test_reaper_retries_then_fails_uncharged_and_rescore_starts_a_new_round(client, dev_result):
-    from services.submissions import claim, reap_expired, rescore
+    from services.submissions.state import claim, reap_expired, rescore
 
     alice = add_participant(client, "alice")
     sid = _submit(client, alice, dev_result)
@@ -152,7 +152,7 @@ def test_reaper_retries_then_fails_uncharged_and_rescore_starts_a_new_round(clie
 def test_stale_queued_resent_once_per_period(client, dev_result):
     """A queued submission whose message was lost is found by the periodic reaper, and the
     next reaper pass (in another worker, say) does not send it again within the period."""
-    from services.submissions import stale_queued
+    from services.submissions.state import stale_queued
 
     alice = add_participant(client, "alice")
     sid = _submit(client, alice, dev_result)
@@ -166,7 +166,7 @@ def test_stale_queued_resent_once_per_period(client, dev_result):
 
 
 def test_admin_lists_stuck_and_retried_runs(client, dev_result):
-    from services.submissions import claim, reap_expired
+    from services.submissions.state import claim, reap_expired
 
     alice = add_participant(client, "alice")
     old, running, fine = (_submit(client, alice, dev_result) for _ in range(3))
@@ -214,9 +214,9 @@ def test_api_start_reaps_expired_runs_and_resends_lost_messages(client, dev_resu
     and a queued submission whose message was lost is sent again."""
     from fastapi.testclient import TestClient
 
-    from services.api.main import app
-    from services.settings import get_settings
-    from services.submissions import claim
+    from core.settings import get_settings
+    from services.main import app
+    from services.submissions.state import claim
 
     alice = add_participant(client, "alice")
     dead, lost = _submit(client, alice, dev_result), _submit(client, alice, dev_result)

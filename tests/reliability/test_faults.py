@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from arena_testing import add_participant, drop_backend, make_backend, reset_caches
+from arena_testing import add_participant
+from database_testing import drop_backend, make_backend, reset_caches
 from reliability_testing import (
     PrivatePostgres,
     PrivateRedis,
@@ -87,7 +88,7 @@ def workers(tmp_path):
 def _client():
     from fastapi.testclient import TestClient
 
-    from services.api.main import app
+    from services.main import app
 
     return TestClient(app)
 
@@ -240,7 +241,7 @@ def test_postgres_restart_during_scoring(tmp_path, monkeypatch, redis_server, wo
 @pytest.fixture
 def small_fs(backend, tmp_path):
     """The uploads folder on a 1 MiB tmpfs of its own (a real "disk full")."""
-    from services.settings import get_settings
+    from core.settings import get_settings
 
     uploads = get_settings().storage_dir / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)

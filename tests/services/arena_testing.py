@@ -1,5 +1,6 @@
-"""Helpers for the services tests: a fresh database (SQLite or PostgreSQL) and data dir per
-test, the organizer's credentials, participants and solved results.
+"""Helpers for the services tests: the organizer's credentials, participants, solved results
+and scored rows written straight to the database (the database itself:
+``tests/database_testing.py``).
 
 A module with its own name (not ``conftest``) so test modules can import it whatever other
 ``conftest.py`` files pytest has loaded."""
@@ -11,76 +12,13 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import EllipsisType
 
 import httpx
-import psycopg
-
-ORGANIZER_TOKEN = "test-organizer-token"
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
-
-
-@dataclass
-class Backend:
-    kind: str
-    data_dir: Path
-    env: dict[str, str]
-
-
-def reset_caches() -> None:
-    """Forget everything built from the previous environment (settings, engine, broker pools, boards)."""
-    from db.session import get_engine, get_sessionmaker
-    from services.api import page_cache
-    from services.settings import get_settings
-    from services.worker.celery_app import app, configure
-
-    if get_engine.cache_info().currsize:
-        get_engine().dispose()
-    get_engine.cache_clear()
-    get_sessionmaker.cache_clear()
-    get_settings.cache_clear()
-    configure(app)
-    page_cache.clear()
-
-
-def _pg(sql: str) -> None:
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def make_backend(kind: str, tmp_path: Path, monkeypatch) -> tuple[Backend, str | None]:
-    data_dir = tmp_path / "var"
-    env = {
-        "EDX_DATA_DIR": str(data_dir),
-        "EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN,
-        "EDX_ENVIRONMENT": "production",
-        "EDX_LEADERBOARD_CACHE_SECONDS": "0",
-        # The test clients and the browser speak plain http: a Secure cookie would never come back.
-        "EDX_COOKIE_SECURE": "false",
-    }
-    db_name = None
-    if kind == "postgres":
-        db_name = f"edx_arena_test_{uuid.uuid4().hex[:12]}"
-        _pg(f'CREATE DATABASE "{db_name}"')
-        env["EDX_DATABASE_URL"] = f"{PG_SERVER}/{db_name}"
-    for key in ("EDX_DATABASE_URL", "EDX_BROKER_URL", "EDX_STORAGE_DIR"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    reset_caches()
-    return Backend(kind, data_dir, env), db_name
-
-
-def drop_backend(db_name: str | None) -> None:
-    reset_caches()
-    if db_name:
-        _pg(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-
+from database_testing import ORGANIZER_TOKEN
 
 ORG = {"Authorization": f"Bearer {ORGANIZER_TOKEN}"}
 
@@ -135,7 +73,7 @@ def add_scored(
     tile_stats: dict | None = None,
 ):
     """A submission on ``dataset`` with, when ``status == "scored"``, its tier score row (written
-    straight to the database, as services.evaluation would): the boards' tests need many entries
+    straight to the database, as services.submissions.scoring would): the boards' tests need many entries
     with chosen scores, not real scoring. A server-run kind gets a digest unless ``image_digest`` is given (None included)."""
     from db.models import Score, Submission
     from harness.scoring import SCORER_VERSION

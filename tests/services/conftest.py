@@ -1,24 +1,19 @@
-"""Services fixtures: a fresh database per test on SQLite AND PostgreSQL, a fresh data dir,
-and the API app in-process (FastAPI TestClient over the real ASGI stack)."""
+"""Services fixtures: a fresh database per test on SQLite AND PostgreSQL (``backend``, from
+tests/database_testing.py), a fresh data dir, and the API app in-process (FastAPI TestClient
+over the real ASGI stack)."""
 
 from __future__ import annotations
 
 import pytest
-from arena_testing import ORG, drop_backend, make_backend
+from arena_testing import ORG
+from database_testing import backend  # noqa: F401 - the database of every services test
 from fastapi.testclient import TestClient
 from worker_testing import api, stack, worker  # noqa: F401 - end-to-end fixtures (real worker), for every services test
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request, tmp_path, monkeypatch):
-    b, db_name = make_backend(request.param, tmp_path, monkeypatch)
-    yield b
-    drop_backend(db_name)
-
-
 @pytest.fixture
 def client(backend):
-    from services.api.main import app
+    from services.main import app
 
     with TestClient(app) as c:
         yield c

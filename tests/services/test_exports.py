@@ -13,7 +13,7 @@ from arena_testing import add_scored
 
 from db.models import Dataset, Participant
 from db.session import new_session
-from services.api.routes.leaderboard import export_columns
+from services.exports import export_columns
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 TIER_COLUMNS = [

@@ -1,4 +1,7 @@
-"""Leaderboard rules (design §7) on rows written straight to the database."""
+"""services/leaderboard.py on SQLite and PostgreSQL: best (or latest) entry per participant, ranks
+with ties, the overall board of complete entries, the Certified badge, intervals and tie
+groups from the harness's paired bootstrap, the same on every page.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from arena_testing import add_scored, reset_caches
+from arena_testing import add_scored
+from database_testing import reset_caches
 from sqlalchemy import update
 
 from db.models import Dataset, Participant
@@ -42,7 +46,7 @@ def _scored(
     draws: np.ndarray | None = None,
     baseline: bool = False,
 ):
-    # As services.evaluation records them: the interval in columns, the paired draws in tile_stats.
+    # As services.submissions.scoring records them: the interval in columns, the paired draws in tile_stats.
     ci = (None, None) if draws is None else percentile_interval(draws)
     stats = (
         None
@@ -97,6 +101,56 @@ def world(client):
         s.commit()
 
 
+B = 1000
+
+
+def _noise(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, 1.0, B)
+
+
+@pytest.fixture
+def tie_world(client):
+    """Six dev entries, best first: p1 alone; p2, p3, p4 within noise of each other (p2 and
+    p4 apart, joined through p3); p5 and p6 identical; a baseline inside the p2–p4 group."""
+    with new_session() as s:
+        datasets = _world(s)
+        people = {n: Participant(name=n, team=n.upper()) for n in ("p1", "p2", "p3", "p4", "p5", "p6", "ref")}
+        s.add_all(people.values())
+        s.flush()
+        shared = _noise(0)
+        plan = [
+            ("p1", 0.90, 0.90 + 0.001 * shared),
+            ("p2", 0.80, 0.80 + 0.01 * _noise(1)),
+            ("p3", 0.79, 0.79 + 0.01 * _noise(2)),
+            ("p4", 0.78, 0.78 + 0.01 * _noise(3)),
+            ("p5", 0.60, 0.60 + 0.01 * shared),
+            ("p6", 0.60, 0.60 + 0.01 * shared),
+        ]
+        for minutes, (name, score, draws) in enumerate(plan):
+            _scored(s, datasets, people[name], "dev", score, minutes=minutes, draws=draws)
+        _scored(s, datasets, people["ref"], "dev", 0.795, minutes=9, draws=0.795 + 0.01 * _noise(1), baseline=True)
+        s.commit()
+        return {name: draws for name, _, draws in plan}
+
+
+@pytest.fixture
+def overall_world(client):
+    """Three complete participants: a and b close on every tier, c far behind."""
+    with new_session() as s:
+        datasets = _world(s)
+        people = {n: Participant(name=n, team=n.upper()) for n in ("a", "b", "c")}
+        s.add_all(people.values())
+        s.flush()
+        tier_draws = {}
+        for t_i, tier in enumerate(("public", "dev", "hidden")):
+            for p_i, (name, level) in enumerate((("a", 0.80), ("b", 0.799), ("c", 0.5))):
+                draws = level + 0.01 * _noise(10 * t_i + p_i)
+                tier_draws[name, tier] = draws
+                _scored(s, datasets, people[name], tier, level, minutes=p_i, draws=draws)
+        s.commit()
+        return tier_draws
+
+
 def test_best_per_participant_ties_share_rank(world):
     with new_session() as s:
         entries, count = leaderboard(s, board="dev")
@@ -137,67 +191,12 @@ def test_pagination(world):
     assert count == 3 and [e.participant for e in page2] == ["cy"]
 
 
-def test_api_view(world, client):
-    body = client.get("/api/v1/leaderboard", params={"tier": "dev", "per_page": 2}).json()
-    assert body["count"] == 3 and [e["rank"] for e in body["data"]] == [1, 1]
-
-
-def test_pages_are_cached_for_the_configured_time(world, client, monkeypatch):
-    import time
-
-    monkeypatch.setenv("EDX_LEADERBOARD_CACHE_SECONDS", "0.5")
-    reset_caches()
-    assert client.get("/api/v1/leaderboard", params={"tier": "dev"}).json()["count"] == 3
-    with new_session() as s:
-        datasets = {d.tier: d for d in s.query(Dataset)}
-        _scored(s, datasets, Participant(name="eve", team="EVE"), "dev", 0.9, minutes=20)
-        s.commit()
-    assert client.get("/api/v1/leaderboard", params={"tier": "dev"}).json()["count"] == 3  # within the TTL
-    time.sleep(0.6)
-    body = client.get("/api/v1/leaderboard", params={"tier": "dev"}).json()
-    assert body["count"] == 4 and body["data"][0]["participant"] == "eve"
-
-
 def test_scores_on_a_replaced_dataset_leave_the_board(world, client):
     with new_session() as s:
         s.execute(update(Dataset).where(Dataset.tier == "dev").values(active=False))
         s.commit()
         entries, count = leaderboard(s, board="dev")
     assert (entries, count) == ([], 0)
-
-
-# -- intervals and statistical ties (issue 10) ---------------------------------------------
-
-B = 1000
-
-
-def _noise(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).normal(0.0, 1.0, B)
-
-
-@pytest.fixture
-def tie_world(client):
-    """Six dev entries, best first: p1 alone; p2, p3, p4 within noise of each other (p2 and
-    p4 apart, joined through p3); p5 and p6 identical; a baseline inside the p2–p4 group."""
-    with new_session() as s:
-        datasets = _world(s)
-        people = {n: Participant(name=n, team=n.upper()) for n in ("p1", "p2", "p3", "p4", "p5", "p6", "ref")}
-        s.add_all(people.values())
-        s.flush()
-        shared = _noise(0)
-        plan = [
-            ("p1", 0.90, 0.90 + 0.001 * shared),
-            ("p2", 0.80, 0.80 + 0.01 * _noise(1)),
-            ("p3", 0.79, 0.79 + 0.01 * _noise(2)),
-            ("p4", 0.78, 0.78 + 0.01 * _noise(3)),
-            ("p5", 0.60, 0.60 + 0.01 * shared),
-            ("p6", 0.60, 0.60 + 0.01 * shared),
-        ]
-        for minutes, (name, score, draws) in enumerate(plan):
-            _scored(s, datasets, people[name], "dev", score, minutes=minutes, draws=draws)
-        _scored(s, datasets, people["ref"], "dev", 0.795, minutes=9, draws=0.795 + 0.01 * _noise(1), baseline=True)
-        s.commit()
-        return {name: draws for name, _, draws in plan}
 
 
 def test_entries_carry_their_interval_and_tie_group(tie_world):
@@ -246,24 +245,6 @@ def test_rows_without_draws_show_no_interval_and_no_tie(world):
         ("ann", 0.80, None, None),
         ("ben", 0.80, None, None),
     ]
-
-
-@pytest.fixture
-def overall_world(client):
-    """Three complete participants: a and b close on every tier, c far behind."""
-    with new_session() as s:
-        datasets = _world(s)
-        people = {n: Participant(name=n, team=n.upper()) for n in ("a", "b", "c")}
-        s.add_all(people.values())
-        s.flush()
-        tier_draws = {}
-        for t_i, tier in enumerate(("public", "dev", "hidden")):
-            for p_i, (name, level) in enumerate((("a", 0.80), ("b", 0.799), ("c", 0.5))):
-                draws = level + 0.01 * _noise(10 * t_i + p_i)
-                tier_draws[name, tier] = draws
-                _scored(s, datasets, people[name], tier, level, minutes=p_i, draws=draws)
-        s.commit()
-        return tier_draws
 
 
 def test_overall_interval_combines_the_tier_draws(overall_world, client):

@@ -4,7 +4,8 @@ the whole deployment), upload bytes from the process that stored them."""
 from __future__ import annotations
 
 import pytest
-from arena_testing import add_participant, download_and_solve, reset_caches
+from arena_testing import ORG, add_participant, download_and_solve
+from database_testing import reset_caches
 from prometheus_client.parser import text_string_to_metric_families
 from worker_testing import wait_finished
 
@@ -96,6 +97,7 @@ def test_runs_by_outcome_and_durations_after_real_work(api, tmp_path):
         if name == "edx_arena_run_duration_seconds_bucket" and dict(labels)["kind"] == "container"
     )
     assert [v for _, v in buckets] == sorted(v for _, v in buckets) and buckets[-1] == (float("inf"), 2)
-    runner_seconds = states["runner"]["runtime_seconds"]
+    # The organizer's exact figure: the owner of a Hidden run sees it rounded up to whole seconds.
+    runner_seconds = api.get(f"/api/v1/submissions/{ids['runner']}", headers=ORG).json()["runtime_seconds"]
     assert value(m, "edx_arena_container_seconds_count") == 2
     assert value(m, "edx_arena_container_seconds_sum") >= runner_seconds > 0

@@ -15,7 +15,8 @@ import time
 
 import pytest
 import redis
-from arena_testing import ORG, drop_backend, make_backend, reset_caches
+from arena_testing import ORG
+from database_testing import drop_backend, make_backend, reset_caches
 
 STACKS = {"embedded": ("sqlite", None), "server": ("postgres", "redis")}
 #: Tiers the ``api`` fixture seeds (small preset), with their seeds.
@@ -74,7 +75,7 @@ def worker(stack, tmp_path):
 def api(worker):
     from fastapi.testclient import TestClient
 
-    from services.api.main import app
+    from services.main import app
 
     with TestClient(app) as c:
         for tier, seed in SEEDED.items():

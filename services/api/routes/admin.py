@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from core.settings import get_settings
 from db.models import Participant, Role
-from services.api.deps import OrganizerDep, SessionDep
 from services.api.schemas import (
     BaselineUpdate,
     DatasetPublic,
@@ -28,9 +28,12 @@ from services.api.schemas import (
 )
 from services.auth import create_participant, issue_token, revoke_token
 from services.datasets import seed_tier, upload_tier
+from services.deps import OrganizerDep, SessionDep
 from services.errors import NotFoundError
-from services.settings import get_settings
-from services.submissions import queue, rescore, stream_to_disk
+from services.metadata import is_certified, set_baseline, set_trust
+from services.submissions.intake import accept
+from services.submissions.state import rescore, runs_needing_attention
+from services.submissions.storage import stream_to_disk, uploads_dir
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
@@ -58,10 +61,7 @@ def upload_dataset(
     with_truth: Annotated[bool, Form(description="standard tier only: include the truth in the download")] = False,
 ) -> DatasetPublic:
     """Upload a full dataset file (with truth), validated before it replaces the active one."""
-    settings = get_settings()
-    path, _, _ = stream_to_disk(
-        file.file, directory=settings.storage_dir / "uploads", max_bytes=settings.max_image_bytes
-    )
+    path, _, _ = stream_to_disk(file.file, directory=uploads_dir(), max_bytes=get_settings().max_image_bytes)
     try:
         row = upload_tier(session, tier=tier, path=path, with_truth=with_truth)
         session.commit()
@@ -125,33 +125,27 @@ def delete_token(token_id: RowId, session: SessionDep, _: OrganizerDep) -> None:
 def rescore_submission(submission_id: str, session: SessionDep, _: OrganizerDep) -> SubmissionCreated:
     """Queue a finished submission again. Score rows are append-only: the current scoring
     version's rows, if any, are kept; a new scoring version adds its own."""
-    submission = rescore(session, submission_id=submission_id)
-    session.commit()
-    queue(submission.id, submission.kind)
+    submission = accept(session, rescore(session, submission_id=submission_id))
     return SubmissionCreated(id=submission.id, status=submission.status)
 
 
 @router.put("/submissions/{submission_id}/baseline")
 def mark_baseline(submission_id: str, body: BaselineUpdate, session: SessionDep, _: OrganizerDep) -> MarksPublic:
     """Mark (or unmark) a reference baseline: shown on its boards at its score, unranked, not competing."""
-    from services.metadata import certified, set_baseline
-
     submission = set_baseline(session, submission_id=submission_id, baseline=body.baseline)
     session.commit()
     return MarksPublic(
-        id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=certified(submission)
+        id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=is_certified(submission)
     )
 
 
 @router.put("/submissions/{submission_id}/trust")
 def mark_trust(submission_id: str, body: TrustUpdate, session: SessionDep, _: OrganizerDep) -> MarksPublic:
     """Grant or revoke the trust badge (overriding the automatic Certified rule), or ``null`` to restore the rule."""
-    from services.metadata import certified, set_trust
-
     submission = set_trust(session, submission_id=submission_id, trust=body.trust)
     session.commit()
     return MarksPublic(
-        id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=certified(submission)
+        id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=is_certified(submission)
     )
 
 
@@ -194,8 +188,6 @@ def list_runs(
     ] = None,
 ) -> Page[RunAttention]:
     """Runs needing attention, oldest first (at most 500)."""
-    from services.submissions import runs_needing_attention
-
     older = timedelta(minutes=older_than_minutes) if older_than_minutes is not None else None
     rows = runs_needing_attention(session, state=state, older_than=older)
     data = [RunAttention.model_validate(r) for r in rows]

@@ -6,7 +6,7 @@ from sqlalchemy import text
 from harness import HARNESS_VERSION
 from harness.forward import OPERATOR_VERSION
 from harness.scoring import SCORER_VERSION
-from services.api.deps import SessionDep
+from services.deps import SessionDep
 
 router = APIRouter(prefix="/api/v1", tags=["health"])
 

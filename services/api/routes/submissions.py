@@ -3,12 +3,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, File, Form, UploadFile, status
 from sqlalchemy import select
 
-from db.models import Participant, Score
-from services.api.deps import CurrentParticipant, SessionDep
+from db.models import Participant, Run, Score, Submission
+from services.access import get_submission, visible_figures, visible_log
 from services.api.schemas import (
     ContainerCreate,
     ProvenancePublic,
@@ -19,9 +18,9 @@ from services.api.schemas import (
     SubmissionCreated,
     SubmissionPublic,
 )
-from services.auth import authenticate
-from services.disclosure import visible_figures, visible_log
-from services.submissions import MAX_TEXT, create_hdf5_submission, discard_upload, get_submission, queue
+from services.deps import CurrentParticipant, OptionalParticipant, SessionDep
+from services.metadata import is_certified, provenance_of
+from services.submissions.intake import MAX_TEXT, accept, create_submission
 
 router = APIRouter(prefix="/api/v1/submissions", tags=["submissions"])
 
@@ -42,39 +41,33 @@ def submit_result(
     source: SourceForm = "",
 ) -> SubmissionCreated:
     """Upload an HDF5 result (Public, Dev, Standard); validated before it is queued."""
-    submission = create_hdf5_submission(
+    pending = create_submission(
         session,
         participant=participant,
+        kind="hdf5",
         tier=tier,
         upload=file.file,
         method=method,
         description=description,
         source=source,
     )
-    try:
-        session.commit()
-    except Exception:  # no row: no file either
-        discard_upload(submission)
-        raise
-    queue(submission.id, submission.kind)
+    submission = accept(session, pending)
     return SubmissionCreated(id=submission.id, status=submission.status)
 
 
 @router.post("/container", status_code=status.HTTP_202_ACCEPTED)
 def submit_container(session: SessionDep, participant: CurrentParticipant, body: ContainerCreate) -> SubmissionCreated:
     """Submit an image the server's daemon already has (``{"image": "name:tag"}``) to the Hidden tier."""
-    from services.containers import create_container_submission
-
-    submission = create_container_submission(
+    pending = create_submission(
         session,
         participant=participant,
+        kind="image",
         image=body.image,
         method=body.method,
         description=body.description,
         source=body.source,
     )
-    session.commit()
-    queue(submission.id, submission.kind)
+    submission = accept(session, pending)
     return SubmissionCreated(id=submission.id, status=submission.status)
 
 
@@ -88,13 +81,16 @@ def submit_container_archive(
     source: SourceForm = "",
 ) -> SubmissionCreated:
     """Submit a ``docker save`` archive to the Hidden tier (streamed, size-capped, then loaded)."""
-    from services.containers import create_archive_submission
-
-    submission = create_archive_submission(
-        session, participant=participant, upload=file.file, method=method, description=description, source=source
+    pending = create_submission(
+        session,
+        participant=participant,
+        kind="archive",
+        upload=file.file,
+        method=method,
+        description=description,
+        source=source,
     )
-    session.commit()
-    queue(submission.id, submission.kind)
+    submission = accept(session, pending)
     return SubmissionCreated(id=submission.id, status=submission.status)
 
 
@@ -110,39 +106,23 @@ def submit_script(
     """Submit a Python script to the Hidden tier: run as ``python3 /submission/main.py`` in the
     reference base image (numpy, scipy, h5py, scikit-image), reading ``/input/measurement.h5``
     and writing ``/output/result.h5``, under the same sandbox as an image."""
-    from services.containers import create_script_submission
-
-    submission = create_script_submission(
-        session, participant=participant, upload=file.file, method=method, description=description, source=source
+    pending = create_submission(
+        session,
+        participant=participant,
+        kind="script",
+        upload=file.file,
+        method=method,
+        description=description,
+        source=source,
     )
-    try:
-        session.commit()
-    except Exception:  # no row: no file either
-        from pathlib import Path
-
-        Path(submission.script_path).unlink(missing_ok=True)
-        raise
-    queue(submission.id, submission.kind)
+    submission = accept(session, pending)
     return SubmissionCreated(id=submission.id, status=submission.status)
 
 
-_optional_bearer = HTTPBearer(auto_error=False)
-
-
-def _viewer(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)]
-) -> Participant | None:
-    return None if credentials is None else authenticate(session, credentials.credentials)
-
-
 @router.get("/{submission_id}/provenance")
-def read_provenance(
-    submission_id: str, session: SessionDep, viewer: Annotated[Participant | None, Depends(_viewer)]
-) -> ProvenancePublic:
+def read_provenance(submission_id: str, session: SessionDep, viewer: OptionalParticipant) -> ProvenancePublic:
     """Where a scored entry comes from: method, file sha256 or image digest, dataset hash and the
     versions of every score row. Public once scored; before that, owner or organizer only."""
-    from services.metadata import certified, provenance_of
-
     submission, rows = provenance_of(session, submission_id=submission_id, viewer=viewer)
     return ProvenancePublic(
         id=submission.id,
@@ -157,7 +137,7 @@ def read_provenance(
         outcome=submission.outcome,
         baseline=submission.baseline,
         trust=submission.trust,
-        certified=certified(submission),
+        certified=is_certified(submission),
         file_sha256=submission.file_sha256,
         image=submission.image,
         image_digest=submission.image_digest,
@@ -170,7 +150,7 @@ def read_provenance(
     )
 
 
-def _provenance_run(submission, run, viewer: Participant | None) -> ProvenanceRun:
+def _provenance_run(submission: Submission, run: Run, viewer: Participant | None) -> ProvenanceRun:
     out = ProvenanceRun.model_validate(run)
     out.runtime_seconds, out.peak_memory_bytes = visible_figures(submission, viewer, run)
     return out

@@ -2,32 +2,18 @@
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
-from sqlalchemy import select
 
-from db.models import Dataset
-from harness.tiers import TIER_RANGES, TIERS
-from services.api.deps import SessionDep
 from services.api.schemas import Page, TierName, TierPublic
-from services.datasets import download_path
+from services.datasets import download_path, list_tiers
+from services.deps import SessionDep
 
 router = APIRouter(prefix="/api/v1/tiers", tags=["tiers"])
 
 
 @router.get("")
-def list_tiers(session: SessionDep) -> Page[TierPublic]:
-    active = {d.tier: d for d in session.scalars(select(Dataset).where(Dataset.active.is_(True)))}
-    data = [
-        TierPublic(
-            name=t,
-            ranges={k: tuple(v) for k, v in TIER_RANGES[t].items()},
-            downloadable=t != "hidden",
-            submit_as="container image" if t == "hidden" else "HDF5 result",
-            has_dataset=t in active,
-            content_hash=active[t].content_hash if t in active else None,
-            preset=active[t].preset if t in active else None,
-        )
-        for t in TIERS
-    ]
+def read_tiers(session: SessionDep) -> Page[TierPublic]:
+    """Every tier: its published ranges, whether it is downloadable, how to submit, its active dataset."""
+    data = [TierPublic.model_validate(t, from_attributes=True) for t in list_tiers(session)]
     return Page(data=data, count=len(data))
 
 

@@ -16,7 +16,8 @@ import time
 import h5py
 import httpx
 import pytest
-from arena_testing import ORG, ORGANIZER_TOKEN, drop_backend, make_backend
+from arena_testing import ORG
+from database_testing import ORGANIZER_TOKEN, drop_backend, make_backend
 from typer.testing import CliRunner
 
 from services.cli.exit_codes import ExitCode

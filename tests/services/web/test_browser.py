@@ -20,13 +20,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from arena_testing import ORG, add_participant, add_scored, download_and_solve, drop_backend, make_backend
+from arena_testing import ORG, add_participant, add_scored, download_and_solve
+from database_testing import drop_backend, make_backend
 
 from db.models import Dataset, Participant
 from db.session import new_session
 from harness.uncertainty import encode_draws
-from services.evaluation import score_submission
-from services.submissions import claim
+from services.submissions.scoring import score_submission
+from services.submissions.state import claim
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -81,7 +82,7 @@ def site(tmp_path, monkeypatch):
     """A seeded SQLite backend served by a real uvicorn process; yields (base url, alice's token, her submission id)."""
     from fastapi.testclient import TestClient
 
-    from services.api.main import app
+    from services.main import app
 
     _backend, db_name = make_backend("sqlite", tmp_path, monkeypatch)
     with TestClient(app) as client:
@@ -148,7 +149,7 @@ def site(tmp_path, monkeypatch):
             sys.executable,
             "-m",
             "uvicorn",
-            "services.api.main:app",
+            "services.main:app",
             "--host",
             "127.0.0.1",
             "--port",

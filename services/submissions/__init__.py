@@ -1,0 +1,18 @@
+"""The life of a submission, one module per step (docs/architecture.md)::
+
+    upload ─▶ intake ─▶ (dispatch) ─▶ run ─▶ scoring ─▶ scored rows ─▶ leaderboard
+                 │                     │        │
+                 └──── state: the status table, claim, leases, the retry policy ────┘
+
+- :mod:`~services.submissions.intake`: every way in, in one order (cheap checks → store →
+  validate → insert), and :func:`~services.submissions.intake.accept` (commit → send);
+- :mod:`~services.submissions.quota` and :mod:`~services.submissions.storage`: the daily quota
+  and the participant's lock; where uploads go;
+- :mod:`~services.submissions.state`: the state machine, claim, leases, reaper, rescore, the
+  retry policy (imports only :mod:`db`);
+- :mod:`~services.submissions.run`: the sandboxed run of an image, link or script;
+- :mod:`~services.submissions.scoring`: scoring a stored result into score rows;
+- :mod:`~services.submissions.recovery`: requeueing what a dead worker or API left behind.
+
+Nothing is re-exported here: import the module that does the step.
+"""

@@ -1,0 +1,197 @@
+"""The sandboxed run of a submission the server runs (an image, a link or a script; design §5):
+reuse an identical earlier run, or run it on the tier's measurements (no truth), record the run,
+keep its output, then score it.
+
+A run pins the image by its content-addressed id (a link is also recorded with its manifest
+digest, ``registry/path:tag@sha256:…``). Work already done is not redone: an image whose id
+was already scored on the same dataset, or the same script file in the same base image, gets
+the earlier run's score rows copied (grand-challenge-style caching), still recorded as a
+submission of its own. A rescore scores the output the run kept and never runs the image again.
+
+A sandbox that ends in ``platform_error`` raises :class:`harness.errors.PlatformError` after
+the run's diagnostics are recorded: the task's one retry policy
+(:func:`services.submissions.state.record_platform_failure`) decides what happens next. Every
+other outcome is the participant's and is recorded as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.settings import get_settings
+from db.models import Kind, Score, Status, Submission, utcnow
+from harness.errors import ImageError, PlatformError
+from harness.formats import validate_output, validate_result_isolated
+from harness.sandbox import Outcome, RunLimits, RunSpec, remove_leftovers, remove_tree, run_container
+from harness.sandbox.scripts import MOUNT_POINT, script_command, unpack_script
+from harness.scoring import SCORER_VERSION
+from harness.tiers import SANDBOXED_KINDS
+from services.datasets import prefetch_scoring_dataset, result_expectation
+from services.submissions.scoring import score_submission
+from services.submissions.state import update_status
+
+__all__ = ["LOG_TAIL", "instance_label", "limits_from_settings", "remove_orphan_containers", "run_submission"]
+
+log = logging.getLogger(__name__)
+#: The end of a run's log kept on the submission (what owners and organizers may read of it).
+LOG_TAIL = 64 * 1024
+#: A script sees a writable HOME for libraries that cache there (the root filesystem is read-only).
+_SCRIPT_ENVIRONMENT = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "MPLCONFIGDIR": "/tmp"}
+
+
+def limits_from_settings() -> RunLimits:
+    s = get_settings()
+    return RunLimits(
+        cpus=s.sandbox_cpus,
+        memory_bytes=s.sandbox_memory_bytes,
+        pids=s.sandbox_pids,
+        wall_seconds=s.sandbox_wall_seconds,
+        output_bytes=s.sandbox_output_bytes,
+        log_bytes=s.sandbox_log_bytes,
+        runtime=s.sandbox_runtime,
+        allow_image_user=s.sandbox_allow_image_user,
+    )
+
+
+def instance_label() -> dict[str, str]:
+    """Identifies this deployment (its database) on a Docker daemon other servers may share."""
+    return {"edx-arena.instance": hashlib.sha256(get_settings().database_url.encode()).hexdigest()[:16]}
+
+
+def _reuse(session: Session, submission: Submission) -> bool:
+    """Copy the scores of an earlier run of the same image digest (and, for a script, the same
+    script file) on the same dataset."""
+    same = [Submission.image_digest == submission.image_digest, Submission.kind == submission.kind]
+    if submission.kind == Kind.script:
+        same.append(Submission.file_sha256 == submission.file_sha256)
+    # Only rows of the current scoring version are worth copying: after a scorer update an
+    # older run's rows would keep the new submission off the board.
+    current = select(Score.id).where(Score.submission_id == Submission.id, Score.scoring_version == SCORER_VERSION)
+    previous = session.scalar(
+        select(Submission)
+        .where(
+            *same,
+            Submission.dataset_id == submission.dataset_id,
+            Submission.status == Status.scored,
+            Submission.id != submission.id,
+            current.exists(),
+        )
+        .order_by(Submission.created_at)
+    )
+    if previous is None:
+        return False
+    for row in session.scalars(select(Score).where(Score.submission_id == previous.id)):
+        copy = {c.name: getattr(row, c.name) for c in Score.__table__.columns if c.name not in ("id", "submission_id")}
+        session.add(Score(submission_id=submission.id, **copy))
+    submission.exit_code, submission.runtime_seconds = previous.exit_code, previous.runtime_seconds
+    submission.peak_memory_bytes = previous.peak_memory_bytes
+    what = "script" if submission.kind == Kind.script else f"image {(submission.image_digest or '')[:19]}"
+    submission.log_tail = f"identical {what} already ran on this dataset; its result was reused"
+    update_status(submission, status=Status.scored, outcome=Outcome.succeeded)
+    return True
+
+
+def _spec(submission: Submission, work_dir: Path) -> RunSpec | None:
+    """The sandbox run of ``submission``; None when a script's files cannot be unpacked (then
+    the submission has failed as ``image_invalid``)."""
+    settings = get_settings()
+    dataset_row = submission.dataset
+    expect = result_expectation(dataset_row, max_bytes=settings.sandbox_output_bytes)
+    spec = RunSpec(
+        run_id=f"{submission.id}-{submission.attempt}",
+        image=submission.image_digest or submission.image or "",
+        input_path=Path(dataset_row.view_path),
+        work_dir=work_dir,
+        limits=limits_from_settings(),
+        labels={"edx-arena.submission": submission.id, **instance_label()},
+        # Refusals in a fixed vocabulary; checked in a memory-limited child, like an upload
+        # (libhdf5 inflates whatever a chunk holds).
+        validate_output=lambda p: validate_output(p, expect, validate=validate_result_isolated),
+    )
+    if submission.kind == Kind.script:
+        try:
+            files = unpack_script(submission.script_path, work_dir / "submission")
+        except ImageError as exc:
+            update_status(submission, status=Status.failed, outcome=Outcome.image_invalid, error_message=exc.message)
+            return None
+        spec.command = script_command()
+        spec.read_only_mounts = {str(files): MOUNT_POINT}
+        spec.environment = dict(_SCRIPT_ENVIRONMENT)
+    return spec
+
+
+def run_submission(session: Session, submission: Submission) -> None:
+    """Run the claimed ``submission`` on its tier's measurements (no truth), record the run,
+    then score it; commits. Raises :class:`PlatformError` when the platform failed the run."""
+    update_status(submission, status=Status.running)
+    session.commit()
+    if _reuse(session, submission):
+        session.commit()
+        return
+    settings = get_settings()
+    if submission.file_path and Path(submission.file_path).is_file():
+        # A rescore (or a retry after scoring failed): score the output this run already wrote;
+        # running the image again could give another answer and costs the whole run.
+        score_submission(session, submission, result_path=submission.file_path)
+        return
+    prefetch_scoring_dataset(submission.dataset)  # decompress the truth while the container runs
+    work_dir = settings.storage_dir / "runs" / f"{submission.id}-{submission.attempt}"
+    remove_tree(work_dir)  # a participant's tree: shutil.rmtree recurses (RecursionError at ~1,000 levels)
+    work_dir.mkdir(parents=True)
+    try:
+        spec = _spec(submission, work_dir)
+        if spec is None:
+            session.commit()
+            return
+        result = run_container(spec)
+        submission.exit_code = result.exit_code
+        submission.runtime_seconds = result.runtime_seconds
+        submission.peak_memory_bytes = result.peak_memory_bytes
+        submission.log_tail = result.log[-LOG_TAIL:]
+        if result.outcome == Outcome.platform_error:
+            session.commit()  # the diagnostics stay whatever the retry policy decides
+            raise PlatformError(result.message)
+        if result.outcome != Outcome.succeeded:
+            update_status(submission, status=Status.failed, outcome=result.outcome, error_message=result.message)
+            session.commit()
+            return
+        submission.outcome = Outcome.succeeded
+        # Keep the output (server side only): rescoring after a scorer update scores this very
+        # file, and the byte-exact result stays part of the submission's provenance.
+        kept = settings.storage_dir / "results" / f"{submission.id}.h5"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(result.output_path), kept)
+        submission.file_path = str(kept)
+        session.commit()
+        score_submission(session, submission, result_path=str(kept))
+    finally:
+        remove_tree(work_dir)
+
+
+def remove_orphan_containers(session: Session) -> list[str]:
+    """Remove sandbox containers no live run owns (a worker died mid-run); called at worker start.
+
+    A run is live while its submission is running under an unexpired lease, so another worker's
+    container is kept.
+    """
+    now = utcnow()
+    live = {
+        f"{s.id}-{s.attempt}"
+        for s in session.scalars(
+            select(Submission).where(Submission.status == Status.running, Submission.kind.in_(SANDBOXED_KINDS))
+        )
+        if s.lease_expires_at is not None and _aware(s.lease_expires_at) > now
+    }
+    return remove_leftovers(keep_run_ids=live, labels=instance_label())
+
+
+def _aware(ts: datetime) -> datetime:
+    # SQLite returns naive datetimes; every stored time is UTC.
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
