@@ -17,12 +17,46 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.caches import on_reset
 
-__all__ = ["PLACEHOLDER_SECRET", "Settings", "SettingsError", "get_settings", "load_settings"]
+__all__ = [
+    "PLACEHOLDER_SECRET",
+    "SandboxSettings",
+    "Settings",
+    "SettingsError",
+    "get_settings",
+    "load_sandbox_settings",
+    "load_settings",
+]
 
 PLACEHOLDER_SECRET = "changethis"
 
 
-class Settings(BaseSettings):
+class SandboxSettings(BaseSettings):
+    """What a sandboxed run is held to, and the caps on what a sandboxed submission brings in.
+
+    The server reads them as part of :class:`Settings`; ``edx-arena run`` on a participant's
+    machine reads them alone (no server settings exist there), so a local run gets the very
+    limits the server would give it under the same ``EDX_SANDBOX_*`` names.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EDX_", extra="ignore")
+
+    # Sandbox defaults for the Hidden tier (design §5).
+    sandbox_cpus: float = 1.0
+    sandbox_memory_bytes: int = 2 * 2**30
+    sandbox_pids: int = 256
+    sandbox_wall_seconds: int = 1800
+    sandbox_output_bytes: int = 512 * 2**20
+    sandbox_log_bytes: int = 2**20
+    sandbox_runtime: str | None = None
+    #: Run an image as its own non-root ``USER`` instead of 65534 (a root image is still refused).
+    sandbox_allow_image_user: bool = False
+    max_image_bytes: int = Field(default=4 * 2**30, gt=0)
+    # Python script submissions: the reference base image they run in, and the upload cap.
+    script_image: str = "edx-arena/base:bookworm"
+    max_script_bytes: int = Field(default=16 * 2**20, gt=0)
+
+
+class Settings(SandboxSettings):
     model_config = SettingsConfigDict(env_prefix="EDX_", extra="ignore")
 
     environment: Literal["development", "production"] = "production"
@@ -45,7 +79,6 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(default=900, gt=0)
     #: The sign-in cookies' Secure flag; unset: on in production, off in development (plain http).
     cookie_secure: bool | None = None
-    max_image_bytes: int = Field(default=4 * 2**30, gt=0)
     # Submissions per participant per tier per UTC day; 0 = unlimited.
     quota_public: int = Field(default=0, ge=0)
     quota_dev: int = Field(default=5, ge=0)
@@ -64,25 +97,11 @@ class Settings(BaseSettings):
     #: (the broker may have lost it, e.g. a Redis restart without persistence).
     queued_stale_seconds: int = Field(default=300, gt=0)
 
-    # Sandbox defaults for the Hidden tier (design §5).
-    sandbox_cpus: float = 1.0
-    sandbox_memory_bytes: int = 2 * 2**30
-    sandbox_pids: int = 256
-    sandbox_wall_seconds: int = 1800
-    sandbox_output_bytes: int = 512 * 2**20
-    sandbox_log_bytes: int = 2**20
-    sandbox_runtime: str | None = None
-    #: Run an image as its own non-root ``USER`` instead of 65534 (a root image is still refused).
-    sandbox_allow_image_user: bool = False
-
     # Image links (design §5): registries a Hidden-tier image may be pulled from, comma
     # separated, each ``host[:port]`` or ``host[:port]/path-prefix``; empty: no pulls at all.
     registry_allowlist: str = ""
     #: A pull (resolve + download) taking longer is stopped and refused.
     pull_timeout_seconds: float = Field(default=300, gt=0)
-    # Python script submissions: the reference base image they run in, and the upload cap.
-    script_image: str = "edx-arena/base:bookworm"
-    max_script_bytes: int = Field(default=16 * 2**20, gt=0)
     #: What owners see of a Hidden-tier run's log (harness.sandbox.disclosure): ``failures``
     #: (the error excerpt of failed runs only, the default of docs/sandbox.md's budget),
     #: ``always``, ``never`` or ``full``.
@@ -176,5 +195,15 @@ def load_settings() -> Settings:
     line instead of pydantic's multi-line ``ValidationError``."""
     try:
         return get_settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def load_sandbox_settings() -> SandboxSettings:
+    """The sandbox settings alone, for a run on a participant's machine (``edx-arena run``):
+    none of the server's settings (its organizer token, database) are read or needed. A bad
+    value is one :class:`SettingsError` line, as in :func:`load_settings`."""
+    try:
+        return SandboxSettings()
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None

@@ -27,6 +27,7 @@ from ._measurement import (
     read_truth_maps,
     validate_measurement,
     write_measurement,
+    write_run_view,
 )
 from ._output import OUTPUT_RULES, output_error_message, output_error_messages, validate_output
 from ._result import ResultExpectation, read_result, validate_result, write_result
@@ -50,4 +51,5 @@ __all__ = [
     "validate_result_isolated",
     "write_measurement",
     "write_result",
+    "write_run_view",
 ]

@@ -68,6 +68,7 @@ __all__ = [
     "read_truth_maps",
     "validate_measurement",
     "write_measurement",
+    "write_run_view",
 ]
 
 #: Plausibility bounds for organizer files: larger declared sizes are rejected from metadata.
@@ -137,6 +138,17 @@ def write_measurement(dataset: TierDataset, path: str | os.PathLike, *, include_
         scenes = f.create_group("scenes")
         for scene in dataset.scenes:
             _write_scene(scenes, scene, include_truth=include_truth)
+
+
+def write_run_view(dataset: TierDataset, path: str | os.PathLike) -> None:
+    """Write what a sandboxed run reads as ``/input/measurement.h5``: the participant view
+    without truth (no ``x_true``, no ``spec_true/*``, no seed), whatever the tier, atomically.
+
+    A container never gets the truth, not even for a tier whose download carries it (Public):
+    a solver that found ``x_true`` in its input would score perfectly on a server-run tier.
+    The server's run views and ``edx-arena run`` both write their input here.
+    """
+    write_measurement(dataset.participant_view(with_truth=False), path, include_truth=False)
 
 
 def _write_scene(scenes: h5py.Group, scene: Scene, *, include_truth: bool) -> None:

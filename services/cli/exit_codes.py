@@ -13,7 +13,8 @@ __all__ = ["EPILOG", "ExitCode"]
 
 
 class ExitCode(IntEnum):
-    #: The command did what it was asked (``submit --wait``: the submission is scored).
+    #: The command did what it was asked (``submit --wait``: the submission is scored; ``run``:
+    #: the local run succeeded).
     OK = 0
     #: Any other failure, including a request the server refused for a reason not listed
     #: below (quota used up, wrong tier, duplicate name, ...); the server's message is printed.
@@ -23,7 +24,8 @@ class ExitCode(IntEnum):
     #: An input file is invalid: a local file, or an upload the server refused as invalid
     #: (the message names the part of the file and the rule).
     INVALID_FILE = 3
-    #: ``submit --wait``: the submission finished as ``failed`` (its outcome is printed).
+    #: ``submit --wait``: the submission finished as ``failed`` (its outcome is printed); ``run``:
+    #: the local run ended in any outcome but ``succeeded`` or ``platform_error``.
     SUBMISSION_FAILED = 4
     #: ``submit --wait``: no final state within ``--timeout``; the submission is still queued
     #: or running on the server, ``edx-arena status ID`` shows it later.
@@ -42,6 +44,6 @@ class ExitCode(IntEnum):
 #: The table shown under ``edx-arena --help`` and the participant commands' ``--help``.
 EPILOG = (
     "Exit codes: 0 ok · 1 other failure · 2 usage error · 3 invalid input file · "
-    "4 submission failed · 5 timed out waiting · 6 server unreachable · 7 server error · "
+    "4 submission or run failed · 5 timed out waiting · 6 server unreachable · 7 server error · "
     "8 not authorised (token missing, wrong or not allowed) · 9 not found."
 )

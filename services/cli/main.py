@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import client, demo, plots, science, server
+from services.cli import client, demo, local, plots, science, server
 from services.cli.exit_codes import EPILOG
 from services.cli.helptext import reflow_help
 
@@ -19,6 +19,7 @@ app = typer.Typer(
 science.register(app)
 server.register(app)
 client.register(app)
+local.register(app)
 demo.register(app)
 plots.register(app)
 reflow_help(app)  # after every register(): docstrings become --help text

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from rich.table import Table
 
 from harness.errors import EdxArenaError
 from services.cli.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from harness.scoring import TierScore
 
 EXIT_INVALID_FILE = int(ExitCode.INVALID_FILE)
 
@@ -234,7 +237,7 @@ def score(
         edx-arena score --dataset public.h5 --result result.h5 --json > scores.json
     """
     from harness.formats import ResultExpectation, read_measurement, read_result
-    from harness.scoring import SCORER_VERSION, score_tier
+    from harness.scoring import score_tier
     from harness.uncertainty import N_RESAMPLES
 
     try:
@@ -248,10 +251,17 @@ def score(
     if as_json:
         out.print_json(json.dumps(tier_score.as_dict()))
         return
-    table = Table(title=f"{dataset.tier} tier · {SCORER_VERSION}")
+    out.print(score_table(tier_score, ci=ci))
+
+
+def score_table(tier_score: TierScore, *, ci: bool) -> Table:
+    """A row per scene and one for the tier (bold); with ``ci``, each score's 95 % interval."""
+    from harness.scoring import SCORER_VERSION
+
+    table = Table(title=f"{tier_score.tier} tier · {SCORER_VERSION}")
     columns = ["scene", "PSNR dB", "SSIM", "consistency", "standard", "blind", "max |Δθ|"]
     if ci:
-        columns.append(f"{'standard' if dataset.tier == 'standard' else 'blind'} 95 % CI")
+        columns.append(f"{'standard' if tier_score.tier == 'standard' else 'blind'} 95 % CI")
     for column in columns:
         table.add_column(column, justify="right")
 
@@ -280,7 +290,7 @@ def score(
         *interval(tier_score.ci_low, tier_score.ci_high),
         style="bold",
     )
-    out.print(table)
+    return table
 
 
 _SEED_CONTEXT = (

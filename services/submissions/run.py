@@ -28,12 +28,12 @@ from sqlalchemy.orm import Session
 from core.settings import get_settings
 from db.models import Kind, Score, Status, Submission, utcnow
 from harness.errors import ImageError, PlatformError
-from harness.formats import validate_output, validate_result_isolated
 from harness.sandbox import Outcome, RunLimits, RunSpec, remove_leftovers, remove_tree, run_container
-from harness.sandbox.scripts import MOUNT_POINT, script_command, unpack_script
+from harness.sandbox.scripts import unpack_script
 from harness.scoring import SCORER_VERSION
 from harness.tiers import SANDBOXED_KINDS
 from services.datasets import prefetch_scoring_dataset, result_expectation
+from services.submissions.sandbox import run_limits, run_spec
 from services.submissions.scoring import score_submission
 from services.submissions.state import update_status
 
@@ -42,22 +42,11 @@ __all__ = ["LOG_TAIL", "instance_label", "limits_from_settings", "remove_orphan_
 log = logging.getLogger(__name__)
 #: The end of a run's log kept on the submission (what owners and organizers may read of it).
 LOG_TAIL = 64 * 1024
-#: A script sees a writable HOME for libraries that cache there (the root filesystem is read-only).
-_SCRIPT_ENVIRONMENT = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "MPLCONFIGDIR": "/tmp"}
 
 
 def limits_from_settings() -> RunLimits:
-    s = get_settings()
-    return RunLimits(
-        cpus=s.sandbox_cpus,
-        memory_bytes=s.sandbox_memory_bytes,
-        pids=s.sandbox_pids,
-        wall_seconds=s.sandbox_wall_seconds,
-        output_bytes=s.sandbox_output_bytes,
-        log_bytes=s.sandbox_log_bytes,
-        runtime=s.sandbox_runtime,
-        allow_image_user=s.sandbox_allow_image_user,
-    )
+    """The limits this server's runs get (:func:`services.submissions.sandbox.run_limits`)."""
+    return run_limits(get_settings())
 
 
 def instance_label() -> dict[str, str]:
@@ -103,28 +92,23 @@ def _spec(submission: Submission, work_dir: Path) -> RunSpec | None:
     the submission has failed as ``image_invalid``)."""
     settings = get_settings()
     dataset_row = submission.dataset
-    expect = result_expectation(dataset_row, max_bytes=settings.sandbox_output_bytes)
-    spec = RunSpec(
-        run_id=f"{submission.id}-{submission.attempt}",
-        image=submission.image_digest or submission.image or "",
-        input_path=Path(dataset_row.view_path),
-        work_dir=work_dir,
-        limits=limits_from_settings(),
-        labels={"edx-arena.submission": submission.id, **instance_label()},
-        # Refusals in a fixed vocabulary; checked in a memory-limited child, like an upload
-        # (libhdf5 inflates whatever a chunk holds).
-        validate_output=lambda p: validate_output(p, expect, validate=validate_result_isolated),
-    )
+    files = None
     if submission.kind == Kind.script:
         try:
             files = unpack_script(submission.script_path, work_dir / "submission")
         except ImageError as exc:
             update_status(submission, status=Status.failed, outcome=Outcome.image_invalid, error_message=exc.message)
             return None
-        spec.command = script_command()
-        spec.read_only_mounts = {str(files): MOUNT_POINT}
-        spec.environment = dict(_SCRIPT_ENVIRONMENT)
-    return spec
+    return run_spec(
+        run_id=f"{submission.id}-{submission.attempt}",
+        image=submission.image_digest or submission.image or "",
+        input_path=Path(dataset_row.view_path),
+        work_dir=work_dir,
+        expect=result_expectation(dataset_row, max_bytes=settings.sandbox_output_bytes),
+        settings=settings,
+        labels={"edx-arena.submission": submission.id, **instance_label()},
+        script_files=files,
+    )
 
 
 def run_submission(session: Session, submission: Submission) -> None:

@@ -21,6 +21,7 @@ from harness.formats import (
     validate_measurement,
     write_measurement,
     write_result,
+    write_run_view,
 )
 from harness.forward import ELEMENTS, LINES, OPERATOR_VERSION, OperatorConstants, Spec
 from harness.tiers import PRESETS, SPEC_PARAMETERS
@@ -390,3 +391,22 @@ def test_file_sha256_streams_the_whole_file(tmp_path):
     assert file_sha256(tmp_path / "blob") == hashlib.sha256(data).hexdigest()
     (tmp_path / "empty").touch()
     assert file_sha256(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
+
+
+def test_a_run_view_carries_no_truth_whatever_its_source(dataset, truth_file, tmp_path):
+    # What a sandboxed run reads: from a dataset with truth (a Public download, an organizer's
+    # file), nothing of the truth and no seed; the measurements and the dataset's name stay.
+    full = read_measurement(truth_file)
+    assert full.has_truth
+    view = tmp_path / "run.h5"
+    write_run_view(full, view)
+    with h5py.File(view, "r") as f:
+        names: list[str] = []
+        f.visititems(lambda name, obj: names.extend([name, *(f"{name}@{a}" for a in obj.attrs)]))
+        names.extend(f"/@{a}" for a in f.attrs)
+    assert not [n for n in names if "x_true" in n or "spec_true" in n or n.endswith("@seed")], names
+    back = read_measurement(view)
+    assert not back.has_truth and back.seed is None and back.content_hash == full.content_hash
+    for a, b in zip(full.scenes, back.scenes, strict=True):
+        np.testing.assert_array_equal(a.y, b.y)
+    assert os.stat(view).st_mode & 0o777 == 0o644  # readable by the sandbox's user

@@ -48,6 +48,8 @@ def test_the_tree_has_every_command():
         "demo",
         "solve",
         "score",
+        "run",
+        "init",
         "baselines",
         "dataset build",
         "dataset import",
@@ -81,7 +83,7 @@ def test_every_command_shows_an_example(path, command):
     assert f"edx-arena {' '.join(path)}" in text
 
 
-@pytest.mark.parametrize("path", [(), ("submit",), ("status",), ("download",), ("leaderboard",)])
+@pytest.mark.parametrize("path", [(), ("submit",), ("status",), ("download",), ("leaderboard",), ("run",)])
 def test_exit_codes_are_listed(path):
     text = " ".join(_help(path).split())
     assert " ".join(EPILOG.split()) in text

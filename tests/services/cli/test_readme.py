@@ -1,4 +1,4 @@
-"""Every ``edx-arena`` command line in the README's shell blocks (and docs/hyperspy.md) names a
+"""Every ``edx-arena`` command line in the README's shell blocks (and docs/hyperspy.md, docs/submissions.md) names a
 real command with real options: a renamed option or command breaks this test, not a reader."""
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ def _command_lines(doc: Path) -> list[list[str]]:
 
 
 LINES = [
-    (doc.name, args) for doc in (ROOT / "README.md", ROOT / "docs" / "hyperspy.md") for args in _command_lines(doc)
+    (doc.name, args)
+    for doc in (ROOT / "README.md", ROOT / "docs" / "hyperspy.md", ROOT / "docs" / "submissions.md")
+    for args in _command_lines(doc)
 ]
 
 
@@ -58,6 +60,8 @@ def test_the_walkthroughs_use_the_cli():
         "worker",
         "admin",
         "dataset",
+        "init",
+        "run",
     } <= commands
 
 
