@@ -36,6 +36,7 @@ __all__ = ["BodyGuardMiddleware"]
 
 _UPLOADS = re.compile(r"/api/v1/submissions(/container/archive|/script)?/?")
 _ADMIN = re.compile(r"/api/v1/admin/.*")
+_WORKER = re.compile(r"/api/v1/worker/.*")
 _NO_BODY = ("GET", "HEAD", "OPTIONS")
 _NEEDS_TOKEN = "this endpoint needs a bearer token: send 'Authorization: Bearer <token>'"
 
@@ -49,6 +50,8 @@ def _required_role(method: str, path: str) -> Role | None:
         return None
     if _ADMIN.fullmatch(path):
         return Role.organizer
+    if _WORKER.fullmatch(path):
+        return Role.worker
     if method == "POST" and _UPLOADS.fullmatch(path):
         return Role.participant
     return None
@@ -69,8 +72,8 @@ def _check(token: str, role: Role) -> ServiceError | None:
         return AuthError("invalid token")
     with new_session() as session:
         try:
-            participant = authenticate(session, token)
-        except AuthError as exc:
+            participant = authenticate(session, token, worker=role == Role.worker)
+        except (AuthError, ForbiddenError) as exc:
             return exc
         if role == Role.organizer and participant.role != Role.organizer:
             return ForbiddenError("this endpoint is for organizers")

@@ -41,11 +41,12 @@ from harness.sandbox import ImageInfo, inspect_image, load_image_archive, parse_
 from harness.sandbox.inventory import image_ids, remove_image, untag
 from harness.sandbox.runner import PLATFORM
 from harness.sandbox.scripts import check_script
-from harness.tiers import TIER_RULES, Kind
+from harness.tiers import SANDBOXED_KINDS, TIER_RULES, Kind
 from services.access import rules_of
 from services.datasets import active_dataset, result_expectation
 from services.errors import ServiceError
 from services.submissions.quota import check_quota
+from services.submissions.sandbox import publish_image
 from services.submissions.storage import discard, keep, stream_to_disk, uploads_dir
 from services.worker import dispatch
 
@@ -275,6 +276,9 @@ def create_submission(
         )
         session.add(submission)
         session.flush()
+        if intake.kind in SANDBOXED_KINDS:
+            # Compute hosts pull it from the server's registry, pinned by digest (no-op unset).
+            publish_image(submission)
         if path is not None and found.suffix:
             final = keep(path, name=f"{submission.id}.{found.suffix}")
             pending_files = [final]

@@ -21,7 +21,8 @@ def _broker_empty(stack) -> bool:
 
     settings = get_settings()
     if settings.broker_url.startswith("redis"):
-        return redis.Redis.from_url(settings.broker_url).llen("edx") == 0
+        client = redis.Redis.from_url(settings.broker_url)
+        return client.llen("runs") == 0 and client.llen("scoring") == 0
     return not any((settings.broker_dir / "queue").iterdir())
 
 
