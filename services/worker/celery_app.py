@@ -15,7 +15,7 @@ task name through :mod:`services.worker.dispatch`.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue, pools
+from kombu import Exchange, Queue, pools
 from pydantic import ValidationError
 
 from core.caches import on_reset
@@ -75,9 +75,13 @@ def _from_settings() -> dict:
         broker_url=settings.broker_url,
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
-        task_queues=[Queue(name) for name in QUEUES],
+        # Each queue its own exchange and key: Celery would otherwise bind every queue to the
+        # default queue's exchange and key, and each message would land in both queues.
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_routes={task: {"queue": queue} for task, queue in QUEUE_OF.items()},
         task_default_queue=SCORING_QUEUE,
+        task_default_exchange=SCORING_QUEUE,
+        task_default_routing_key=SCORING_QUEUE,
         task_create_missing_queues=False,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

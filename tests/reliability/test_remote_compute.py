@@ -148,13 +148,18 @@ def test_compute_worker_on_a_second_host(server, tmp_path, monkeypatch):
 
             import docker
 
-            archive = b"".join(docker.from_env(timeout=600).images.get(RUNNER).save(named=False))
-            r = api.post(
-                "/api/v1/submissions/container/archive",
-                data={"method": "runner archive"},
-                files={"file": ("image.tar", archive, "application/x-tar")},
-                headers=alice,
-            )
+            archive = tmp_path / "runner.tar"
+            with archive.open("wb") as f:  # 1.5 GB: streamed, never held in memory
+                for chunk in docker.from_env(timeout=600).images.get(RUNNER).save(named=False):
+                    f.write(chunk)
+            with archive.open("rb") as f:
+                r = api.post(
+                    "/api/v1/submissions/container/archive",
+                    data={"method": "runner archive"},
+                    files={"file": ("image.tar", f, "application/x-tar")},
+                    headers=alice,
+                )
+            archive.unlink()
             assert r.status_code == 202, r.text
             ids = {"archive": r.json()["id"]}
             r = api.post(
