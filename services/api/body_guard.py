@@ -6,8 +6,9 @@ arrived: an anonymous client could have the server store gigabytes in temporary 
 as it liked. This pure ASGI middleware answers before the first body byte is read:
 
 * an upload route (a result, an image archive or a script: ``/api/v1/submissions``, its
-  ``/container/archive`` and ``/script``) needs a valid bearer token, and every body-carrying
-  request under ``/api/v1/admin/`` an organizer's: 401 or 403 otherwise, ``Connection: close``
+  ``/container/archive`` and ``/script``) needs a valid bearer token, every body-carrying
+  request under ``/api/v1/admin/`` an organizer's and under ``/api/v1/worker/`` a compute
+  worker's (a run's output): 401 or 403 otherwise, ``Connection: close``
   so the unread body is never taken in. The route's own dependency checks again (a token
   revoked in between is still refused);
 * any request body must have arrived within ``EDX_BODY_TIMEOUT_SECONDS`` of the request's
