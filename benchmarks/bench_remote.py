@@ -8,9 +8,12 @@ extra dockerds (own data root, exec root, socket; a private bridge), each with a
 
 Each run must really run: ``N`` distinct images are built from the reference image (a label
 each, so ``_reuse`` finds no identical earlier run) and submitted as local image names; the
-registry holds their shared layers once. Phase 1 drains ``N`` runs with one compute daemon,
-phase 2 another ``N`` with two; throughput = runs ÷ (first submission → last scored). The
-images are pulled on each daemon before the clock starts (a warm cache, as in steady state).
+registry holds their shared layers once. Phase 1 queues ``N`` runs, then one compute daemon
+drains them; phase 2 another ``N`` with two; the span is the first run's start to the last
+one's end (intake and worker start-up excluded) and the ratio is span(one) ÷ span(two). The base
+layers are pulled on each daemon before the clock starts (a warm cache, as in steady state).
+Defaults: the default preset and the ``calibrated`` solver, so the run, not the platform,
+dominates.
 
 Overhead: per run, ``finished − started − runtime`` (claim, input, upload, validation, hand-off
 and scoring), for ``K`` runs through a compute worker vs ``K`` through a worker of role
@@ -28,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from contextlib import ExitStack
 from datetime import datetime
@@ -51,14 +53,14 @@ RUNNER = "edx-arena/runner:latest"
 REDIS_DB = 14
 
 
-def _images(n: int, tag: str) -> list[str]:
+def _images(n: int, tag: str, solver: str) -> list[str]:
     """``n`` distinct images of the reference solver (one label each)."""
     names = []
     for i in range(n):
         name = f"edx-arena-bench/remote-{tag}-{i}:latest"
         subprocess.run(
             ["docker", "build", "-q", "-t", name, "--label", f"edx-arena.bench={tag}-{i}", "-"],
-            input=f"FROM {RUNNER}\n".encode(),
+            input=f"FROM {RUNNER}\nENV SOLVER={solver}\n".encode(),
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -76,26 +78,36 @@ def _worker(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
     )
 
 
-def _drain(api: httpx.Client, headers: dict, images: list[str], timeout: float = 3600) -> tuple[float, list[dict]]:
-    start = time.monotonic()
+def _submit(api: httpx.Client, headers: dict, images: list[str]) -> list[str]:
     ids = []
     for name in images:
         r = api.post("/api/v1/submissions/container", json={"image": name, "method": "bench"}, headers=headers)
         assert r.status_code == 202, r.text
         ids.append(r.json()["id"])
+    return ids
+
+
+def _wait(api: httpx.Client, ids: list[str], timeout: float = 3600) -> tuple[float, list[dict]]:
+    """Wait for ``ids``; the span from the first run's start to the last one's end (intake and
+    worker start-up excluded), and their states."""
     states: dict[str, dict] = {}
 
     def done() -> bool:
         for sid in ids:
             if states.get(sid, {}).get("status") not in ("scored", "failed"):
                 states[sid] = api.get(f"/api/v1/submissions/{sid}", headers=ORG).json()  # exact runtimes
-        return all(s["status"] in ("scored", "failed") for s in states.values()) and len(states) == len(ids)
+        return all(states[i]["status"] in ("scored", "failed") for i in ids)
 
     wait_for(done, timeout=timeout, what="the runs to finish", interval=0.5)
-    elapsed = time.monotonic() - start
     failed = [s for s in states.values() if s["status"] != "scored"]
     assert not failed, failed[:3]
-    return elapsed, [states[i] for i in ids]
+    started = min(datetime.fromisoformat(s["started_at"]) for s in states.values())
+    finished = max(datetime.fromisoformat(s["finished_at"]) for s in states.values())
+    return (finished - started).total_seconds(), [states[i] for i in ids]
+
+
+def _drain(api: httpx.Client, headers: dict, images: list[str]) -> tuple[float, list[dict]]:
+    return _wait(api, _submit(api, headers, images))
 
 
 def _overheads(states: list[dict]) -> list[float]:
@@ -111,6 +123,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--overhead-runs", type=int, default=5)
+    parser.add_argument("--preset", default="default", help="the Hidden tier's preset")
+    parser.add_argument("--solver", default="calibrated", help="the reference image's solver (its SOLVER)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     db = f"edx_bench_remote_{uuid.uuid4().hex[:8]}"
@@ -120,7 +134,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edxr-bench-"))
     broker = f"redis://127.0.0.1:6379/{REDIS_DB}"
     procs: list[subprocess.Popen] = []
-    report: dict = {"runs": args.runs, "load_before": load_before}
+    report: dict = {"runs": args.runs, "preset": args.preset, "solver": args.solver, "load_before": load_before}
     try:
         with ExitStack() as stack:
             host_a = stack.enter_context(second_host())
@@ -141,7 +155,7 @@ def main() -> None:
             procs.append(start_api(work / "api.log", port=port, env=server_env))
             procs.append(_worker(["--role", "scoring", "--hostname", "scoring@%h"], server_env, work / "scoring.log"))
             api = httpx.Client(base_url=api_url, timeout=1800)
-            r = api.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 42, "preset": "small"}, headers=ORG)
+            r = api.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 42, "preset": args.preset}, headers=ORG)
             assert r.status_code == 201, r.text
             alice = {
                 "Authorization": f"Bearer {api.post('/api/v1/admin/participants', json={'name': 'alice'}, headers=ORG).json()['token']}"
@@ -171,32 +185,38 @@ def main() -> None:
                 return env
 
             # Warm both daemons: the base layers pulled once (as a compute host in steady state).
-            warm = _images(1, "warm")
+            warm = _images(1, "warm", args.solver)
             w = _worker(["--hostname", "a@%h"], compute_env(host_a, "a"), work / "compute-a.log")
             procs.append(w)
             _drain(api, alice, warm)
-            wb = _worker(["--hostname", "b@%h"], compute_env(host_b, "b"), work / "compute-b.log")
             stop(w)
+            wb = _worker(["--hostname", "b@%h"], compute_env(host_b, "b"), work / "compute-b.log")
             procs.append(wb)
-            _drain(api, alice, _images(1, "warmb"))
+            _drain(api, alice, _images(1, "warmb", args.solver))
             stop(wb)
 
-            one = _images(args.runs, "one")
+            # Phase 1: N runs queued, then one compute daemon drains them.
+            ids = _submit(api, alice, _images(args.runs, "one", args.solver))
             w = _worker(["--hostname", "a@%h"], compute_env(host_a, "a"), work / "compute-a.log")
             procs.append(w)
-            t1, states1 = _drain(api, alice, one)
-            wb = _worker(["--hostname", "b@%h"], compute_env(host_b, "b"), work / "compute-b.log")
-            procs.append(wb)
-            t2, _ = _drain(api, alice, _images(args.runs, "two"))
-            report.update(one_daemon_seconds=t1, two_daemons_seconds=t2, ratio=(args.runs / t2) / (args.runs / t1))
-            report["remote_overhead_median"] = statistics.median(_overheads(states1))
+            t1, states1 = _wait(api, ids)
             stop(w)
-            stop(wb)
+            # Phase 2: N more, then two compute daemons.
+            ids = _submit(api, alice, _images(args.runs, "two", args.solver))
+            for host, name in ((host_a, "a"), (host_b, "b")):
+                procs.append(
+                    _worker(["--hostname", f"{name}@%h"], compute_env(host, name), work / f"compute-{name}.log")
+                )
+            t2, _ = _wait(api, ids)
+            report.update(one_daemon_seconds=t1, two_daemons_seconds=t2, ratio=t1 / t2)
+            report["remote_overhead_median"] = statistics.median(_overheads(states1))
+            for p in procs[-2:]:
+                stop(p)
 
             # The bind mount path: a worker of role all on the machine's daemon.
             local = _worker(["--role", "all", "--hostname", "local@%h"], server_env, work / "local.log")
             procs.append(local)
-            _, states_local = _drain(api, alice, _images(args.overhead_runs, "local"))
+            _, states_local = _drain(api, alice, _images(args.overhead_runs, "local", args.solver))
             report["local_overhead_median"] = statistics.median(_overheads(states_local))
             report["runtime_median"] = statistics.median(s.get("runtime_seconds") or 0 for s in states1)
             report["load_after"] = os.getloadavg()
