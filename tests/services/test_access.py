@@ -46,7 +46,7 @@ def leaky_image():
 def test_owner_never_sees_the_measurement_dump(seeded, leaky_image):
     r = seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 7, "preset": "small"}, headers=ORG)
     assert r.status_code == 201, r.text
-    alice = add_participant(seeded, "alice")
+    alice = add_participant(seeded, "alice", images=(leaky_image,))
     r = seeded.post("/api/v1/submissions/container", json={"image": leaky_image, "method": "leaky"}, headers=alice)
     assert r.status_code == 202, r.text
     sid = r.json()["id"]

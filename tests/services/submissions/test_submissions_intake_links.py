@@ -328,7 +328,7 @@ def test_registry_that_never_answers_times_out(hidden, monkeypatch):
 
 
 def test_plain_local_names_are_looked_up_not_pulled(hidden, monkeypatch, registry):
-    alice = add_participant(hidden, "alice")
+    alice = add_participant(hidden, "alice", images=(BASE,))
     monkeypatch.setenv("EDX_REGISTRY_ALLOWLIST", registry)
     reset_caches()
     r = _link(hidden, alice, BASE)
@@ -337,8 +337,8 @@ def test_plain_local_names_are_looked_up_not_pulled(hidden, monkeypatch, registr
     assert s["image_digest"] == docker.from_env().images.get(BASE).id
     error(
         _link(hidden, alice, "team/not-here:1"),
-        422,
-        "image_invalid",
+        404,
+        "not_found",
         "no image 'team/not-here:1' on the server; upload it as a docker save archive, "
         "or link it from an allowed registry (registry.example:5000/team/solver:1.2)",
     )
