@@ -19,10 +19,10 @@ its run log                 organizers whole; owners whole where the tier's meas
                             (:mod:`harness.sandbox.disclosure`)
 its runtime, peak memory    the same; rounded up to whole seconds and MiB where not whole
 anything derived from θ     organizers; participants only where θ is published
-(``spec_error`` of a score)   (``discloses_true_spec``: Public, Standard with published truth);
-                            elsewhere :func:`visible_metrics` drops it and the pages hide it
+                            (``discloses_true_spec``: Public, Standard with published truth);
+                            elsewhere :func:`visible_metrics` drops ``spec_error`` from scores
 its provenance              anyone once scored; before that its owner and organizers
-its image's name and digest its owner and organizers (an image is its owner's to submit:
+its image's name and id     its owner and organizers (an image is its owner's to submit:
                             :mod:`services.submissions.ownership`); others see it was server-run
 whose duplicate it is       organizers only (``duplicate_of``, a plagiarism signal)
 ==========================  ==================================================================
@@ -194,9 +194,10 @@ def _organizer(viewer: Participant | None) -> bool:
 
 
 def shows_image(submission: Submission, viewer: Participant | None) -> bool:
-    """Whether ``viewer`` may see the name and digest of the image ``submission`` ran: its owner
-    and organizers. Anyone else holding them would have a name to try (issue 16.2)."""
-    return may_view(viewer, submission)
+    """Whether ``viewer`` may see the name and digest of the image ``submission`` ran: a
+    participant's image only to its owner and organizers (anyone else holding them would have
+    a name to try; issue 16.2); a script's, the server's public base image, to anyone."""
+    return submission.kind != Kind.container or may_view(viewer, submission)
 
 
 def visible_duplicate(submission: Submission, viewer: Participant | None) -> str | None:
