@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from db.models import ImageArrival, ImageOwner, Kind, Participant, Role, Submission
 from harness.errors import ImageError, PlatformError
-from harness.sandbox import ImageInfo, inspect_image
+from harness.sandbox import ImageInfo, inspect_image, parse_reference
 from services.errors import NotFoundError
 
 __all__ = ["duplicate_of", "grant", "may_submit", "no_such_image", "record_owner"]
@@ -64,6 +64,7 @@ def grant(session: Session, *, participant_id: int, image: str) -> ImageOwner:
     participant = session.get(Participant, participant_id)
     if participant is None:
         raise NotFoundError(f"no participant {participant_id}")
+    parse_reference(image)  # an invalid reference is refused (422) before the daemon sees it
     try:
         info: ImageInfo = inspect_image(image)
     except ImageError:

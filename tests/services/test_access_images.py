@@ -156,3 +156,32 @@ def test_an_image_is_its_owners(api, tmp_path):
             docker.from_env().images.remove(image, force=True)
         except docker.errors.ImageNotFound:
             pass
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_organizers_hand_a_local_image_to_a_participant(seeded):
+    r = seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 5, "preset": "small"}, headers=ORG)
+    assert r.status_code == 201, r.text
+    dan_id, dan = _participant(seeded, "dan")
+    image = "edx-arena-test/busybox:latest"
+    r = seeded.post("/api/v1/submissions/container", json={"image": image}, headers=dan)
+    assert r.status_code == 404 and r.json() == _not_found(image)
+
+    grant = f"/api/v1/admin/participants/{dan_id}/images"
+    assert seeded.post(grant, json={"image": image}, headers=dan).status_code == 403  # organizers only
+    assert seeded.post(grant, json={"image": "team/not-here:1"}, headers=ORG).json() == _not_found("team/not-here:1")
+    r = seeded.post("/api/v1/admin/participants/999/images", json={"image": image}, headers=ORG)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = seeded.post(grant, json={"image": "Solver:1"}, headers=ORG)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "image_invalid"
+    r = seeded.post(grant, json={"image": image}, headers=ORG)
+    assert r.status_code == 201, r.text
+    image_id = docker.from_env().images.get(image).id
+    assert (r.json()["participant_id"], r.json()["image_id"], r.json()["how"]) == (dan_id, image_id, "organizer")
+    assert seeded.post(grant, json={"image": image_id}, headers=ORG).status_code == 201  # again: one row
+    with new_session() as s:
+        assert s.scalar(select(func.count()).select_from(ImageOwner)) == 1
+
+    for name in (image, image_id):  # now his, by name or id
+        r = seeded.post("/api/v1/submissions/container", json={"image": name}, headers=dan)
+        assert r.status_code == 202, r.text
