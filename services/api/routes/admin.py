@@ -10,6 +10,7 @@ from sqlalchemy.orm import selectinload
 
 from core.settings import get_settings
 from db.models import Participant, Role
+from services.api.page_cache import mark_stale
 from services.api.schemas import (
     BaselineUpdate,
     DatasetPublic,
@@ -146,6 +147,7 @@ def mark_baseline(submission_id: str, body: BaselineUpdate, session: SessionDep,
     """Mark (or unmark) a reference baseline: shown on its boards at its score, unranked, not competing."""
     submission = set_baseline(session, submission_id=submission_id, baseline=body.baseline)
     session.commit()
+    mark_stale()  # the board generation does not see marks; this process's pages follow at once
     return MarksPublic(
         id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=is_certified(submission)
     )
@@ -156,6 +158,7 @@ def mark_trust(submission_id: str, body: TrustUpdate, session: SessionDep, _: Or
     """Grant or revoke the trust badge (overriding the automatic Certified rule), or ``null`` to restore the rule."""
     submission = set_trust(session, submission_id=submission_id, trust=body.trust)
     session.commit()
+    mark_stale()  # the board generation does not see marks; this process's pages follow at once
     return MarksPublic(
         id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=is_certified(submission)
     )
