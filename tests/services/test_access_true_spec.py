@@ -21,6 +21,7 @@ from arena_testing import ORG, grant_image, sign_in
 from test_access_exfiltration import _build
 from worker_testing import wait_finished
 
+import docker
 from core.settings import get_settings
 from db.session import new_session
 from harness.dataset import Result, SceneResult
@@ -127,7 +128,7 @@ def test_theta_at_the_range_ends_gives_the_truth_away_only_on_public(api, tmp_pa
     r = api.post("/api/v1/admin/participants", json={"name": "mallory"}, headers=ORG)
     token, mallory_id = r.json()["token"], r.json()["id"]
     mallory = {"Authorization": f"Bearer {token}"}
-    ids = {}
+    ids, tags = {}, []
     for end in ENDS:
         for tier in ("public", "dev"):
             data = _attack_result(tier, end, tmp_path / f"{tier}-{end}.h5")
@@ -145,11 +146,16 @@ def test_theta_at_the_range_ends_gives_the_truth_away_only_on_public(api, tmp_pa
             {"result.h5": data},
             "cp /payload/result.h5 /output/result.h5",
         )
+        tags.append(tag)
         grant_image(api, mallory_id, tag)  # a participant runs only their own images (issue 16.2)
         r = api.post("/api/v1/submissions/container", json={"image": tag, "method": f"oracle {end}"}, headers=mallory)
         assert r.status_code == 202, r.text
         ids["hidden", end] = r.json()["id"]
-    states = wait_finished(api, mallory, {f"{t} {e}": i for (t, e), i in ids.items()}, timeout=300)
+    try:
+        states = wait_finished(api, mallory, {f"{t} {e}": i for (t, e), i in ids.items()}, timeout=300)
+    finally:
+        for tag in tags:
+            docker.from_env().images.remove(tag, force=True)
     assert all(s["status"] == "scored" for s in states.values()), states
 
     seen = {t: {e: _everything_seen(api, token, ids[t, e], t) for e in ENDS} for t in ("public", "dev", "hidden")}
