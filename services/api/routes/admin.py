@@ -15,6 +15,8 @@ from services.api.schemas import (
     BaselineUpdate,
     DatasetPublic,
     DatasetSeed,
+    ImageGrant,
+    ImageOwnerPublic,
     MarksPublic,
     Page,
     ParticipantCreate,
@@ -33,6 +35,7 @@ from services.deps import OrganizerDep, SessionDep
 from services.errors import NotFoundError
 from services.metadata import is_certified, set_baseline, set_trust
 from services.submissions.intake import accept
+from services.submissions.ownership import grant
 from services.submissions.state import rescore, runs_needing_attention
 from services.submissions.storage import stream_to_disk, uploads_dir
 
@@ -114,6 +117,15 @@ def add_token(
     row, token = issue_token(session, participant=participant, expires_at=expires)
     session.commit()
     return TokenCreated(token_id=row.id, token=token)
+
+
+@router.post("/participants/{participant_id}/images", status_code=status.HTTP_201_CREATED)
+def grant_image(participant_id: RowId, body: ImageGrant, session: SessionDep, _: OrganizerDep) -> ImageOwnerPublic:
+    """Hand a local image (a name or ``sha256:`` id the server's daemon has) to a participant,
+    who may then submit it by that name or id; participants may submit only their own images."""
+    row = grant(session, participant_id=participant_id, image=body.image)
+    session.commit()
+    return ImageOwnerPublic.model_validate(row)
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
