@@ -188,6 +188,10 @@ def demo(
                     )
                 ids[tier] = sub["id"]
                 console.print(f"submitted {tier} result: {sub['id']}")
+        # A participant may submit only their own images: the organizer hands the reference one over.
+        _check(
+            client.post(f"/api/v1/admin/participants/{participant['id']}/images", json={"image": image}, headers=admin)
+        )
         sub = _check(
             client.post(
                 "/api/v1/submissions/container",
