@@ -66,6 +66,8 @@ class Stack:
             # so stacks sharing this daemon never take each other's containers for orphans.
             "EDX_POSTGRES_PASSWORD": secrets.token_hex(12),
             "EDX_QUOTA_HIDDEN": "10",
+            # The registry's loopback port: one of its own, so stacks never collide on 5000.
+            "EDX_REGISTRY_PORT": str(free_port()),
         }
         self.base = [
             *compose_command(cli),
