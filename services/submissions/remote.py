@@ -180,6 +180,11 @@ async def store_output(session: Session, submission_id: str, *, attempt: int, bo
     return size
 
 
+def _text(value: object) -> str:
+    # PostgreSQL text holds no NUL character; a log may carry any byte the container printed.
+    return str(value or "").replace("\x00", "\ufffd")
+
+
 def finish(session: Session, submission_id: str, *, attempt: int, record: dict[str, Any]) -> str:
     """Record the run ``attempt`` reported (outcome, exit code, runtime, peak memory, log,
     message); a succeeded run's uploaded output is validated in the isolated pool, kept and
@@ -190,11 +195,11 @@ def finish(session: Session, submission_id: str, *, attempt: int, record: dict[s
         outcome = Outcome(record["outcome"])
     except (KeyError, ValueError):
         raise ServiceError(f"outcome must be one of {', '.join(o.value for o in Outcome)}") from None
-    message = str(record.get("message") or "")[:1024]
+    message = _text(record.get("message"))[:1024]
     submission.exit_code = record.get("exit_code")
     submission.runtime_seconds = record.get("runtime_seconds")
     submission.peak_memory_bytes = record.get("peak_memory_bytes")
-    submission.log_tail = str(record.get("log") or "")[-LOG_TAIL:]
+    submission.log_tail = _text(record.get("log"))[-LOG_TAIL:]
     try:
         if outcome == Outcome.platform_error:
             session.commit()  # the diagnostics stay whatever the retry policy decides

@@ -29,7 +29,7 @@ class RunRecord(BaseModel):
     exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     runtime_seconds: float | None = Field(default=None, ge=0, le=10**7)
     peak_memory_bytes: int | None = Field(default=None, ge=0, le=2**62)
-    log: str = Field(default="", max_length=4 * 2**20)
+    log: str = Field(default="", max_length=8 * 2**20)
     message: str = Field(default="", max_length=4096)
 
 

@@ -107,6 +107,23 @@ def test_the_output_is_held_to_the_sandbox_cap_and_validated(hidden, monkeypatch
     from database_testing import reset_caches
 
     client, _, sid, worker = hidden
+    job = client.post(f"/api/v1/worker/runs/{sid}/claim", json={}, headers=worker).json()
+    # A result of a default-size tier is megabytes: the sandbox's cap, not the 1 MiB of a JSON body.
+    r = client.put(
+        f"/api/v1/worker/runs/{sid}/output?attempt={job['attempt']}", content=b"x" * 3 * 2**20, headers=worker
+    )
+    assert r.status_code == 204, r.text
+    r = client.post(
+        f"/api/v1/worker/runs/{sid}/finish?attempt={job['attempt']}",
+        json={"outcome": "nonzero_exit", "exit_code": 1, "log": "\x00" * 2**20},
+        headers=worker,
+    )
+    assert r.json() == {"status": "failed"}, r.text
+    with new_session() as s:
+        assert len(s.get(Submission, sid).log_tail) == 64 * 1024  # the kept tail
+    r = client.post(f"/api/v1/admin/submissions/{sid}/rescore", headers=ORG)
+    assert r.status_code == 202, r.text
+
     monkeypatch.setenv("EDX_SANDBOX_OUTPUT_BYTES", "1000")
     reset_caches()
     job = client.post(f"/api/v1/worker/runs/{sid}/claim", json={}, headers=worker).json()
