@@ -42,15 +42,13 @@ sys.path.insert(0, str(ROOT / "tests" / "reliability"))
 
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
-import redis  # noqa: E402
-from reliability_testing import free_port, start_api, stop, wait_for  # noqa: E402
+from reliability_testing import PrivateRedis, free_port, start_api, stop, wait_for  # noqa: E402
 from remote_testing import second_host  # noqa: E402
 
 ORGANIZER_TOKEN = "bench-remote-organizer-token"
 ORG = {"Authorization": f"Bearer {ORGANIZER_TOKEN}"}
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 RUNNER = "edx-arena/runner:latest"
-REDIS_DB = 14
 
 
 def _images(n: int, tag: str, solver: str) -> list[str]:
@@ -131,9 +129,10 @@ def main() -> None:
     db = f"edx_bench_remote_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    redis.Redis(db=REDIS_DB).flushdb()
     work = Path(tempfile.mkdtemp(prefix="edxr-bench-"))
-    broker = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    broker_server = PrivateRedis(work / "redis")  # not a number on the shared server: another's
+    broker_server.start()
+    broker = broker_server.url
     procs: list[subprocess.Popen] = []
     report: dict = {"runs": args.runs, "preset": args.preset, "solver": args.solver, "load_before": load_before}
     try:
@@ -226,7 +225,7 @@ def main() -> None:
             stop(p)
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        redis.Redis(db=REDIS_DB).flushdb()
+        broker_server.stop()
         subprocess.run(
             "docker images -q --filter 'reference=edx-arena-bench/*' | xargs -r docker rmi -f",
             shell=True,

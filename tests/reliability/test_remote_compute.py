@@ -22,10 +22,9 @@ import h5py
 import httpx
 import numpy as np
 import pytest
-import redis
 from arena_testing import ORG
 from database_testing import drop_backend, make_backend
-from reliability_testing import ROOT, fast_settings, free_port, start_api, stop, wait_for
+from reliability_testing import ROOT, PrivateRedis, fast_settings, free_port, start_api, stop, wait_for
 from remote_testing import scan, second_host
 from sqlalchemy import select
 
@@ -76,12 +75,12 @@ def _truth_needles(full_path: str) -> list[bytes]:
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     backend, db_name = make_backend("postgres", tmp_path, monkeypatch)
-    redis_db = 13
-    redis.Redis(db=redis_db).flushdb()
-    broker = f"redis://127.0.0.1:6379/{redis_db}"
-    fast_settings(monkeypatch, EDX_BROKER_URL=broker, EDX_LEASE_SECONDS="6")
-    yield {"broker": broker, "backend": backend}
-    redis.Redis(db=redis_db).flushdb()
+    # A redis-server of its own: a database number on the shared one could be another test's.
+    broker_server = PrivateRedis(tmp_path / "redis")
+    broker_server.start()
+    fast_settings(monkeypatch, EDX_BROKER_URL=broker_server.url, EDX_LEASE_SECONDS="6")
+    yield {"broker": broker_server.url, "backend": backend}
+    broker_server.stop()
     drop_backend(db_name)
 
 
