@@ -67,7 +67,12 @@ _CSRF_SECONDS = 3600
 _COOKIE_SECONDS = 30 * 24 * 3600
 #: Leaderboard tabs in display order: (board, label, one-line description).
 BOARD_TABS = (
-    ("overall", "Overall", "mean of the Public, Dev and Hidden tier scores; complete entries only"),
+    ("overall", "Overall", "methods by the mean of their Public, Dev and Hidden scores; complete methods only"),
+    (
+        "certified",
+        "Certified",
+        "methods whose three tier scores are the server's runs of one image or script; each by its best such artifact",
+    ),
     ("public", "Public", "scored against the published truth"),
     ("dev", "Dev", "scored server-side against hidden truth"),
     ("hidden", "Hidden", "containers and scripts run by the server on unseen data"),
@@ -234,7 +239,15 @@ def leaderboard_page(
 ) -> HTMLResponse:
     """The leaderboard: one tab per board (``?board=``), ranks with ties, badges, intervals."""
     board = board or tier or "overall"
-    entries, count = leaderboard(session, board=board, page=page, per_page=per_page)
+    # The Certified tab is the overall board's certified view (the API's ?certified=true).
+    certified_only = board == "certified"
+    entries, count = leaderboard(
+        session,
+        board="overall" if certified_only else board,
+        page=page,
+        per_page=per_page,
+        certified_only=certified_only,
+    )
     ranks = [e.rank for e in entries if e.rank is not None]
     shared = {r for r in ranks if ranks.count(r) > 1}
     pages = max(1, math.ceil(count / per_page))
@@ -244,6 +257,8 @@ def leaderboard_page(
         {
             "viewer": _viewer(request, session),
             "board": board,
+            "overall": board in ("overall", "certified"),
+            "export_query": "tier=overall&certified=true" if certified_only else f"tier={board}",
             "tabs": BOARD_TABS,
             "entries": entries,
             "count": count,
