@@ -27,11 +27,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Participant, Score, Submission, Trust
-from harness.tiers import SANDBOXED_KINDS
+from harness.scoring import SCORER_VERSION
+from harness.tiers import BLIND_TIERS, SANDBOXED_KINDS
 from services.access import rules_of, visible_provenance
 from services.errors import NotFoundError
 
-__all__ = ["artifact_of", "certified", "certified_row", "is_certified", "provenance_of", "set_baseline", "set_trust"]
+__all__ = [
+    "artifact_of",
+    "artifact_runs",
+    "certified",
+    "certified_row",
+    "current_tier_row",
+    "is_certified",
+    "provenance_of",
+    "set_baseline",
+    "set_trust",
+]
 
 
 def certified(*, tier: str, kind: str, image_digest: str | None, trust: str | None = None) -> bool:
@@ -72,6 +83,25 @@ def is_certified(submission: Submission) -> bool:
     """:func:`certified` for a submission row."""
     return certified(
         tier=submission.tier, kind=submission.kind, image_digest=submission.image_digest, trust=submission.trust
+    )
+
+
+def artifact_runs(submission: Submission) -> list[Submission]:
+    """The runs of ``submission``'s artifact on every blind tier: the Hidden submission and its
+    children, in board order of tiers; ``[]`` for a submission that is no artifact's run."""
+    root = submission.parent or submission
+    if not root.children:
+        return []
+    order = {t: i for i, t in enumerate(BLIND_TIERS)}
+    return sorted([root, *root.children], key=lambda s: (order.get(s.tier, len(order)), s.created_at))
+
+
+def current_tier_row(session: Session, submission_id: str) -> Score | None:
+    """The tier score row of the current scoring version (None: not scored with it)."""
+    return session.scalar(
+        select(Score).where(
+            Score.submission_id == submission_id, Score.scene_id == "", Score.scoring_version == SCORER_VERSION
+        )
     )
 
 
