@@ -56,6 +56,7 @@ from services.datasets import list_tiers, scene_ids
 from services.deps import SessionDep
 from services.errors import AuthError, NotFoundError, ServiceError, describe
 from services.leaderboard import MAX_PAGE, MAX_PER_PAGE, leaderboard
+from services.metadata import artifact_runs, current_tier_row, is_certified
 from services.web import pictures
 
 __all__ = ["BOARD_TABS", "COOKIE_NAME", "CSRF_COOKIE", "router"]
@@ -313,12 +314,18 @@ def submission_page(submission_id: str, request: Request, session: SessionDep) -
     shown = SCORER_VERSION if SCORER_VERSION in versions else (versions[-1] if versions else None)
     current = [r for r in rows if r.scoring_version == shown]
     maps_ok, error_ok = submission_pictures(submission)
+    # A Hidden image or script runs on every blind tier: its runs are shown together.
+    tier_runs = [
+        (run, current_tier_row(session, run.id), visible_figures(run, viewer), is_certified(run))
+        for run in artifact_runs(submission)
+    ]
     return templates.TemplateResponse(
         request,
         "submission.html",
         {
             "viewer": viewer,
             "s": submission,
+            "tier_runs": tier_runs,
             "log": visible_log(submission, viewer),
             "figures": visible_figures(submission, viewer),
             "tier_row": next((r for r in current if r.scene_id == ""), None),

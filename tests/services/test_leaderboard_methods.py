@@ -8,7 +8,7 @@ each with its own interval and tie mark.
 from __future__ import annotations
 
 import pytest
-from arena_testing import ORG, add_participant
+from arena_testing import ORG, add_participant, sign_in
 from database_testing import reset_caches
 from worker_testing import wait_finished
 
@@ -90,6 +90,11 @@ def test_one_image_runs_on_three_tiers_and_makes_one_certified_row(api):
 
     page = api.get("/?board=certified").text
     assert "Reference NNLS" in page and "self-reported" not in page.split("<tbody>")[1].split("</tbody>")[0]
+    # The submission page shows the three runs together.
+    sign_in(api, alice["Authorization"].split()[1])
+    page = api.get(f"/submissions/{ids['public']}").text
+    assert 'id="tier-runs"' in page and all(f'data-tier="{t}"' in page for t in BLIND_TIERS)
+    assert page.count('<span class="badge certified">Certified</span>') >= 3
 
 
 def test_a_public_upload_under_the_same_method_name_is_self_reported(api, tmp_path):
