@@ -213,8 +213,10 @@ def test_a_hidden_image_waits_for_and_shows_its_runs_on_every_tier(server):
     url, token = server
     r = runner.invoke(
         app,
-        ["submit", "--image", "edx-arena/runner:latest", "--method", "NNLS image", "--wait", "--timeout", "600"]
-        + ["--json", "--api-url", url, "--token", token],
+        [
+            *("submit", "--image", "edx-arena/runner:latest", "--method", "NNLS image", "--wait", "--timeout", "600"),
+            *("--json", "--api-url", url, "--token", token),
+        ],
     )
     assert r.exit_code == ExitCode.OK, r.output
     data = json.loads(r.stdout)
