@@ -157,3 +157,34 @@ def test_methods_are_rows_capped_per_participant_with_their_own_ties(api, monkey
     # The organizer's export follows the board.
     export = api.get("/api/v1/leaderboard/export", params={"tier": "overall", "format": "json"}, headers=ORG).json()
     assert export["count"] == 2
+
+
+def test_the_public_run_never_sees_the_truth(api):
+    """The Public download carries the truth; the server's run of a Hidden script on Public
+    reads the same view without it (else a script could copy x_true and score 1 there)."""
+    from pathlib import Path
+
+    solver = (Path(__file__).parents[1] / "harness" / "sandbox" / "script_solver.py").read_text()
+    guard = (
+        "import sys, h5py\n"
+        "with h5py.File('/input/measurement.h5', 'r') as f:\n"
+        "    leaked = [k for s in f['scenes'].values() for k in s if k in ('x_true', 'spec_true')]\n"
+        "    leaked += [k for k in f.attrs if 'seed' in k]\n"
+        "if leaked:\n"
+        "    sys.exit(f'truth in the input: {leaked}')\n"
+    )
+    dave = add_participant(api, "dave")
+    r = api.post(
+        "/api/v1/submissions/script",
+        files={"file": ("main.py", (guard + solver).encode())},
+        data={"method": "guarded lstsq"},
+        headers=dave,
+    )
+    assert r.status_code == 202, r.text
+    ids = _runs(api, dave, r.json()["id"])
+    states = wait_finished(api, dave, ids, timeout=600)
+    assert {t: (s["status"], s["outcome"]) for t, s in states.items()} == {
+        t: ("scored", "succeeded") for t in BLIND_TIERS
+    }, {t: s.get("log_tail") for t, s in states.items()}
+    [row] = _overall(api, certified="true")
+    assert row["method"] == "guarded lstsq" and row["certified"] is True
