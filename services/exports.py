@@ -36,7 +36,7 @@ EXPORT_COLUMNS = (
     "submission_id",
     "submitted_at",
 )
-_TIER_FIELDS = ("score", "psnr", "ssim", "submission_id")
+_TIER_FIELDS = ("score", "psnr", "ssim", "submission_id", "self_reported")
 
 
 def export_columns(board: str) -> list[str]:
