@@ -91,6 +91,9 @@ class Settings(SandboxSettings):
     overall_methods_per_participant: int = Field(default=3, ge=1)
     #: A board is recomputed at most this often per API process (0: on every request).
     leaderboard_cache_seconds: float = Field(default=2.0, ge=0)
+    #: Compute board pages in one child process per API process (a slow board never holds the
+    #: API's interpreter lock while it serves cached pages); false: in a thread.
+    leaderboard_process: bool = True
 
     # Reliability: a run holds a lease its worker renews; an expired lease is reaped and the
     # submission requeued, up to max_attempts, then failed as platform_error (not charged).

@@ -36,6 +36,8 @@ __all__ = [
     "ApiToken",
     "Base",
     "Dataset",
+    "ImageArrival",
+    "ImageOwner",
     "Kind",
     "Outcome",
     "Participant",
@@ -167,6 +169,9 @@ class Submission(Base):
     trust: Mapped[str | None] = mapped_column(String(20))
     #: Script submissions: the stored ``.py`` or ``.zip``.
     script_path: Mapped[str | None] = mapped_column(Text)
+    #: Organizers only: the earliest submission of another participant with the same image
+    #: digest (and script) or the same result file: a plagiarism signal (issue 16.2).
+    duplicate_of: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -226,3 +231,31 @@ class Score(Base):
     tile_stats: Mapped[dict | None] = mapped_column(JSON)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ImageArrival(StrEnum):
+    """How an image came to belong to a participant (issue 16.2)."""
+
+    #: Their ``docker save`` upload, loaded under ``edx-arena-sub/<participant id>/…``.
+    archive = "archive"
+    #: Their link, pulled from an allow-listed registry.
+    link = "link"
+    #: The base image their script ran in: recorded, but no right to submit it as an image.
+    script = "script"
+    #: An organizer's own submission of a local image, or an organizer's grant to a participant.
+    organizer = "organizer"
+
+
+class ImageOwner(Base):
+    """An image (its content-addressed id) belongs to a participant: only they, and organizers,
+    may submit it by a local name or id. One row per participant and image; the first arrival
+    is kept."""
+
+    __tablename__ = "image_owners"
+    __table_args__ = (UniqueConstraint("participant_id", "image_id", name="uq_image_owner"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    #: ``sha256:…``, the daemon's image id.
+    image_id: Mapped[str] = mapped_column(String(100), index=True)
+    how: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -18,8 +18,13 @@ its run log                 organizers whole; owners whole where the tier's meas
                             downloadable, else what ``EDX_HIDDEN_LOG_POLICY`` lets through
                             (:mod:`harness.sandbox.disclosure`)
 its runtime, peak memory    the same; rounded up to whole seconds and MiB where not whole
-anything derived from θ     participants only where θ is published (``discloses_true_spec``)
+anything derived from θ     organizers; participants only where θ is published
+                            (``discloses_true_spec``: Public, Standard with published truth);
+                            elsewhere :func:`visible_metrics` drops ``spec_error`` from scores
 its provenance              anyone once scored; before that its owner and organizers
+its image's name and id     its owner and organizers (an image is its owner's to submit:
+                            :mod:`services.submissions.ownership`); others see it was server-run
+whose duplicate it is       organizers only (``duplicate_of``, a plagiarism signal)
 ==========================  ==================================================================
 """
 
@@ -36,6 +41,7 @@ from services.errors import ForbiddenError, NotFoundError
 __all__ = [
     "SUBMISSION_PICTURES",
     "TIER_PICTURES",
+    "TRUE_SPEC_FIELDS",
     "can_download",
     "can_picture",
     "can_picture_truth",
@@ -43,9 +49,13 @@ __all__ = [
     "get_submission",
     "may_view",
     "rules_of",
+    "shows_image",
+    "shows_true_spec",
     "submission_pictures",
+    "visible_duplicate",
     "visible_figures",
     "visible_log",
+    "visible_metrics",
     "visible_provenance",
 ]
 
@@ -150,3 +160,46 @@ def discloses_true_spec(row: Dataset) -> bool:
     """Whether figures derived from the true θ of ``row`` (``|θ̂ − θ|``) may reach participants:
     only where θ is published (design §6)."""
     return rules_of(row.tier).discloses_true_spec(truth_in_view=bool(row.truth_in_view))
+
+
+#: Fields of a score's ``metrics`` derived from the true θ: ``|θ̂_clamped − θ|`` per parameter,
+#: which for a θ̂ at the bottom of a published range *is* ``θ − low`` (issue 16.1). Everything
+#: else a score row carries is audited in docs/sandbox.md ("What each tier discloses"):
+#: ``spec_clamped`` depends on θ̂ and the published ranges only.
+TRUE_SPEC_FIELDS = ("spec_error",)
+
+
+def shows_true_spec(submission: Submission, viewer: Participant | None) -> bool:
+    """Whether ``viewer`` may see the figures of ``submission``'s scores derived from the true
+    θ: organizers always, others only where the dataset publishes θ."""
+    return _organizer(viewer) or discloses_true_spec(submission.dataset)
+
+
+def visible_metrics(submission: Submission, viewer: Participant | None, metrics: dict) -> dict:
+    """A score row's ``metrics`` as ``viewer`` may see them: without :data:`TRUE_SPEC_FIELDS`
+    (at any depth: the tier row nests its scenes) where :func:`shows_true_spec` says no."""
+    return metrics if shows_true_spec(submission, viewer) else _without_true_spec(metrics)
+
+
+def _without_true_spec(value):
+    if isinstance(value, dict):
+        return {k: _without_true_spec(v) for k, v in value.items() if k not in TRUE_SPEC_FIELDS}
+    if isinstance(value, list):
+        return [_without_true_spec(v) for v in value]
+    return value
+
+
+def _organizer(viewer: Participant | None) -> bool:
+    return viewer is not None and viewer.role == Role.organizer
+
+
+def shows_image(submission: Submission, viewer: Participant | None) -> bool:
+    """Whether ``viewer`` may see the name and digest of the image ``submission`` ran: a
+    participant's image only to its owner and organizers (anyone else holding them would have
+    a name to try; issue 16.2); a script's, the server's public base image, to anyone."""
+    return submission.kind != Kind.container or may_view(viewer, submission)
+
+
+def visible_duplicate(submission: Submission, viewer: Participant | None) -> str | None:
+    """The earlier identical submission of another participant, for organizers only."""
+    return submission.duplicate_of if _organizer(viewer) else None

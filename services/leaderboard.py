@@ -168,19 +168,15 @@ def _tier_board(
         func.row_number()
         .over(partition_by=picked.c.baseline, order_by=(picked.c.score.desc(), picked.c.created_at, picked.c.name))
         .label("position"),
-        func.count().over().label("total"),  # the board's size, from the same scan
     ).subquery()
-    stmt = (
-        select(ranked)
-        .order_by(ranked.c.score.desc(), ranked.c.baseline, ranked.c.created_at, ranked.c.name)
-        .offset(offset)
-        .limit(limit)
-    )
-    rows = session.execute(stmt).all()
-    if rows:
-        total = rows[0].total
-    else:  # an empty board, or a page past its end
-        total = session.scalar(select(func.count()).select_from(ranked)) if offset else 0
+    # The whole board in display order, from one evaluation of the window functions: the page
+    # is a slice of it, and the tie chain before the page reads the same rows (a second query
+    # for them would pay the pick over every submission again).
+    board = session.execute(
+        select(ranked).order_by(ranked.c.score.desc(), ranked.c.baseline, ranked.c.created_at, ranked.c.name)
+    ).all()
+    total = len(board)
+    rows = board[offset : offset + limit]
     entries = [
         Entry(
             rank=None if row.baseline else row.rank,
@@ -205,15 +201,11 @@ def _tier_board(
     if competing and get_settings().leaderboard_ties:
         # Submission ids in rank order up to one past the page: ids only, the draws stay in
         # the database until a pair needs judging.
-        order = (
-            session.execute(
-                select(ranked.c.submission_id)
-                .where(ranked.c.baseline.is_(False), ranked.c.position <= max(competing) + 1)
-                .order_by(ranked.c.position)
-            )
-            .scalars()
-            .all()
-        )
+        last = max(competing) + 1
+        order = [
+            row.submission_id
+            for row in sorted((r for r in board if not r.baseline and r.position <= last), key=lambda r: r.position)
+        ]
         for position, group in _page_groups(competing, list(order), lambda ids: _tier_draws(session, ids)).items():
             competing[position].tie_group = group
     return entries, total

@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from db.migrate import upgrade_to_head
 from harness.errors import EdxArenaError
 from services import api, web
+from services.api.board_process import shutdown as shutdown_board_process
+from services.api.board_process import warm as warm_board_process
 from services.api.body_guard import BodyGuardMiddleware
 from services.api.middleware import BodyCapMiddleware
 from services.api.page_cache import PageCacheMiddleware
@@ -34,11 +36,13 @@ log = logging.getLogger(__name__)
 @asynccontextmanager
 async def lifespan(_app: FastAPI):
     upgrade_to_head()
+    warm_board_process()
     try:
         reap_and_requeue()
     except Exception:  # the broker may still be starting; the workers reap too
         log.warning("could not requeue interrupted submissions at start-up", exc_info=True)
     yield
+    shutdown_board_process()
 
 
 async def _answer(_request: Request, exc: Exception) -> JSONResponse:

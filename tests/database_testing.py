@@ -51,6 +51,9 @@ def make_backend(kind: str, tmp_path: Path, monkeypatch) -> tuple[Backend, str |
         "EDX_ORGANIZER_TOKEN": ORGANIZER_TOKEN,
         "EDX_ENVIRONMENT": "production",
         "EDX_LEADERBOARD_CACHE_SECONDS": "0",
+        # A child process per test stack costs a Python start; tests/services/api/test_api_board_process.py
+        # covers the child.
+        "EDX_LEADERBOARD_PROCESS": "false",
         # The test clients and the browser speak plain http: a Secure cookie would never come back.
         "EDX_COOKIE_SECURE": "false",
     }

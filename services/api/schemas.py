@@ -117,6 +117,9 @@ class SubmissionPublic(BaseModel):
     #: The artifact's runs on every blind tier, this one included, Hidden first (empty for an
     #: uploaded result: it is scored on its own tier only).
     tier_runs: list[TierRunPublic] = []
+    #: Organizers only: the earlier submission of another participant this one is identical
+    #: to (same image, script or result file), a plagiarism signal; None for everyone else.
+    duplicate_of: str | None = None
 
 
 class EntryPublic(BaseModel):
@@ -207,8 +210,9 @@ class ProvenanceScore(BaseModel):
     operator_version: str
     harness_version: str
     dataset_hash: str
-    #: The result file's sha256, or the run image's id.
-    submission_hash: str
+    #: The result file's sha256, or the run image's id (None where the image is not the
+    #: viewer's to see).
+    submission_hash: str | None
     score: float
     started_at: datetime
     ended_at: datetime
@@ -242,11 +246,14 @@ class ProvenancePublic(BaseModel):
     baseline: bool
     trust: str | None
     certified: bool
+    #: The server ran it in the sandbox (an image or a script), rather than scoring an upload.
+    server_run: bool
     #: HDF5 results and scripts: the uploaded file's sha256.
     file_sha256: str | None
-    #: Images: the reference (a link pinned as ``registry/path:tag@sha256:…``); scripts: the base image.
+    #: Images: the reference (a link pinned as ``registry/path:tag@sha256:…``); scripts: the base
+    #: image. Its owner and organizers only (an image is its owner's to submit): else None.
     image: str | None
-    #: The content-addressed id of the image that ran (``sha256:…``).
+    #: The content-addressed id of the image that ran (``sha256:…``); owner and organizers only.
     image_digest: str | None
     dataset_hash: str
     dataset_preset: str
@@ -258,6 +265,20 @@ class ProvenancePublic(BaseModel):
     parent_id: str | None = None
     #: The same artifact's runs on every blind tier (ids, outcomes, scores, dataset hashes).
     tier_runs: list[TierRunPublic] = []
+
+
+class ImageGrant(BaseModel):
+    #: A local name or ``sha256:`` id the server's daemon has.
+    image: str = Field(min_length=1, max_length=500)
+
+
+class ImageOwnerPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    participant_id: int
+    image_id: str
+    #: archive, link, script or organizer.
+    how: str
+    created_at: datetime
 
 
 class BaselineUpdate(BaseModel):

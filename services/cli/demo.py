@@ -161,6 +161,10 @@ def demo(
         )
         token = participant["token"]
         me = {"Authorization": f"Bearer {token}"}
+        # A participant may submit only their own images: the organizer hands the reference one over.
+        _check(
+            client.post(f"/api/v1/admin/participants/{participant['id']}/images", json={"image": image}, headers=admin)
+        )
         sub = _check(
             client.post(
                 "/api/v1/submissions/container",

@@ -37,7 +37,7 @@ class ExitCode(IntEnum):
     #: Not authorised: the token is missing or wrong (401), or it may not do this (403), e.g.
     #: another participant's submission or the Hidden tier's measurements.
     AUTH = 8
-    #: The submission, tier or dataset asked for does not exist (404).
+    #: The submission, tier, dataset or image asked for does not exist, or is not yours (404).
     NOT_FOUND = 9
 
 

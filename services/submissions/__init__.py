@@ -8,6 +8,8 @@
   validate → insert), and :func:`~services.submissions.intake.accept` (commit → send);
 - :mod:`~services.submissions.quota` and :mod:`~services.submissions.storage`: the daily quota
   and the participant's lock; where uploads go;
+- :mod:`~services.submissions.ownership`: whose an image is (only its owner and organizers may
+  submit it by name), and which earlier entry of another participant a submission duplicates;
 - :mod:`~services.submissions.state`: the state machine, claim, leases, reaper, rescore, the
   retry policy (imports only :mod:`db`);
 - :mod:`~services.submissions.run`: the sandboxed run of an image, link or script;

@@ -8,9 +8,13 @@
 2. **store the upload**, streamed to disk with the kind's cap and a sha256;
 3. **the kind's validator**: a result file is validated in a memory-limited child process; an
    archive is checked and loaded by the daemon; a link is pulled from an allow-listed
-   registry; a local image name is looked up; a script is checked without unpacking it;
+   registry; a local image name is looked up, and must be the participant's own
+   (:mod:`~services.submissions.ownership`: else the 404 of a name the daemon lacks); a script
+   is checked without unpacking it;
 4. **insert**, after the quota is checked again under the participant's lock (another upload
-   may have taken the last slot meanwhile), and the upload kept under the submission's id.
+   may have taken the last slot meanwhile), and the upload kept under the submission's id;
+   the image recorded as the participant's (how it arrived), and a submission identical to
+   another participant's earlier one flagged for organizers (``duplicate_of``).
    An artifact the server runs, sent to a blind tier (Hidden), is also recorded once per other
    blind tier with a dataset (:func:`harness.tiers.run_tiers`): a *child* submission
    (``parent_id``), same artifact and method, uncharged (the quota counts the Hidden one), run
@@ -39,7 +43,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.settings import Settings, get_settings
-from db.models import Dataset, Participant, Status, Submission
+from db.models import Dataset, ImageArrival, Participant, Role, Status, Submission
 from harness.errors import ImageError, PlatformError
 from harness.formats import validate_result_isolated
 from harness.sandbox import ImageInfo, inspect_image, load_image_archive, parse_reference, pull_image
@@ -50,6 +54,7 @@ from harness.tiers import TIER_RULES, Kind, run_tiers
 from services.access import rules_of
 from services.datasets import active_dataset, result_expectation
 from services.errors import NotFoundError, ServiceError
+from services.submissions.ownership import duplicate_of, may_submit, no_such_image, record_owner
 from services.submissions.quota import check_quota
 from services.submissions.storage import discard, keep, stream_to_disk, uploads_dir
 from services.worker import dispatch
@@ -89,6 +94,8 @@ class _Found:
     suffix: str | None = None
     #: What this intake brought onto the daemon, taken back if the submission is refused.
     brought: _Brought | None = None
+    #: How the image came to be the participant's (None: it was already, or no image).
+    arrival: ImageArrival | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,7 @@ def _script_base(settings: Settings) -> ImageInfo:
 
 
 def _validate(
+    session: Session,
     intake: str,
     *,
     participant: Participant,
@@ -176,10 +184,14 @@ def _validate(
         return _Found(suffix="h5")
     if intake == "script":
         assert path is not None and base is not None
-        return _Found(image=settings.script_image, digest=base.id, suffix=check_script(path))
+        return _Found(
+            image=settings.script_image, digest=base.id, suffix=check_script(path), arrival=ImageArrival.script
+        )
     try:
         if intake == "image" and not parse_reference(image or "").registry:
-            return _Found(image=image, digest=_local_image(image or "").id)
+            info = _local_image(image or "", lambda image_id: may_submit(session, participant, image_id))
+            organizers = ImageArrival.organizer if participant.role == Role.organizer else None
+            return _Found(image=image, digest=info.id, arrival=organizers)
         # An archive or a link brings an image onto the daemon: note what was there before, so
         # a refusal removes only what this submission brought.
         before = image_ids()
@@ -199,17 +211,26 @@ def _validate(
     new = info.id not in before
     # A link's pinned name is the registry's, not ours to remove when the image stays.
     ref = name if intake == "archive" else None
-    return _Found(image=name, digest=info.id, brought=_Brought(info.id, new=new, ref=ref) if new or ref else None)
+    return _Found(
+        image=name,
+        digest=info.id,
+        brought=_Brought(info.id, new=new, ref=ref) if new or ref else None,
+        arrival=ImageArrival.archive if intake == "archive" else ImageArrival.link,
+    )
 
 
-def _local_image(name: str) -> ImageInfo:
-    """An image the daemon already has, named without a registry: looked up, never pulled."""
+def _local_image(name: str, may_submit: Callable[[str], bool]) -> ImageInfo:
+    """An image the daemon already has, named without a registry: looked up, never pulled, and
+    only if ``may_submit`` its id; a name that is not the submitter's gets the answer of a name
+    the daemon lacks, before anything else about the image is said."""
     try:
         info = inspect_image(name)
     except ImageError as exc:
-        raise ImageError(
-            f"{exc.message}, or link it from an allowed registry (registry.example:5000/team/solver:1.2)"
-        ) from None
+        if exc.message.startswith("no image "):
+            raise no_such_image(name) from None
+        raise
+    if not may_submit(info.id):
+        raise no_such_image(name)
     if (info.os, info.architecture) != PLATFORM:
         raise ImageError(f"the image is for {info.os}/{info.architecture}; the server runs linux/amd64 images")
     return info
@@ -262,7 +283,14 @@ def create_submission(
             pending_files.append(path)
         # 3. The kind's validator.
         found = _validate(
-            kind, participant=participant, path=path, image=image, dataset=dataset, settings=settings, base=base
+            session,
+            kind,
+            participant=participant,
+            path=path,
+            image=image,
+            dataset=dataset,
+            settings=settings,
+            base=base,
         )
         if found.brought:
             brought.append(found.brought)
@@ -282,6 +310,9 @@ def create_submission(
         )
         session.add(submission)
         session.flush()
+        if found.arrival is not None and found.digest:
+            record_owner(session, participant, found.digest, found.arrival)
+        submission.duplicate_of = duplicate_of(session, submission)
         if path is not None and found.suffix:
             final = keep(path, name=f"{submission.id}.{found.suffix}")
             pending_files = [final]
@@ -326,6 +357,7 @@ def _add_child(session: Session, parent: Submission, dataset: Dataset) -> Submis
         source=parent.source,
         charged=False,
         parent=parent,
+        duplicate_of=parent.duplicate_of,  # the organizers' plagiarism signal is the artifact's
     )
     session.add(child)
     session.flush()

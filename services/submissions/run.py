@@ -5,9 +5,9 @@ keep its output, then score it.
 
 A run pins the image by its content-addressed id (a link is also recorded with its manifest
 digest, ``registry/path:tag@sha256:…``). Work already done is not redone: an image whose id
-was already scored on the same dataset, or the same script file in the same base image, gets
-the earlier run's score rows copied (grand-challenge-style caching), still recorded as a
-submission of its own. A rescore scores the output the run kept and never runs the image again.
+the same participant already had scored on the same dataset, or the same script file in the
+same base image, gets the earlier run's score rows copied (grand-challenge-style caching), still
+recorded as a submission of its own; another participant's identical image runs afresh. A rescore scores the output the run kept and never runs the image again.
 
 A sandbox that ends in ``platform_error`` raises :class:`harness.errors.PlatformError` after
 the run's diagnostics are recorded: the task's one retry policy
@@ -56,9 +56,14 @@ def instance_label() -> dict[str, str]:
 
 
 def _reuse(session: Session, submission: Submission) -> bool:
-    """Copy the scores of an earlier run of the same image digest (and, for a script, the same
-    script file) on the same dataset."""
-    same = [Submission.image_digest == submission.image_digest, Submission.kind == submission.kind]
+    """Copy the scores of the same participant's earlier run of the same image digest (and, for
+    a script, the same script file) on the same dataset. Never another participant's: theirs is
+    run again, and intake has flagged it for organizers (``duplicate_of``; issue 16.2)."""
+    same = [
+        Submission.image_digest == submission.image_digest,
+        Submission.kind == submission.kind,
+        Submission.participant_id == submission.participant_id,
+    ]
     if submission.kind == Kind.script:
         same.append(Submission.file_sha256 == submission.file_sha256)
     # Only rows of the current scoring version are worth copying: after a scorer update an

@@ -50,7 +50,14 @@ from harness.errors import EdxArenaError
 from harness.forward import LINES
 from harness.scoring import SCORER_VERSION
 from harness.tiers import BLIND_TIERS, TIER_RANGES, TIER_RULES
-from services.access import get_submission, submission_pictures, visible_figures, visible_log
+from services.access import (
+    get_submission,
+    shows_true_spec,
+    submission_pictures,
+    visible_duplicate,
+    visible_figures,
+    visible_log,
+)
 from services.auth import authenticate
 from services.datasets import list_tiers, scene_ids
 from services.deps import SessionDep
@@ -328,6 +335,8 @@ def submission_page(submission_id: str, request: Request, session: SessionDep) -
             "tier_runs": tier_runs,
             "log": visible_log(submission, viewer),
             "figures": visible_figures(submission, viewer),
+            "true_spec": shows_true_spec(submission, viewer),
+            "duplicate_of": visible_duplicate(submission, viewer),
             "tier_row": next((r for r in current if r.scene_id == ""), None),
             "scene_rows": [r for r in current if r.scene_id != ""],
             "shown_version": shown,

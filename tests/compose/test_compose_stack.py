@@ -191,6 +191,13 @@ def test_submit_and_score_through_the_compose_stack(stack, tmp_path):
         r = api.post("/api/v1/admin/participants", json={"name": "carol"}, headers=org)
         assert r.status_code == 201, r.text
         carol = {"Authorization": f"Bearer {r.json()['token']}"}
+        # A participant runs only their own images: the organizer hands this one over.
+        grant = api.post(
+            f"/api/v1/admin/participants/{r.json()['id']}/images",
+            json={"image": "edx-arena/runner:latest"},
+            headers=org,
+        )
+        assert grant.status_code == 201, grant.text
         measurement = tmp_path / "public.h5"
         measurement.write_bytes(api.get("/api/v1/tiers/public/measurement").content)
         result = tmp_path / "result.h5"
@@ -213,7 +220,7 @@ def test_submit_and_score_through_the_compose_stack(stack, tmp_path):
         assert r.status_code == 202, r.text
         ids["hidden"] = r.json()["id"]
         bad = api.post("/api/v1/submissions/container", json={"image": "no-such/image:1"}, headers=carol)
-        assert bad.status_code == 422 and bad.json()["error"]["code"]
+        assert bad.status_code == 404 and bad.json()["error"]["code"] == "not_found"
 
         states = wait_scored(api, carol, ids)
         for key in ("public", "hidden"):

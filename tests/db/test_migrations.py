@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, inspect
 from db.migrate import alembic_config, upgrade_to_head
 from db.models import Base
 
-TABLES = {"participants", "api_tokens", "datasets", "submissions", "runs", "scores", "alembic_version"}
+TABLES = {"participants", "api_tokens", "datasets", "submissions", "runs", "scores", "image_owners", "alembic_version"}
 
 
 def _revision(url: str) -> str | None:
@@ -113,6 +113,67 @@ def test_0004_fills_truth_in_view_from_the_rules_and_the_stored_view(db_url, tmp
         ("standard", False),
         ("standard", False),  # a view that is gone shows no truth
     ]
+
+
+def test_0005_gives_each_image_to_whoever_brought_it(db_url):
+    """Submissions made before migration 0005: an archive or a pinned link is its submitter's, a
+    script's base image is recorded as such, an organizer's local image is the organizer's, and a
+    participant's bare local name (another team's image, say) gives them nothing."""
+    from sqlalchemy import text
+
+    from core.settings import get_settings
+
+    get_settings().data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = alembic_config(db_url)
+    command.upgrade(cfg, "0004")
+    engine = create_engine(db_url)
+    submissions = [
+        # participant, kind, image, digest
+        (1, "container", "edx-arena-sub/1/abc:latest", "sha256:a"),
+        (1, "container", "edx-arena-sub/1/abc:latest", "sha256:a"),  # again: one row
+        (2, "container", "edx-arena-sub/1/abc:latest", "sha256:a"),  # B names A's upload: nothing
+        (2, "container", "registry.example:5000/b/s:1@sha256:bbb", "sha256:b"),
+        (2, "script", "edx-arena/runner:latest", "sha256:r"),
+        (3, "container", "edx-arena/runner:latest", "sha256:r"),
+        (1, "hdf5", None, None),
+    ]
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO datasets (id, tier, content_hash, operator_version, preset, full_path, view_path,"
+                " active, created_at, truth_in_view) VALUES (1, 'hidden', 'h', 'v', 'small', '-', '-', true,"
+                " '2026-11-01', false)"
+            )
+        )
+        for pid, role in ((1, "participant"), (2, "participant"), (3, "organizer")):
+            conn.execute(
+                text(
+                    "INSERT INTO participants (id, name, team, role, created_at) VALUES (:id, :n, '', :r, '2026-11-01')"
+                ),
+                {"id": pid, "n": f"p{pid}", "r": role},
+            )
+        for i, (pid, kind, image, digest) in enumerate(submissions):
+            conn.execute(
+                text(
+                    "INSERT INTO submissions (id, participant_id, dataset_id, tier, kind, method, description, source,"
+                    " image, image_digest, status, attempt, charged, baseline, created_at)"
+                    " VALUES (:id, :pid, 1, 'hidden', :kind, '', '', '', :image, :digest, 'scored', 1, true, false,"
+                    " :at)"
+                ),
+                {"id": f"s{i}", "pid": pid, "kind": kind, "image": image, "digest": digest, "at": f"2026-11-0{i + 1}"},
+            )
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT participant_id, image_id, how FROM image_owners ORDER BY id")).all()
+        duplicates = conn.execute(text("SELECT count(*) FROM submissions WHERE duplicate_of IS NOT NULL")).scalar()
+    engine.dispose()
+    assert [tuple(r) for r in got] == [
+        (1, "sha256:a", "archive"),
+        (2, "sha256:b", "link"),
+        (2, "sha256:r", "script"),
+        (3, "sha256:r", "organizer"),
+    ]
+    assert duplicates == 0
 
 
 def test_0006_moves_existing_entries_to_method_entries(db_url):

@@ -124,7 +124,7 @@ def _assert_scored_once(states: dict[str, dict]) -> None:
 def test_worker_killed_mid_container_run_is_reaped_and_scored_once(pg_stack, workers, slow_image):
     with _client() as api:
         seed(api, ("hidden",))
-        alice = add_participant(api, "alice")
+        alice = add_participant(api, "alice", images=(slow_image,))
         first = workers.start("first")
         r = api.post("/api/v1/submissions/container", json={"image": slow_image, "method": "slow"}, headers=alice)
         assert r.status_code == 202, r.text
@@ -290,7 +290,7 @@ def test_docker_daemon_unreachable_ends_platform_error_uncharged(backend, tmp_pa
     reset_caches()
     with _client() as api:
         seed(api, ("hidden",))
-        alice = add_participant(api, "alice")
+        alice = add_participant(api, "alice", images=("edx-arena/runner:latest",))
         workers.start("nodocker", DOCKER_HOST=f"unix://{tmp_path}/dead.sock")
         r = api.post("/api/v1/submissions/container", json={"image": "edx-arena/runner:latest"}, headers=alice)
         assert r.status_code == 202, r.text
@@ -315,7 +315,7 @@ def test_docker_daemon_unreachable_ends_platform_error_uncharged(backend, tmp_pa
 def test_sigterm_worker_finishes_its_current_run(pg_stack, workers, slow_image):
     with _client() as api:
         seed(api, ("hidden",))
-        alice = add_participant(api, "alice")
+        alice = add_participant(api, "alice", images=(slow_image,))
         worker = workers.start("w1")
         r = api.post("/api/v1/submissions/container", json={"image": slow_image}, headers=alice)
         sid = r.json()["id"]

@@ -32,10 +32,21 @@ def sign_in(client, token: str, next_url: str = "/"):
     return client.post("/login", data={"token": token, "next": next_url, "csrf": csrf}, follow_redirects=False)
 
 
-def add_participant(client, name: str) -> dict[str, str]:
+def add_participant(client, name: str, images: tuple[str, ...] = ()) -> dict[str, str]:
+    """A participant's auth headers; ``images`` (local names) are handed to them by the
+    organizer first: a participant may submit only their own images (issue 16.2)."""
     r = client.post("/api/v1/admin/participants", json={"name": name}, headers=ORG)
     assert r.status_code == 201, r.text
+    for image in images:
+        grant_image(client, r.json()["id"], image)
     return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def grant_image(client, participant_id: int, image: str) -> dict:
+    """The organizer hands a local image to a participant (``POST /admin/participants/{id}/images``)."""
+    r = client.post(f"/api/v1/admin/participants/{participant_id}/images", json={"image": image}, headers=ORG)
+    assert r.status_code == 201, r.text
+    return r.json()
 
 
 def download_and_solve(client, tier: str, tmp_path: Path, solver: str = "nnls") -> Path:

@@ -20,8 +20,11 @@ from services.access import (
     discloses_true_spec,
     may_view,
     rules_of,
+    shows_image,
+    visible_duplicate,
     visible_figures,
     visible_log,
+    visible_metrics,
 )
 from services.errors import ForbiddenError, NotFoundError
 from services.submissions.run import run_submission
@@ -46,7 +49,7 @@ def leaky_image():
 def test_owner_never_sees_the_measurement_dump(seeded, leaky_image):
     r = seeded.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 7, "preset": "small"}, headers=ORG)
     assert r.status_code == 201, r.text
-    alice = add_participant(seeded, "alice")
+    alice = add_participant(seeded, "alice", images=(leaky_image,))
     r = seeded.post("/api/v1/submissions/container", json={"image": leaky_image, "method": "leaky"}, headers=alice)
     assert r.status_code == 202, r.text
     sid = r.json()["id"]
@@ -126,3 +129,33 @@ def test_who_sees_a_run_whole(monkeypatch):
             assert visible_log(sub, owner) == log and visible_figures(sub, owner) == (1.2, 3 * 2**20 + 5)
     monkeypatch.undo()
     reset_caches()
+
+
+def test_spec_error_and_the_image_reach_only_whom_they_may():
+    """visible_metrics drops spec_error at any depth (the tier row nests its scenes) for everyone
+    but organizers where θ is not published; shows_image and visible_duplicate (issue 16)."""
+    owner = Participant(id=1, role=Role.participant)
+    organizer = Participant(id=2, role=Role.organizer)
+    stranger = Participant(id=3, role=Role.participant)
+    scene = {"scene_id": "s0", "psnr": 20.0, "spec_error": {"peak_overlap": 0.1}, "spec_clamped": ["peak_overlap"]}
+    tier_row = {"score": 0.5, "scenes": [scene, dict(scene, scene_id="s1")]}
+    for tier, truth, shown in (
+        ("public", True, True),
+        ("standard", True, True),
+        ("standard", False, False),
+        ("dev", False, False),
+        ("hidden", False, False),
+    ):
+        sub = Submission(participant_id=1, tier=tier, kind="hdf5", dataset=_dataset(tier, truth=truth))
+        assert visible_metrics(sub, organizer, tier_row) == tier_row
+        for viewer in (owner, None):
+            got = visible_metrics(sub, viewer, tier_row)
+            assert ("spec_error" in str(got)) is shown, (tier, truth)
+            assert got["scenes"][1]["spec_clamped"] == ["peak_overlap"] and got["scenes"][0]["psnr"] == 20.0
+    image = Submission(participant_id=1, tier="hidden", kind="container", duplicate_of="earlier")
+    script = Submission(participant_id=1, tier="hidden", kind="script")
+    assert shows_image(image, owner) and shows_image(image, organizer)
+    assert not shows_image(image, stranger) and not shows_image(image, None)
+    assert shows_image(script, None)  # the server's own base image
+    assert visible_duplicate(image, organizer) == "earlier"
+    assert visible_duplicate(image, owner) is visible_duplicate(image, stranger) is None

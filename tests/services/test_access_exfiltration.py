@@ -15,7 +15,7 @@ import uuid
 import h5py
 import numpy as np
 import pytest
-from arena_testing import ORG, sign_in
+from arena_testing import ORG, grant_image, sign_in
 from worker_testing import wait_finished
 
 import docker
@@ -148,7 +148,7 @@ def _participant_bytes(log: str) -> int:
 def test_a_hostile_results_names_never_reach_its_owner(never_policy, api, tmp_path):
     expect = _hidden_expectation()
     r = api.post("/api/v1/admin/participants", json={"name": "mallory"}, headers=ORG)
-    token = r.json()["token"]
+    token, mallory_id = r.json()["token"], r.json()["id"]
     mallory = {"Authorization": f"Bearer {token}"}
     ids = {}
     for case, mutate in HOSTILE_RESULTS.items():
@@ -159,6 +159,7 @@ def test_a_hostile_results_names_never_reach_its_owner(never_policy, api, tmp_pa
             {"result.h5": data},
             "cp /payload/result.h5 /output/result.h5",
         )
+        grant_image(api, mallory_id, tag)  # a participant runs only their own images
         r = api.post("/api/v1/submissions/container", json={"image": tag, "method": case}, headers=mallory)
         assert r.status_code == 202, r.text
         ids[case] = r.json()["id"]
@@ -212,6 +213,7 @@ def test_every_channel_together_carries_under_256_bytes_per_failed_run(api, tmp_
     r = api.post("/api/v1/admin/participants", json={"name": "eve"}, headers=ORG)
     token = r.json()["token"]
     eve = {"Authorization": f"Bearer {token}"}
+    grant_image(api, r.json()["id"], tag)  # a participant runs only their own images
     r = api.post("/api/v1/submissions/container", json={"image": tag, "method": "exfiltrate"}, headers=eve)
     assert r.status_code == 202, r.text
     sid = r.json()["id"]

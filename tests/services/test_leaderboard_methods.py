@@ -51,7 +51,7 @@ def _truth_result(api, tmp_path):
 
 
 def test_one_image_runs_on_three_tiers_and_makes_one_certified_row(api):
-    alice = add_participant(api, "alice")
+    alice = add_participant(api, "alice", images=(RUNNER,))
     sid = _submit_image(api, alice, "Reference NNLS")
     ids = _runs(api, alice, sid)
     assert list(ids) == list(BLIND_TIERS) and ids["hidden"] == sid
@@ -98,7 +98,7 @@ def test_one_image_runs_on_three_tiers_and_makes_one_certified_row(api):
 
 
 def test_a_public_upload_under_the_same_method_name_is_self_reported(api, tmp_path):
-    bob = add_participant(api, "bob")
+    bob = add_participant(api, "bob", images=(RUNNER,))
     sid = _submit_image(api, bob, "My Method")
     ids = _runs(api, bob, sid)
     wait_finished(api, bob, ids, timeout=600)
@@ -129,7 +129,7 @@ def test_a_public_upload_under_the_same_method_name_is_self_reported(api, tmp_pa
 
 
 def test_methods_are_rows_capped_per_participant_with_their_own_ties(api, monkeypatch):
-    carol = add_participant(api, "carol")
+    carol = add_participant(api, "carol", images=(RUNNER,))
     # The same image under four names: four methods (the later runs reuse the first's scores).
     ids = {}
     for method in ("A", "B", "C", "D"):

@@ -68,7 +68,7 @@ def test_a_database_outage_is_reported_not_raised(backend, monkeypatch):
 @pytest.mark.docker
 @pytest.mark.slow
 def test_runs_by_outcome_and_durations_after_real_work(api, tmp_path):
-    alice = add_participant(api, "alice")
+    alice = add_participant(api, "alice", images=("edx-arena/runner:latest", "edx-arena-test/busybox:latest"))
     result = download_and_solve(api, "public", tmp_path)
     ids = {
         "hdf5": api.post(

@@ -1,7 +1,7 @@
 """Method entries and runs on every tier: submissions.method_key and submissions.parent_id
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-06 03:00:00
 
 A board entry is a (participant, method) pair, the method name in its normal form
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

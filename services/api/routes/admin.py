@@ -10,10 +10,13 @@ from sqlalchemy.orm import selectinload
 
 from core.settings import get_settings
 from db.models import Participant, Role
+from services.api.page_cache import mark_stale
 from services.api.schemas import (
     BaselineUpdate,
     DatasetPublic,
     DatasetSeed,
+    ImageGrant,
+    ImageOwnerPublic,
     MarksPublic,
     Page,
     ParticipantCreate,
@@ -32,6 +35,7 @@ from services.deps import OrganizerDep, SessionDep
 from services.errors import NotFoundError
 from services.metadata import is_certified, set_baseline, set_trust
 from services.submissions.intake import accept
+from services.submissions.ownership import grant
 from services.submissions.state import rescore, runs_needing_attention
 from services.submissions.storage import stream_to_disk, uploads_dir
 
@@ -115,6 +119,15 @@ def add_token(
     return TokenCreated(token_id=row.id, token=token)
 
 
+@router.post("/participants/{participant_id}/images", status_code=status.HTTP_201_CREATED)
+def grant_image(participant_id: RowId, body: ImageGrant, session: SessionDep, _: OrganizerDep) -> ImageOwnerPublic:
+    """Hand a local image (a name or ``sha256:`` id the server's daemon has) to a participant,
+    who may then submit it by that name or id; participants may submit only their own images."""
+    row = grant(session, participant_id=participant_id, image=body.image)
+    session.commit()
+    return ImageOwnerPublic.model_validate(row)
+
+
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_token(token_id: RowId, session: SessionDep, _: OrganizerDep) -> None:
     revoke_token(session, token_id=token_id)
@@ -134,6 +147,7 @@ def mark_baseline(submission_id: str, body: BaselineUpdate, session: SessionDep,
     """Mark (or unmark) a reference baseline: shown on its boards at its score, unranked, not competing."""
     submission = set_baseline(session, submission_id=submission_id, baseline=body.baseline)
     session.commit()
+    mark_stale()  # the board generation does not see marks; this process's pages follow at once
     return MarksPublic(
         id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=is_certified(submission)
     )
@@ -144,6 +158,7 @@ def mark_trust(submission_id: str, body: TrustUpdate, session: SessionDep, _: Or
     """Grant or revoke the trust badge (overriding the automatic Certified rule), or ``null`` to restore the rule."""
     submission = set_trust(session, submission_id=submission_id, trust=body.trust)
     session.commit()
+    mark_stale()  # the board generation does not see marks; this process's pages follow at once
     return MarksPublic(
         id=submission.id, baseline=submission.baseline, trust=submission.trust, certified=is_certified(submission)
     )

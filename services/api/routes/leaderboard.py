@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
-from starlette.concurrency import run_in_threadpool
 
 from db.session import new_session
+from services.api.board_process import off_the_loop
 from services.api.schemas import BoardName, EntryPublic, Page
 from services.exports import export_board
 from services.leaderboard import MAX_PAGE, MAX_PER_PAGE, leaderboard
@@ -37,10 +37,12 @@ async def read_leaderboard(
         ),
     ] = False,
 ) -> Response:
-    """A leaderboard page: ranked method entries and the board's total ``count``. May lag a
-    new score by up to ``leaderboard_cache_seconds``."""
-    # The query runs in a worker thread: a board computation never blocks the event loop.
-    body = await run_in_threadpool(_render, tier, page, per_page, certified)
+    """A leaderboard page: ranked method entries and the board's total ``count``. May lag a new
+    score by a second or two (the page is refreshed in the background;
+    ``leaderboard_cache_seconds`` bounds the age of a page)."""
+    # Computed in the board child process: a board computation never holds up the event loop,
+    # nor its interpreter lock (services/api/board_process.py).
+    body = await off_the_loop(_render, tier, page, per_page, certified)
     return Response(content=body, media_type="application/json")
 
 
@@ -57,7 +59,7 @@ async def export_leaderboard(
 ) -> Response:
     """The whole board as a download, with the columns its page shows (and interval, tie,
     certified and baseline fields). Unranked baselines have an empty rank."""
-    body, media_type = await run_in_threadpool(_export, tier, format, certified)
+    body, media_type = await off_the_loop(_export, tier, format, certified)
     filename = f"edx-arena-{tier}-leaderboard.{format}"
     return Response(
         content=body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}

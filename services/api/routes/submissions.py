@@ -7,7 +7,15 @@ from fastapi import APIRouter, File, Form, UploadFile, status
 from sqlalchemy import select
 
 from db.models import Participant, Run, Score, Submission
-from services.access import get_submission, visible_figures, visible_log
+from harness.tiers import SANDBOXED_KINDS
+from services.access import (
+    get_submission,
+    shows_image,
+    visible_duplicate,
+    visible_figures,
+    visible_log,
+    visible_metrics,
+)
 from services.api.schemas import (
     ContainerCreate,
     ProvenancePublic,
@@ -125,6 +133,12 @@ def read_provenance(submission_id: str, session: SessionDep, viewer: OptionalPar
     """Where a scored entry comes from: method, file sha256 or image digest, dataset hash and the
     versions of every score row. Public once scored; before that, owner or organizer only."""
     submission, rows = provenance_of(session, submission_id=submission_id, viewer=viewer)
+    image_shown = shows_image(submission, viewer)
+    server_run = submission.kind in SANDBOXED_KINDS
+    scores = [ProvenanceScore.model_validate(r) for r in rows]
+    if not image_shown:
+        for score in scores:  # an image's hash is its id
+            score.submission_hash = None
     return ProvenancePublic(
         id=submission.id,
         participant=submission.participant.name,
@@ -139,14 +153,15 @@ def read_provenance(submission_id: str, session: SessionDep, viewer: OptionalPar
         baseline=submission.baseline,
         trust=submission.trust,
         certified=is_certified(submission),
+        server_run=server_run,
         file_sha256=submission.file_sha256,
-        image=submission.image,
-        image_digest=submission.image_digest,
+        image=submission.image if image_shown else None,
+        image_digest=submission.image_digest if image_shown else None,
         dataset_hash=submission.dataset.content_hash,
         dataset_preset=submission.dataset.preset,
         created_at=submission.created_at,
         finished_at=submission.finished_at,
-        scores=[ProvenanceScore.model_validate(r) for r in rows],
+        scores=scores,
         runs=[_provenance_run(submission, run, viewer) for run in submission.runs],
         parent_id=submission.parent_id,
         tier_runs=_tier_runs(session, submission, viewer, errors=False),
@@ -199,4 +214,7 @@ def read_submission(submission_id: str, session: SessionDep, participant: Curren
     public.runtime_seconds, public.peak_memory_bytes = visible_figures(submission, participant)
     public.scores = [ScoreRow.model_validate(s) for s in scores]
     public.tier_runs = _tier_runs(session, submission, participant)
+    for row in public.scores:
+        row.metrics = visible_metrics(submission, participant, row.metrics)
+    public.duplicate_of = visible_duplicate(submission, participant)
     return public

@@ -137,6 +137,12 @@ def test_refusals_exit_with_their_code_and_the_server_message(server, tmp_path):
 def test_wait_on_a_failed_run_exits_4_with_the_outcome(server):
     """An image that writes no result (busybox) ends failed with missing_output: exit 4."""
     url, token = server
+    with httpx.Client(base_url=url, headers=ORG) as admin:  # a participant runs only their own images
+        team = next(p for p in admin.get("/api/v1/admin/participants").json()["data"] if p["name"] == "cli-team")
+        r = admin.post(
+            f"/api/v1/admin/participants/{team['id']}/images", json={"image": "edx-arena-test/busybox:latest"}
+        )
+        assert r.status_code == 201, r.text
     r = runner.invoke(
         app,
         [
@@ -211,6 +217,10 @@ def test_a_hidden_image_waits_for_and_shows_its_runs_on_every_tier(server):
     """--wait follows the Hidden submission and its runs on the other tiers (here Dev: the
     server has no Public dataset), and prints them together."""
     url, token = server
+    with httpx.Client(base_url=url, headers=ORG) as admin:  # a participant runs only their own images
+        team = next(p for p in admin.get("/api/v1/admin/participants").json()["data"] if p["name"] == "cli-team")
+        r = admin.post(f"/api/v1/admin/participants/{team['id']}/images", json={"image": "edx-arena/runner:latest"})
+        assert r.status_code == 201, r.text
     r = runner.invoke(
         app,
         [

@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from worker_testing import error, wait_finished
 
 import docker
-from db.models import Participant, Submission
+from db.models import ImageOwner, Participant, Submission
 from db.session import new_session
 from harness.errors import ImageError
 from harness.sandbox import pull_image
@@ -225,11 +225,17 @@ def test_linked_image_is_pulled_pinned_and_scored(allow, api, dk, tmp_path):
             "nnls, shipped",
         )
         assert entry["certified"] is True and entry["rank"] == 1 and entry["submission_id"] == sid
-        prov = api.get(f"/api/v1/submissions/{sid}/provenance").json()
+        prov = api.get(f"/api/v1/submissions/{sid}/provenance", headers=alice).json()
         assert prov["image"] == f"{link}@{manifest}" and prov["image_digest"] == built_id
         assert (
             prov["scores"][0]["submission_hash"] == built_id and prov["scores"][0]["scoring_version"] == SCORER_VERSION
         )
+        # The public sees a certified server run, not which image (issue 16.2).
+        public = api.get(f"/api/v1/submissions/{sid}/provenance").json()
+        assert public["server_run"] and public["certified"] and public["image"] is public["image_digest"] is None
+        with new_session() as session:  # the link made the image alice's
+            owners = session.execute(select(ImageOwner.participant_id, ImageOwner.how)).all()
+            assert [(p.name, how) for pid, how in owners if (p := session.get(Participant, pid))] == [("alice", "link")]
     finally:
         _forget(dk, link, f"{registry}/team/solver@{dk.images.get_registry_data(link).id}", built)
 
@@ -328,7 +334,7 @@ def test_registry_that_never_answers_times_out(hidden, monkeypatch):
 
 
 def test_plain_local_names_are_looked_up_not_pulled(hidden, monkeypatch, registry):
-    alice = add_participant(hidden, "alice")
+    alice = add_participant(hidden, "alice", images=(BASE,))
     monkeypatch.setenv("EDX_REGISTRY_ALLOWLIST", registry)
     reset_caches()
     r = _link(hidden, alice, BASE)
@@ -337,8 +343,8 @@ def test_plain_local_names_are_looked_up_not_pulled(hidden, monkeypatch, registr
     assert s["image_digest"] == docker.from_env().images.get(BASE).id
     error(
         _link(hidden, alice, "team/not-here:1"),
-        422,
-        "image_invalid",
+        404,
+        "not_found",
         "no image 'team/not-here:1' on the server; upload it as a docker save archive, "
         "or link it from an allowed registry (registry.example:5000/team/solver:1.2)",
     )

@@ -121,7 +121,7 @@ def test_every_limit_is_a_setting(settings_env):
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_rescore_scores_the_kept_output_without_running_again(boards):
-    alice = add_participant(boards, "alice")
+    alice = add_participant(boards, "alice", images=(RUNNER,))
     sid = boards.post("/api/v1/submissions/container", json={"image": RUNNER, "method": "nnls"}, headers=alice).json()[
         "id"
     ]
@@ -152,14 +152,16 @@ def test_rescore_scores_the_kept_output_without_running_again(boards):
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-def test_digest_cache_ignores_rows_of_an_older_scorer(boards):
-    alice = add_participant(boards, "alice")
+def test_digest_cache_ignores_rows_of_an_older_scorer(boards, monkeypatch):
+    monkeypatch.setenv("EDX_QUOTA_HIDDEN", "3")  # one participant's three runs (the cache is per participant)
+    reset_caches()
+    alice = add_participant(boards, "alice", images=(RUNNER,))
     first = boards.post("/api/v1/submissions/container", json={"image": RUNNER}, headers=alice).json()["id"]
     _run(first)
     with new_session() as s:
         s.query(Score).filter(Score.submission_id == first).update({Score.scoring_version: "edx-score-v0"})
         s.commit()
-    second = boards.post("/api/v1/submissions/container", json={"image": RUNNER}, headers=ORG).json()["id"]
+    second = boards.post("/api/v1/submissions/container", json={"image": RUNNER}, headers=alice).json()["id"]
     _run(second)
     with new_session() as s:
         sub = s.get(Submission, second)
@@ -167,7 +169,7 @@ def test_digest_cache_ignores_rows_of_an_older_scorer(boards):
     assert sub.status == "scored" and "reused" not in (sub.log_tail or "")  # it really ran
     assert {r.scoring_version for r in rows} == {SCORER_VERSION}
 
-    third = boards.post("/api/v1/submissions/container", json={"image": RUNNER}, headers=ORG).json()["id"]
+    third = boards.post("/api/v1/submissions/container", json={"image": RUNNER}, headers=alice).json()["id"]
     _run(third)
     with new_session() as s:
         assert "reused" in s.get(Submission, third).log_tail  # current rows exist now: served from the cache
@@ -270,7 +272,7 @@ def test_a_script_output_is_held_to_the_sandbox_cap_not_the_upload_cap(hidden, m
 @pytest.mark.docker
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_a_rescore_of_a_hidden_image_rescores_its_runs_on_every_tier(boards):
-    alice = add_participant(boards, "alice")
+    alice = add_participant(boards, "alice", images=(RUNNER,))
     sid = boards.post("/api/v1/submissions/container", json={"image": RUNNER, "method": "nnls"}, headers=alice).json()[
         "id"
     ]

@@ -30,7 +30,7 @@ def _broker_empty(stack) -> bool:
 def test_worker_scores_hdf5_and_container_submissions(api, tmp_path):
     import docker
 
-    alice = add_participant(api, "alice")
+    alice = add_participant(api, "alice", images=("edx-arena/runner:latest", "edx-arena-test/busybox:latest"))
     ids = {}
     for tier in ("public", "dev"):
         result = download_and_solve(api, tier, tmp_path, solver="mlem")

@@ -1,0 +1,89 @@
+"""Board pages computed in a child process of the API process, not in one of its threads.
+
+A board computation is partly Python (rows into entries, tie verdicts): in a thread it holds
+the interpreter lock for several 5 ms slices at a time, and every reader the event loop serves
+meanwhile waits for them; at 100,000 submissions the overall board is over a second of that.
+In a child the event loop keeps its interpreter to itself, so the cached pages
+(:mod:`services.api.page_cache`) are answered at their usual latency while a board refreshes.
+
+One child per API process (pages are computed one at a time there, which the page cache's
+single flight already implies), started on first use with ``spawn`` (a fork of a process with
+threads and open database connections is not safe) and the parent's environment, so it reads
+the same settings; replaced after a crash, dropped when the settings change (tests).
+``leaderboard_process = false`` computes in a thread instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from core.caches import on_reset
+from core.settings import get_settings
+
+__all__ = ["off_the_loop", "shutdown", "warm"]
+
+_pool: ProcessPoolExecutor | None = None
+_lock = threading.Lock()
+
+
+def _adopt(env: dict[str, str]) -> None:
+    # The child's settings are the parent's: the same environment, read the same way.
+    os.environ.clear()
+    os.environ.update(env)
+
+
+def _get_pool() -> ProcessPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_adopt,
+                initargs=(dict(os.environ),),
+            )
+        return _pool
+
+
+def _ready() -> bool:
+    return True
+
+
+def warm() -> None:
+    """Start the child now (API start-up), not on the first board request: a Python start
+    with the API's imports takes a second or two, which no reader should wait for."""
+    if get_settings().leaderboard_process:
+        _get_pool().submit(_ready)
+
+
+@on_reset
+def shutdown() -> None:
+    """Stop the child (a settings change; tests). The next page starts a new one."""
+    global _pool
+    with _lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def off_the_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in the board child (or a worker thread when ``leaderboard_process`` is
+    off). ``fn`` must be a module-level function and its arguments and result picklable."""
+    if not get_settings().leaderboard_process:
+        return await run_in_threadpool(fn, *args)
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_get_pool(), fn, *args)
+    except BrokenProcessPool:
+        # The child died (killed, out of memory): a new one computes this page.
+        shutdown()
+        return await loop.run_in_executor(_get_pool(), fn, *args)
