@@ -298,3 +298,18 @@ def test_a_rescore_of_a_hidden_image_rescores_its_runs_on_every_tier(boards):
             versions = set(s.scalars(select(Score.scoring_version).where(Score.submission_id == run_id)))
             assert sub.status == "scored" and sub.runtime_seconds == first[run_id]  # the kept output, not a new run
             assert versions == {"edx-score-v0", SCORER_VERSION}
+    # The organizer's `admin rescore --outdated` lists the artifact's three runs once each.
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    with new_session() as s:
+        s.query(Score).filter(Score.submission_id.in_(runs), Score.scoring_version == SCORER_VERSION).update(
+            {Score.scoring_version: "edx-score-v1"}
+        )
+        s.commit()
+    r = CliRunner().invoke(app, ["admin", "rescore", "--outdated"])
+    assert r.exit_code == 0, r.output
+    assert sorted(r.stdout.split()) == sorted(runs)
+    with new_session() as s:
+        assert all(s.get(Submission, r).status == "queued" for r in runs)
