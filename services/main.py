@@ -42,7 +42,7 @@ async def lifespan(_app: FastAPI):
     except Exception:  # the broker may still be starting; the workers reap too
         log.warning("could not requeue interrupted submissions at start-up", exc_info=True)
     yield
-    shutdown_board_process()
+    shutdown_board_process(wait=True)
 
 
 async def _answer(_request: Request, exc: Exception) -> JSONResponse:

@@ -19,6 +19,7 @@ import asyncio
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -35,10 +36,20 @@ _pool: ProcessPoolExecutor | None = None
 _lock = threading.Lock()
 
 
-def _adopt(env: dict[str, str]) -> None:
+def _adopt(env: dict[str, str], parent: int) -> None:
     # The child's settings are the parent's: the same environment, read the same way.
     os.environ.clear()
     os.environ.update(env)
+    threading.Thread(target=_exit_with, args=(parent,), name="edx-board-parent-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End the child when its API process is gone (killed, or exited without shutting the pool
+    down): the child holds both ends of its task queue, so it would never see them close and
+    would stay behind, holding the parent's inherited file descriptors."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _get_pool() -> ProcessPoolExecutor:
@@ -49,7 +60,7 @@ def _get_pool() -> ProcessPoolExecutor:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_adopt,
-                initargs=(dict(os.environ),),
+                initargs=(dict(os.environ), os.getpid()),
             )
         return _pool
 
@@ -66,13 +77,14 @@ def warm() -> None:
 
 
 @on_reset
-def shutdown() -> None:
-    """Stop the child (a settings change; tests). The next page starts a new one."""
+def shutdown(*, wait: bool = False) -> None:
+    """Stop the child (API shutdown, with ``wait``; a settings change; tests). The next page
+    starts a new one."""
     global _pool
     with _lock:
         pool, _pool = _pool, None
     if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=wait, cancel_futures=True)
 
 
 async def off_the_loop(fn: Callable[..., Any], *args: Any) -> Any:

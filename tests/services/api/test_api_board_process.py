@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from arena_testing import add_scored
@@ -61,3 +62,46 @@ def test_a_child_that_dies_is_replaced(in_child):
     body = in_child.get("/api/v1/leaderboard", params={"tier": "dev"}).json()
     assert body["count"] == 3
     assert child not in _child_pids()
+
+
+def test_the_child_ends_when_its_api_process_is_killed(tmp_path):
+    """An API process killed with SIGKILL cannot shut its pool down: the child notices its
+    parent is gone and exits instead of staying behind."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[3])!r})\n"
+        "os.environ.update(EDX_DATA_DIR=sys.argv[1], EDX_ORGANIZER_TOKEN='t' * 32, EDX_ENVIRONMENT='development')\n"
+        "from services.api import board_process\n"
+        "if __name__ == '__main__':\n"  # the spawned child imports this file again
+        "    pool = board_process._get_pool()\n"
+        "    pool.submit(board_process._ready).result(timeout=120)\n"
+        "    print(*[p.pid for p in pool._processes.values()], flush=True)\n"
+        "    import time; time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "var")], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+    )
+    try:
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(child), "the board child outlived its API process"
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
