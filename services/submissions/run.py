@@ -1,5 +1,6 @@
 """The sandboxed run of a submission the server runs (an image, a link or a script; design §5):
-reuse an identical earlier run, or run it on the tier's measurements (no truth), record the run,
+reuse an identical earlier run, or run it on the tier's measurements (never the truth, even on
+Public: :func:`services.datasets.run_input_path`), record the run,
 keep its output, then score it.
 
 A run pins the image by its content-addressed id (a link is also recorded with its manifest
@@ -32,7 +33,7 @@ from harness.sandbox import Outcome, RunLimits, RunSpec, remove_leftovers, remov
 from harness.sandbox.scripts import unpack_script
 from harness.scoring import SCORER_VERSION
 from harness.tiers import SANDBOXED_KINDS
-from services.datasets import prefetch_scoring_dataset, result_expectation
+from services.datasets import prefetch_scoring_dataset, result_expectation, run_input_path
 from services.submissions.sandbox import run_limits, run_spec
 from services.submissions.scoring import score_submission
 from services.submissions.state import update_status
@@ -107,7 +108,7 @@ def _spec(submission: Submission, work_dir: Path) -> RunSpec | None:
     return run_spec(
         run_id=f"{submission.id}-{submission.attempt}",
         image=submission.image_digest or submission.image or "",
-        input_path=Path(dataset_row.view_path),
+        input_path=run_input_path(dataset_row),
         work_dir=work_dir,
         expect=result_expectation(dataset_row, max_bytes=settings.sandbox_output_bytes),
         settings=settings,
