@@ -90,6 +90,9 @@ class Settings(SandboxSettings):
     leaderboard_policy: Literal["best", "latest"] = "best"
     #: Mark adjacent entries the paired bootstrap cannot separate as tied (False: classic ranks only).
     leaderboard_ties: bool = True
+    #: Method rows one participant may hold on the overall board (their best ones by overall
+    #: score), so a team cannot flood it with variants (design §7).
+    overall_methods_per_participant: int = Field(default=3, ge=1)
     #: A board is recomputed at most this often per API process (0: on every request).
     leaderboard_cache_seconds: float = Field(default=2.0, ge=0)
     #: Compute board pages in one child process per API process (a slow board never holds the

@@ -24,9 +24,10 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 from core import clock
+from harness.methods import UNNAMED, method_key
 from harness.sandbox.model import Outcome
 from harness.tiers import Kind
 
@@ -142,6 +143,12 @@ class Submission(Base):
     tier: Mapped[str] = mapped_column(String(20), index=True)
     kind: Mapped[str] = mapped_column(String(20), default=Kind.hdf5)
     method: Mapped[str] = mapped_column(String(200), default="")
+    #: The method's normal form (:func:`harness.methods.method_key`), set with ``method``: a
+    #: board entry is a (participant, method_key) pair.
+    method_key: Mapped[str] = mapped_column(String(200), default=UNNAMED, server_default=UNNAMED, index=True)
+    #: A run of a Hidden-tier artifact on another blind tier: the Hidden submission it belongs
+    #: to (same image or script, run by the server, uncharged). None for a submission of its own.
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("submissions.id"), index=True)
     description: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(String(500), default="")
     file_path: Mapped[str | None] = mapped_column(Text)
@@ -176,6 +183,13 @@ class Submission(Base):
     participant: Mapped[Participant] = relationship()
     dataset: Mapped[Dataset] = relationship()
     runs: Mapped[list[Run]] = relationship(order_by="Run.attempt")
+    parent: Mapped[Submission | None] = relationship(remote_side="Submission.id", back_populates="children")
+    children: Mapped[list[Submission]] = relationship(back_populates="parent", order_by="Submission.tier")
+
+    @validates("method")
+    def _keep_method_key(self, _key: str, method: str | None) -> str | None:
+        self.method_key = method_key(method)
+        return method
 
 
 class Run(Base):

@@ -28,6 +28,7 @@ __all__ = [
     "Kind",
     "Preset",
     "TierRules",
+    "run_tiers",
     "spec_ranges",
     "tier_rules",
 ]
@@ -78,6 +79,13 @@ class TierRules:
     def submit_as(self) -> str:
         """What a submission to the tier is, in words."""
         return "container image" if Kind.container in self.kinds else "HDF5 result"
+
+    def takes(self, kind: Kind, *, server_run: bool = False) -> bool:
+        """Whether a submission of ``kind`` may be scored on this tier: the kinds participants
+        may send, or (``server_run``) the server's own run, on a blind tier, of an artifact sent
+        to another blind tier (:func:`run_tiers`: Public and Dev take no image from
+        participants, but a Hidden image is run on them)."""
+        return kind in self.kinds or (server_run and self.blind and kind in SANDBOXED_KINDS)
 
     def truth_published(self, *, organizer_choice: bool = False) -> bool:
         """Whether a dataset of this tier hands its truth to participants; ``organizer_choice``
@@ -212,6 +220,19 @@ def tier_rules(tier: str) -> TierRules:
         return TIER_RULES[tier]
     except KeyError:
         raise ValueError(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)}") from None
+
+
+def run_tiers(tier: str, kind: Kind) -> tuple[str, ...]:
+    """The tiers a submission of ``kind`` sent to ``tier`` is scored on, its own first.
+
+    An artifact the server runs (an image or a script), sent to a blind tier, is run on every
+    blind tier: one artifact, run by the server everywhere and scored against each tier's truth,
+    is what a Certified method row is made of (design §7). Anything else is scored on its tier.
+    """
+    rules = tier_rules(tier)
+    if rules.blind and kind in SANDBOXED_KINDS and rules.takes(kind):
+        return (tier, *(t for t in BLIND_TIERS if t != tier))
+    return (tier,)
 
 
 def spec_ranges(tier: str) -> Mapping[str, tuple[float, float]]:

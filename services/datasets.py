@@ -1,9 +1,11 @@
 """Tier datasets: organizers generate or upload them; participants download the views; the
 tiers are listed with what each publishes.
 
-Each dataset is stored twice under ``storage_dir/datasets/<tier>/<id>/``: ``full.h5`` with the
-truth (server only: scoring) and ``view.h5``, what a participant (Public, with truth; Dev,
-without) or a Hidden-tier container (without) may read. Neither file carries the seed. Whether
+Each dataset is stored under ``storage_dir/datasets/<tier>/<id>/``: ``full.h5`` with the
+truth (server only: scoring), ``view.h5``, what a participant may read (Public, with truth;
+Dev, without), and, where that view carries the truth, ``run.h5``: what a sandboxed run of the
+tier reads (:func:`run_input_path`; never the truth: a Hidden image is also run on Public).
+None of the files carries the seed. Whether
 the view carries the truth follows the tier's rules (:data:`harness.tiers.TIER_RULES`) and is
 stored on the row (``truth_in_view``).
 """
@@ -24,7 +26,13 @@ from core.settings import get_settings
 from db.models import Dataset
 from harness.dataset import TierDataset
 from harness.errors import FormatError
-from harness.formats import ResultExpectation, read_measurement, validate_measurement, write_measurement
+from harness.formats import (
+    ResultExpectation,
+    read_measurement,
+    validate_measurement,
+    write_measurement,
+    write_run_view,
+)
 from harness.scenes import build_tier
 from harness.tiers import PRESETS, TIER_RANGES, TIER_RULES, TIERS
 from services.access import can_download, rules_of
@@ -38,6 +46,7 @@ __all__ = [
     "prefetch_scoring_dataset",
     "remove_files",
     "result_expectation",
+    "run_input_path",
     "scene_ids",
     "scoring_dataset",
     "seed_tier",
@@ -77,6 +86,8 @@ def _store(session: Session, tier: str, dataset: TierDataset, *, seed: int | Non
         # on the Standard track it is the organizer's choice (default: no truth).
         public = rules_of(tier).truth_published(organizer_choice=with_truth)
         write_measurement(dataset.participant_view(with_truth=public), view, include_truth=public)
+        if public:
+            write_run_view(dataset, folder / _RUN_VIEW)
         expectation = ResultExpectation.for_dataset(dataset, max_bytes=1).as_dict()
         del expectation["max_bytes"]  # a setting, applied when a result is checked
         session.execute(update(Dataset).where(Dataset.tier == tier, Dataset.active.is_(True)).values(active=False))
@@ -98,6 +109,24 @@ def _store(session: Session, tier: str, dataset: TierDataset, *, seed: int | Non
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return row
+
+
+#: A sandboxed run's input beside a view that carries the truth (see :func:`run_input_path`).
+_RUN_VIEW = "run.h5"
+_run_view_lock = threading.Lock()
+
+
+def run_input_path(row: Dataset) -> Path:
+    """What a sandboxed run on ``row`` reads as ``/input/measurement.h5``: the participants'
+    view where it has no truth, else the same view without it (``run.h5``, written when the
+    dataset was stored, or here once for a dataset stored before runs on Public existed)."""
+    if not row.truth_in_view:
+        return Path(row.view_path)
+    path = Path(row.view_path).with_name(_RUN_VIEW)
+    with _run_view_lock:
+        if not path.is_file():
+            write_run_view(read_measurement(row.full_path), path)  # atomic: a crash leaves no half file
+    return path
 
 
 def seed_tier(session: Session, *, tier: str, seed: int, preset: str = "default", with_truth: bool = False) -> Dataset:

@@ -36,7 +36,7 @@ EXPORT_COLUMNS = (
     "submission_id",
     "submitted_at",
 )
-_TIER_FIELDS = ("score", "psnr", "ssim", "submission_id")
+_TIER_FIELDS = ("score", "psnr", "ssim", "submission_id", "self_reported")
 
 
 def export_columns(board: str) -> list[str]:
@@ -60,12 +60,15 @@ def _record(entry: Entry, board: str) -> dict:
     return record
 
 
-def export_board(session: Session, *, board: str, fmt: str) -> tuple[bytes, str]:
-    """The whole of ``board`` as ``fmt`` (``csv`` or ``json``): ``(body, media type)``."""
+def export_board(session: Session, *, board: str, fmt: str, certified_only: bool = False) -> tuple[bytes, str]:
+    """The whole of ``board`` as ``fmt`` (``csv`` or ``json``): ``(body, media type)``;
+    ``certified_only`` as :func:`services.leaderboard.leaderboard`."""
     records: list[dict] = []
     page = 1
     while True:
-        entries, count = leaderboard(session, board=board, page=page, per_page=MAX_PER_PAGE)
+        entries, count = leaderboard(
+            session, board=board, page=page, per_page=MAX_PER_PAGE, certified_only=certified_only
+        )
         records += [_record(e, board) for e in entries]
         if len(records) >= count or not entries:
             break

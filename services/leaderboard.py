@@ -2,11 +2,14 @@
 
 Ranked by score, descending; equal scores share a rank (competition ranking 1, 1, 3). Only
 scored submissions against the tier's active dataset, with a score row of the current
-scoring version, appear. One entry per participant per tier: the best scored submission
-(ties: the earlier) or, with ``leaderboard_policy=latest``, the latest. The overall board
-lists only participants with an entry on all of Public, Dev and Hidden, each tier's score and
-PSNR / SSIM side by side. A Hidden entry from an image the server ran itself carries the
-Certified badge.
+scoring version, appear. An entry is a **method**: a (participant, method key) pair, the key
+being the normal form of the method name (:func:`harness.methods.method_key`). A method's entry
+on a tier is its best scored submission there (ties: the earlier) or, with
+``leaderboard_policy=latest``, the latest. The overall board lists methods with an entry on all
+of Public, Dev and Hidden, each tier's score and PSNR / SSIM side by side, at most
+``overall_methods_per_participant`` rows per participant (their best). A row is Certified when
+its three entries are the server's runs of one artifact (:func:`services.metadata.certified_row`);
+``certified=True`` shows the certified view: each method by its best certified artifact.
 
 The choice of entry and the ranking run in SQL (window functions, on SQLite and PostgreSQL).
 
@@ -34,21 +37,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import Select, case, func, literal, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.settings import get_settings
-from db.models import Dataset, Participant, Score, Status, Submission
+from db.models import Dataset, Participant, Score, Status, Submission, Trust
 from harness.scoring import SCORER_VERSION, overall_draws, overall_score
-from harness.tiers import BLIND_TIERS, TIER_RULES, TIERS
+from harness.tiers import BLIND_TIERS, SANDBOXED_KINDS, TIER_RULES, TIERS
 from harness.uncertainty import CONFIDENCE, decode_draws, groups_from_links, inseparable, percentile_interval
 from services.errors import ServiceError
-from services.metadata import certified
+from services.metadata import artifact_of, certified, certified_row
 
 __all__ = ["BOARDS", "MAX_PAGE", "MAX_PER_PAGE", "Entry", "leaderboard"]
 
 BOARDS = (*TIERS, "overall")
-#: The blind tier whose submissions the server runs: the overall entry's method and badge come from it.
+#: The blind tier whose submissions the server runs: the overall entry's method comes from it.
 _RUN_TIER = next(t for t in BLIND_TIERS if TIER_RULES[t].server_runs)
 MAX_PER_PAGE = 500
 #: No board has a million pages; a larger number would overflow the SQL OFFSET.
@@ -84,13 +87,26 @@ class Entry:
     description: str = ""
 
 
-def _picked(*tiers: str) -> Select:
-    """Each participant's one scored entry on each of ``tiers`` (unranked)."""
+def _candidates(*tiers: str, certified_only: bool = False) -> Select:
+    """Every scored submission on ``tiers`` that may be an entry, with its pick order within
+    its method (``pick == 1``: the method's entry on the tier); ``certified_only``: only
+    Certified ones (:func:`services.metadata.certified`, written in SQL)."""
+    where = []
+    if certified_only:
+        automatic = and_(
+            Submission.kind.in_(SANDBOXED_KINDS), Submission.image_digest.is_not(None), Submission.image_digest != ""
+        )
+        where.append(
+            or_(
+                Submission.trust == Trust.granted,
+                and_(automatic, or_(Submission.trust.is_(None), Submission.trust != Trust.revoked)),
+            )
+        )
     if get_settings().leaderboard_policy == "latest":
         pick_order = (Submission.created_at.desc(), Submission.id)
     else:
         pick_order = (Score.score.desc(), Submission.created_at, Submission.id)
-    candidates = (
+    return (
         select(
             Score.score,
             Score.psnr,
@@ -98,7 +114,9 @@ def _picked(*tiers: str) -> Select:
             Score.ci_low,
             Score.ci_high,
             Submission.id.label("submission_id"),
+            Submission.parent_id,
             Submission.method,
+            Submission.method_key,
             Submission.source,
             Submission.kind,
             Submission.image_digest,
@@ -110,9 +128,12 @@ def _picked(*tiers: str) -> Select:
             Submission.description,
             Participant.name,
             Participant.team,
-            # A participant's entries compete as one; each baseline method of theirs is its own entry.
+            # One entry per method; a baseline never stands in for a competing submission.
             func.row_number()
-            .over(partition_by=(Submission.participant_id, Submission.tier, _baseline_key()), order_by=pick_order)
+            .over(
+                partition_by=(Submission.participant_id, Submission.tier, Submission.method_key, Submission.baseline),
+                order_by=pick_order,
+            )
             .label("pick"),
         )
         .join(Submission, Score.submission_id == Submission.id)
@@ -124,19 +145,21 @@ def _picked(*tiers: str) -> Select:
             Submission.tier.in_(tiers),
             Submission.status == Status.scored,
             Dataset.active.is_(True),
+            *where,
         )
-        .subquery()
     )
+
+
+def _picked(*tiers: str, certified_only: bool = False) -> Select:
+    """Each method's one scored entry on each of ``tiers`` (unranked)."""
+    candidates = _candidates(*tiers, certified_only=certified_only).subquery()
     return select(candidates).where(candidates.c.pick == 1)
 
 
-def _baseline_key():
-    """'' for a competing entry, the method name for a reference baseline."""
-    return case((Submission.baseline.is_(True), literal("b:") + Submission.method), else_=literal(""))
-
-
-def _tier_board(session: Session, tier: str, *, offset: int, limit: int) -> tuple[list[Entry], int]:
-    picked = _picked(tier).subquery()
+def _tier_board(
+    session: Session, tier: str, *, offset: int, limit: int, certified_only: bool = False
+) -> tuple[list[Entry], int]:
+    picked = _picked(tier, certified_only=certified_only).subquery()
     ranked = select(
         picked,
         # Baselines are ranked apart (then shown unranked), so they never displace a participant.
@@ -277,34 +300,100 @@ def _page_groups(page: dict[int, Entry], order: list[Hashable], load: Loader) ->
     return {p: None if groups[p - window] is None else window + groups[p - window] for p in page}
 
 
-def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry], int]:
-    """Participants with an entry on every blind tier, by :func:`harness.scoring.overall_score`.
+@dataclass
+class _Row:
+    """One overall method row: its three tier entries (``picks``, rows of :func:`_candidates`)."""
 
-    One scan picks every participant's entry on the three tiers; only the requested page
-    becomes objects.
-    """
-    by_participant: dict[tuple, dict] = {}
+    picks: dict
+    score: float = 0.0
+    baseline: bool = False
+    certified: bool = False
+    latest: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.score = overall_score({t: self.picks[t].score for t in BLIND_TIERS})
+        self.baseline = all(bool(self.picks[t].baseline) for t in BLIND_TIERS)
+        self.certified = certified_row(self.picks[t] for t in BLIND_TIERS)
+        self.latest = max(self.picks[t].created_at for t in BLIND_TIERS)
+
+    @property
+    def name(self) -> str:
+        return self.picks[BLIND_TIERS[0]].name
+
+    @property
+    def method(self) -> tuple:
+        """Whose method: (participant, method key, baseline)."""
+        first = self.picks[BLIND_TIERS[0]]
+        return (first.participant_id, first.method_key, bool(first.baseline))
+
+    def order(self) -> tuple:
+        return (-self.score, self.baseline, self.latest, self.name)
+
+
+def _complete(groups: dict) -> list[_Row]:
+    return [_Row(mine) for mine in groups.values() if len(mine) == len(BLIND_TIERS)]
+
+
+def _method_rows(session: Session) -> list[_Row]:
+    """Each method with an entry on every blind tier: its entry per tier, however made."""
+    by_method: dict[tuple, dict] = {}
     for row in session.execute(_picked(*BLIND_TIERS)):
-        key = (row.participant_id, row.method if row.baseline else None)  # a baseline: the same method on every tier
-        by_participant.setdefault(key, {})[row.tier] = row
-    complete = []
-    for mine in by_participant.values():
-        if len(mine) == len(BLIND_TIERS):
-            score = overall_score({t: mine[t].score for t in BLIND_TIERS})
-            latest = max(mine[t].created_at for t in BLIND_TIERS)
-            baseline = all(bool(mine[t].baseline) for t in BLIND_TIERS)
-            complete.append((score, baseline, latest, mine[BLIND_TIERS[0]].name, mine))
-    complete.sort(key=lambda x: (-x[0], x[1], x[2], x[3]))
+        by_method.setdefault((row.participant_id, row.method_key, bool(row.baseline)), {})[row.tier] = row
+    return _complete(by_method)
+
+
+def _certified_rows(session: Session) -> list[_Row]:
+    """The certified view: each method by its best (or, ``latest``, latest) certified row,
+    one artifact's three server runs, or a row an organizer certified entry by entry."""
+    candidates = _candidates(*BLIND_TIERS).subquery()
+    by_artifact: dict[str, dict] = {}
+    for row in session.execute(select(candidates).where(candidates.c.kind.in_(SANDBOXED_KINDS))):
+        by_artifact.setdefault(artifact_of(row), {}).setdefault(row.tier, row)
+    rows = [r for r in _complete(by_artifact) if r.certified]
+    rows += [r for r in _method_rows(session) if r.certified]  # organizers' grants; duplicates go below
+    latest = get_settings().leaderboard_policy == "latest"
+    best: dict[tuple, _Row] = {}
+    for r in rows:
+        held = best.get(r.method)
+        if held is None or ((r.latest, -r.score) > (held.latest, -held.score) if latest else r.order() < held.order()):
+            best[r.method] = r
+    return list(best.values())
+
+
+def _capped(rows: list[_Row]) -> list[_Row]:
+    """Rank order, at most ``overall_methods_per_participant`` competing rows per participant
+    (their best; baselines are the organizers' and are not capped)."""
+    cap = get_settings().overall_methods_per_participant
+    held: dict[int, int] = {}
+    out = []
+    for r in sorted(rows, key=_Row.order):
+        if not r.baseline:
+            participant = r.method[0]
+            held[participant] = held.get(participant, 0) + 1
+            if held[participant] > cap:
+                continue
+        out.append(r)
+    return out
+
+
+def _overall(session: Session, *, offset: int, limit: int, certified_only: bool = False) -> tuple[list[Entry], int]:
+    """Methods with an entry on every blind tier, by :func:`harness.scoring.overall_score`.
+
+    One scan picks every method's entry on the three tiers; only the requested page becomes
+    objects.
+    """
+    complete = _capped(_certified_rows(session) if certified_only else _method_rows(session))
     entries = []
     rank = ranked = 0
     previous = None
-    for i, (score, baseline, latest, name, mine) in enumerate(complete[: offset + limit]):
-        if not baseline:  # baselines are shown unranked and do not count towards ranks
+    for i, row in enumerate(complete[: offset + limit]):
+        if not row.baseline:  # baselines are shown unranked and do not count towards ranks
             ranked += 1
-            rank = rank if previous is not None and score == previous else ranked
-            previous = score
+            rank = rank if previous is not None and row.score == previous else ranked
+            previous = row.score
         if i < offset:
             continue
+        mine = row.picks
         # The overall entry is named after its server-run tier's submission when there is one.
         public, hidden = mine[BLIND_TIERS[0]], mine[_RUN_TIER]
         tiers = {
@@ -315,26 +404,30 @@ def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry],
                 "submission_id": mine[t].submission_id,
                 "ci_low": mine[t].ci_low,
                 "ci_high": mine[t].ci_high,
+                "certified": certified(
+                    tier=t, kind=mine[t].kind, image_digest=mine[t].image_digest, trust=mine[t].trust
+                ),
+                # An uploaded result: the participant's word, not the server's run.
+                "self_reported": mine[t].kind not in SANDBOXED_KINDS,
+                "artifact": artifact_of(mine[t]),
             }
             for t in BLIND_TIERS
         }
         entries.append(
             Entry(
-                participant=name,
+                participant=row.name,
                 team=public.team,
                 method=hidden.method or public.method,
                 source=hidden.source or public.source,
-                score=score,
+                score=row.score,
                 psnr=None,
                 ssim=None,
-                certified=certified(
-                    tier=hidden.tier, kind=hidden.kind, image_digest=hidden.image_digest, trust=hidden.trust
-                ),
+                certified=row.certified,
                 submission_id=None,
-                submitted_at=latest,
+                submitted_at=row.latest,
                 tiers=tiers,
-                rank=None if baseline else rank,
-                baseline=baseline,
+                rank=None if row.baseline else rank,
+                baseline=row.baseline,
                 description=hidden.description or public.description,
             )
         )
@@ -342,7 +435,7 @@ def _overall(session: Session, *, offset: int, limit: int) -> tuple[list[Entry],
     return entries, len(complete)
 
 
-def _overall_intervals(session: Session, complete: list[tuple], entries: list[Entry], *, offset: int) -> None:
+def _overall_intervals(session: Session, complete: list[_Row], entries: list[Entry], *, offset: int) -> None:
     """Overall intervals of the page's entries and, among competing entries, tie groups.
 
     An overall entry's draws are the mean of its three tier score draws
@@ -351,7 +444,7 @@ def _overall_intervals(session: Session, complete: list[tuple], entries: list[En
     """
 
     def key(i: int) -> tuple[str, ...]:
-        return tuple(complete[i][4][t].submission_id for t in BLIND_TIERS)
+        return tuple(complete[i].picks[t].submission_id for t in BLIND_TIERS)
 
     def load(keys: list[tuple[str, ...]]) -> dict[tuple, tuple[tuple, np.ndarray]]:
         by_tier = [_tier_draws(session, [k[j] for k in keys]) for j in range(len(BLIND_TIERS))]
@@ -381,7 +474,7 @@ def _overall_intervals(session: Session, complete: list[tuple], entries: list[En
         entry.ci_low, entry.ci_high = known[key(i)]
     if not get_settings().leaderboard_ties:
         return
-    competing = [i for i, c in enumerate(complete) if not c[1]]  # rank order: the list is sorted
+    competing = [i for i, c in enumerate(complete) if not c.baseline]  # rank order: the list is sorted
     position_of = {i: p + 1 for p, i in enumerate(competing)}
     on_page = {position_of[i]: entry for i, entry in zip(page, entries) if i in position_of}
     if on_page:
@@ -390,13 +483,16 @@ def _overall_intervals(session: Session, complete: list[tuple], entries: list[En
             on_page[position].tie_group = group
 
 
-def leaderboard(session: Session, *, board: str, page: int = 1, per_page: int = 50) -> tuple[list[Entry], int]:
-    """One page of ``board`` (a tier or ``overall``) and the board's total number of entries."""
+def leaderboard(
+    session: Session, *, board: str, page: int = 1, per_page: int = 50, certified_only: bool = False
+) -> tuple[list[Entry], int]:
+    """One page of ``board`` (a tier or ``overall``) and the board's total number of entries;
+    ``certified_only``: Certified entries only (on the overall board, the certified view)."""
     if board not in BOARDS:
         raise ServiceError(f"unknown leaderboard {board!r}; boards are {', '.join(BOARDS)}")
     if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
         raise ServiceError(f"page must be between 1 and {MAX_PAGE} and per_page between 1 and {MAX_PER_PAGE}")
     offset = (page - 1) * per_page
     if board == "overall":
-        return _overall(session, offset=offset, limit=per_page)
-    return _tier_board(session, board, offset=offset, limit=per_page)
+        return _overall(session, offset=offset, limit=per_page, certified_only=certified_only)
+    return _tier_board(session, board, offset=offset, limit=per_page, certified_only=certified_only)

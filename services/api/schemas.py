@@ -66,6 +66,26 @@ class ScoreRow(BaseModel):
     ci_high: float | None = None
 
 
+class TierRunPublic(BaseModel):
+    """One of an artifact's runs (a Hidden image or script runs on every blind tier): its own
+    submission id, outcome and current tier score, and the dataset it was scored against."""
+
+    id: str
+    tier: str
+    status: str
+    outcome: str | None
+    error_message: str | None = None
+    score: float | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    certified: bool = False
+    dataset_hash: str
+    runtime_seconds: float | None = None
+    peak_memory_bytes: int | None = None
+
+
 class SubmissionPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: str
@@ -90,6 +110,13 @@ class SubmissionPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     scores: list[ScoreRow] = []
+    #: The normal form of ``method``: a board entry is a (participant, method key) pair.
+    method_key: str = ""
+    #: A run of a Hidden artifact on another tier: the Hidden submission (None otherwise).
+    parent_id: str | None = None
+    #: The artifact's runs on every blind tier, this one included, Hidden first (empty for an
+    #: uploaded result: it is scored on its own tier only).
+    tier_runs: list[TierRunPublic] = []
     #: Organizers only: the earlier submission of another participant this one is identical
     #: to (same image, script or result file), a plagiarism signal; None for everyone else.
     duplicate_of: str | None = None
@@ -234,6 +261,10 @@ class ProvenancePublic(BaseModel):
     finished_at: datetime | None
     scores: list[ProvenanceScore]
     runs: list[ProvenanceRun]
+    #: A run of a Hidden artifact on another tier: the Hidden submission.
+    parent_id: str | None = None
+    #: The same artifact's runs on every blind tier (ids, outcomes, scores, dataset hashes).
+    tier_runs: list[TierRunPublic] = []
 
 
 class ImageGrant(BaseModel):

@@ -208,7 +208,8 @@ def _stage_line(submission_id: str, seen: list[str], started: float) -> str:
 
 
 def wait_for_score(client: httpx.Client, submission_id: str, *, timeout: float, show: bool) -> dict:
-    """Poll until the submission is scored or failed; a spinner shows queued → running → scoring.
+    """Poll until the submission is scored or failed (and, for a Hidden image or script, its
+    runs on the other tiers too); a spinner shows queued → running → scoring.
 
     A poll that cannot reach the server is retried until the deadline (an API restart should not
     end a long wait); if the last poll failed, the exit is 6 (unreachable), otherwise 5 (timeout).
@@ -229,7 +230,8 @@ def wait_for_score(client: httpx.Client, submission_id: str, *, timeout: float, 
                 s = _ok(response)
                 if not seen or seen[-1] != s["status"]:
                     seen.append(s["status"])
-                if s["status"] in _TERMINAL:
+                # A Hidden image or script also runs on Public and Dev: wait for the three runs.
+                if s["status"] in _TERMINAL and all(r["status"] in _TERMINAL for r in s.get("tier_runs") or []):
                     return s
             if spinner is not None:
                 spinner.update(
@@ -292,6 +294,24 @@ def _print_submission(s: dict) -> None:
                 f"{r['psnr']:.2f}",
                 f"{r['ssim']:.4f}",
                 f"{r['consistency']:.4f}",
+            )
+        out.print(t)
+    runs = s.get("tier_runs") or []
+    if runs:
+        # Compact enough for 80 columns; `--json` has every field and the full ids.
+        t = Table("tier", "run", "status", "score ± ½ CI", "PSNR", "SSIM", "", title="one artifact, run on every tier")
+        for r in runs:
+            score = "" if r.get("score") is None else f"{r['score']:.4f}"
+            if score and r.get("ci_low") is not None and r.get("ci_high") is not None:
+                score += f" ±{(r['ci_high'] - r['ci_low']) / 2:.4f}"
+            t.add_row(
+                r["tier"] + ("*" if r["id"] == s["id"] else ""),
+                r["id"][:8],
+                r.get("outcome") if r["status"] == "failed" and r.get("outcome") else r["status"],
+                score,
+                "" if r.get("psnr") is None else f"{r['psnr']:.2f}",
+                "" if r.get("ssim") is None else f"{r['ssim']:.3f}",
+                "certified" if r.get("certified") and r.get("score") is not None else "",
             )
         out.print(t)
 
@@ -438,19 +458,35 @@ def status(
 def leaderboard(
     tier: Annotated[str, typer.Option(help="public, dev, hidden, standard or overall.")] = "overall",
     page: Annotated[int, typer.Option(help="Page number.", min=1)] = 1,
+    certified: Annotated[
+        bool,
+        typer.Option(
+            "--certified",
+            help="Certified entries only; overall: methods whose three tier scores are one artifact's server runs.",
+        ),
+    ] = False,
     as_json: AsJson = False,
     api_url: ApiUrl = "http://127.0.0.1:8000",
 ) -> None:
     """Print one page of a leaderboard (no token needed). Writes nothing locally.
 
+    An entry is a method (participant and method name). On the overall board a tier filled by
+    an uploaded result is marked self-reported; a row is certified only when its three scores
+    come from one image or script the server ran on every tier.
+
     Examples:
 
         edx-arena leaderboard --tier dev
 
+        edx-arena leaderboard --tier overall --certified
+
         edx-arena leaderboard --tier overall --json > board.json
     """
+    params: dict = {"tier": tier, "page": page}
+    if certified:
+        params["certified"] = "true"
     with _client(api_url, None) as client:
-        board = _ok(_send(client, "GET", "/api/v1/leaderboard", params={"tier": tier, "page": page}))
+        board = _ok(_send(client, "GET", "/api/v1/leaderboard", params=params))
     if as_json:
         print(json.dumps(board))
         return
@@ -465,6 +501,9 @@ def leaderboard(
             psnr, ssim = f"{e['psnr']:.2f}", f"{e['ssim']:.4f}"
         rank = "—" if e["rank"] is None else str(e["rank"])
         badge = "baseline" if e.get("baseline") else "certified" if e.get("certified") else ""
+        uploaded = [x for x, v in (e.get("tiers") or {}).items() if v.get("self_reported")]
+        if uploaded and not e.get("certified"):
+            badge = (badge + " " if badge else "") + "self-reported: " + ", ".join(uploaded)
         t.add_row(rank, escape(str(e["team"])), escape(str(e["method"])), f"{e['score']:.4f}", psnr, ssim, badge)
     out.print(t)
 

@@ -2,9 +2,10 @@
 
 Starts the API and a worker as child processes (SQLite file, filesystem broker, the machine's
 Docker daemon, all under ``--data-dir``), seeds the three tiers as the organizer, creates a
-participant, submits the reference solver's Public and Dev results over HTTP and its image to
-the Hidden tier, waits for the scores and prints the overall leaderboard. Everything goes
-through the public REST API, exactly as an organizer and a participant would use it.
+participant, submits the reference solver's image to the Hidden tier (the server runs it on
+Public, Dev and Hidden), waits for the three scored runs and prints them and the overall
+leaderboard: one Certified method row. Everything goes through the public REST API, exactly as
+an organizer and a participant would use it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,8 +117,9 @@ def demo(
     """Run the whole challenge end to end on the embedded default and print the leaderboard.
 
     Starts the API and a worker, seeds the three tiers as the organizer, creates a participant,
-    submits the reference MLEM results (Public, Dev) and the runner image (Hidden) over HTTP,
-    waits for the scores and prints the overall board. Writes everything (database, broker,
+    submits the runner image to the Hidden tier over HTTP (the server runs it on Public, Dev
+    and Hidden), waits for the three runs and prints them and the overall board: one Certified
+    method row. Writes everything (database, broker,
     datasets, logs in DATA_DIR/log) under --data-dir, which it wipes first. Exits 1 if a
     submission failed.
 
@@ -128,8 +129,6 @@ def demo(
 
         edx-arena demo --size small --data-dir /tmp/arena-demo
     """
-    from harness.formats import read_measurement, write_result
-    from harness.solvers import solve_dataset
 
     if data_dir.exists():
         shutil.rmtree(data_dir)
@@ -162,32 +161,6 @@ def demo(
         )
         token = participant["token"]
         me = {"Authorization": f"Bearer {token}"}
-        ids: dict[str, str] = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for tier in ("public", "dev"):
-                measurement = Path(tmp) / f"{tier}.h5"
-                with client.stream("GET", f"/api/v1/tiers/{tier}/measurement") as r:
-                    if r.status_code != 200:
-                        r.read()
-                        _check(r)
-                    with open(measurement, "wb") as f:
-                        for chunk in r.iter_bytes():
-                            f.write(chunk)
-                console.print(f"downloaded {tier}; solving with the reference MLEM solver")
-                result = solve_dataset(read_measurement(measurement).without_truth(), solver="mlem")
-                result_path = Path(tmp) / f"{tier}-result.h5"
-                write_result(result, result_path)
-                with open(result_path, "rb") as f:
-                    sub = _check(
-                        client.post(
-                            "/api/v1/submissions",
-                            data={"tier": tier, "method": "reference MLEM", "source": "harness/solvers/mlem.py"},
-                            files={"file": (result_path.name, f, "application/x-hdf5")},
-                            headers=me,
-                        )
-                    )
-                ids[tier] = sub["id"]
-                console.print(f"submitted {tier} result: {sub['id']}")
         # A participant may submit only their own images: the organizer hands the reference one over.
         _check(
             client.post(f"/api/v1/admin/participants/{participant['id']}/images", json={"image": image}, headers=admin)
@@ -199,12 +172,29 @@ def demo(
                 headers=me,
             )
         )
-        ids["hidden"] = sub["id"]
         console.print(f"submitted image {image} to the hidden tier: {sub['id']}")
-        console.print("waiting for the worker")
+        # The server runs it on every blind tier: one submission, three runs, one quota slot.
+        runs = _check(client.get(f"/api/v1/submissions/{sub['id']}", headers=me))["tier_runs"]
+        ids = {run["tier"]: run["id"] for run in runs}
+        console.print("the server runs it on " + ", ".join(ids) + "; waiting for the worker")
         states = _wait_scored(client, ids, token, timeout)
         failed = {k: v for k, v in states.items() if v["status"] != "scored"}
         board = _check(client.get("/api/v1/leaderboard", params={"tier": "overall"}))
+    runs_table = Table(title="one image, three runs")
+    for col in ("tier", "run", "status", "score", "PSNR dB", "SSIM", "badge"):
+        runs_table.add_column(col)
+    for tier, s in states.items():
+        row = next((x for x in s.get("scores", []) if x["scene_id"] == ""), None)
+        runs_table.add_row(
+            tier,
+            s["id"][:8],
+            s["status"],
+            f"{row['score']:.3f}" if row else "—",
+            f"{row['psnr']:.2f}" if row else "—",
+            f"{row['ssim']:.3f}" if row else "—",
+            "certified" if row and s.get("image_digest") else "",
+        )
+    out.print(runs_table)
     table = Table(title="EDX Arena · overall leaderboard")
     for col in ("rank", "team", "method", "overall", "public", "dev", "hidden", "badge"):
         table.add_column(col)
@@ -216,7 +206,7 @@ def demo(
             str(e.get("method") or ""),
             f"{e['score']:.3f}",
             *(f"{tiers[t]['score']:.3f}" if tiers.get(t) else "—" for t in ("public", "dev", "hidden")),
-            "certified" if e.get("certified") else "",
+            "Certified" if e.get("certified") else "self-reported",
         )
     out.print(table)
     if failed:

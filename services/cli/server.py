@@ -329,16 +329,21 @@ def rescore_cmd(
                 .order_by(Submission.created_at)
             ).all()
         queued, failed = [], []
+        with_parent: set[str] = set()  # a Hidden artifact's runs elsewhere, requeued with it
         for sid in dict.fromkeys(todo):
+            if sid in with_parent:
+                continue
             try:
                 # A lost message is resent by the reaper: the row is queued either way.
-                accept(session, rescore(session, submission_id=sid))
+                submission = accept(session, rescore(session, submission_id=sid))
             except ServiceError as exc:
                 session.rollback()
                 failed.append(sid)
                 console.print(f"[red]error[/red]: {exc.message}")
                 continue
             queued.append(sid)
+            with_parent.update(c.id for c in submission.children if c.status == Status.queued)
+            queued.extend(c.id for c in submission.children if c.status == Status.queued and c.id not in queued)
     console.print(f"queued {len(queued)} submission(s) for scoring with {SCORER_VERSION}")
     for sid in queued:
         print(sid)

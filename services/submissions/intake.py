@@ -15,6 +15,11 @@
    may have taken the last slot meanwhile), and the upload kept under the submission's id;
    the image recorded as the participant's (how it arrived), and a submission identical to
    another participant's earlier one flagged for organizers (``duplicate_of``).
+   An artifact the server runs, sent to a blind tier (Hidden), is also recorded once per other
+   blind tier with a dataset (:func:`harness.tiers.run_tiers`): a *child* submission
+   (``parent_id``), same artifact and method, uncharged (the quota counts the Hidden one), run
+   and scored on that tier like any other. One artifact scored on all three tiers is what makes
+   a Certified method row (design §7).
 
 A refusal at any step leaves nothing behind: no row, no file, no quota charged, and no image
 on the daemon that this submission brought in (an archive it loaded or an image it pulled is
@@ -38,17 +43,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.settings import Settings, get_settings
-from db.models import Dataset, ImageArrival, Participant, Role, Submission
+from db.models import Dataset, ImageArrival, Participant, Role, Status, Submission
 from harness.errors import ImageError, PlatformError
 from harness.formats import validate_result_isolated
 from harness.sandbox import ImageInfo, inspect_image, load_image_archive, parse_reference, pull_image
 from harness.sandbox.inventory import image_ids, remove_image, untag
 from harness.sandbox.runner import PLATFORM
 from harness.sandbox.scripts import check_script
-from harness.tiers import SANDBOXED_KINDS, TIER_RULES, Kind
+from harness.tiers import SANDBOXED_KINDS, TIER_RULES, Kind, run_tiers
 from services.access import rules_of
 from services.datasets import active_dataset, result_expectation
-from services.errors import ServiceError
+from services.errors import NotFoundError, ServiceError
 from services.submissions.ownership import duplicate_of, may_submit, no_such_image, record_owner
 from services.submissions.quota import check_quota
 from services.submissions.sandbox import publish_image
@@ -261,6 +266,8 @@ def create_submission(
     check_metadata(method=method, description=description, source=source)
     check_quota(session, participant=participant, tier=tier)
     dataset = active_dataset(session, tier)
+    # The other blind tiers the artifact runs on; one without a dataset yet is left out.
+    elsewhere = [d for t in run_tiers(tier, intake.kind)[1:] if (d := _dataset_or_none(session, t)) is not None]
     settings = get_settings()
     if kind == "image":
         parse_reference(image or "")  # an invalid reference is refused before the daemon sees it
@@ -320,11 +327,45 @@ def create_submission(
         else:
             discard(path)  # an archive is loaded; its tar is not kept
             pending_files = []
+        for other in elsewhere:
+            _add_child(session, submission, other)
         return Pending(submission, files=pending_files, images=brought)
     except BaseException:
         discard(*pending_files)
         _take_back_images(session, brought)
         raise
+
+
+def _dataset_or_none(session: Session, tier: str) -> Dataset | None:
+    try:
+        return active_dataset(session, tier)
+    except NotFoundError:
+        return None
+
+
+def _add_child(session: Session, parent: Submission, dataset: Dataset) -> Submission:
+    """The server's run of ``parent``'s artifact on ``dataset``'s tier: the same image or
+    script and method, uncharged, its own outcome and scores."""
+    assert TIER_RULES[dataset.tier].takes(Kind(parent.kind), server_run=True)
+    child = Submission(
+        participant=parent.participant,
+        dataset=dataset,
+        tier=dataset.tier,
+        kind=parent.kind,
+        image=parent.image,
+        image_digest=parent.image_digest,
+        script_path=parent.script_path,
+        file_sha256=parent.file_sha256,
+        method=parent.method,
+        description=parent.description,
+        source=parent.source,
+        charged=False,
+        parent=parent,
+        duplicate_of=parent.duplicate_of,  # the organizers' plagiarism signal is the artifact's
+    )
+    session.add(child)
+    session.flush()
+    return child
 
 
 def _take_back_images(session: Session, brought: list[_Brought]) -> None:
@@ -360,5 +401,8 @@ def accept(session: Session, pending: Pending | Submission) -> Submission:
         pending.undo(session)
         raise
     submission = pending.submission
-    dispatch.send(submission.id, submission.kind)
+    # The artifact's runs on the other blind tiers (a new submission's, or a rescore's) go too.
+    for run in (submission, *submission.children):
+        if run.status == Status.queued:
+            dispatch.send(run.id, run.kind)
     return submission

@@ -1,5 +1,6 @@
 """The sandboxed run of a submission the server runs (an image, a link or a script; design §5):
-reuse an identical earlier run, or run it on the tier's measurements (no truth), record the run,
+reuse an identical earlier run, or run it on the tier's measurements (never the truth, even on
+Public: :func:`services.datasets.run_input_path`), record the run,
 keep its output, then score it.
 
 The run and its scoring are two steps: the run keeps its output and hands the submission to the
@@ -36,7 +37,7 @@ from harness.sandbox import Outcome, RunLimits, RunSpec, remove_leftovers, remov
 from harness.sandbox.scripts import unpack_script
 from harness.scoring import SCORER_VERSION
 from harness.tiers import SANDBOXED_KINDS
-from services.datasets import prefetch_scoring_dataset, result_expectation
+from services.datasets import prefetch_scoring_dataset, result_expectation, run_input_path
 from services.submissions.sandbox import run_limits, run_spec
 from services.submissions.scoring import score_submission
 from services.submissions.state import update_status
@@ -121,7 +122,7 @@ def _spec(submission: Submission, work_dir: Path) -> RunSpec | None:
     return run_spec(
         run_id=f"{submission.id}-{submission.attempt}",
         image=submission.image_digest or submission.image or "",
-        input_path=Path(dataset_row.view_path),
+        input_path=run_input_path(dataset_row),
         work_dir=work_dir,
         expect=result_expectation(dataset_row, max_bytes=settings.sandbox_output_bytes),
         settings=settings,

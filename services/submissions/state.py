@@ -346,9 +346,12 @@ def rescore(session: Session, *, submission_id: str) -> Submission:
         raise NotFoundError(f"no submission {submission_id!r}")
     if submission.status not in TERMINAL:
         raise ConflictError(f"submission {submission_id!r} is {submission.status}; rescore it once it has finished")
-    submission.outcome = None
-    submission.error_message = None
-    # A rescore is a new round: it gets max_attempts of its own (Run rows keep counting).
-    submission.attempt = 0
-    update_status(submission, status=Status.queued, charged=submission.charged)
+    # A Hidden artifact's runs on the other tiers are rescored with it (those still running
+    # are left to finish).
+    for run in (submission, *(c for c in submission.children if c.status in TERMINAL)):
+        run.outcome = None
+        run.error_message = None
+        # A rescore is a new round: it gets max_attempts of its own (Run rows keep counting).
+        run.attempt = 0
+        update_status(run, status=Status.queued, charged=run.charged)
     return submission

@@ -63,6 +63,7 @@ from services.datasets import list_tiers, scene_ids
 from services.deps import SessionDep
 from services.errors import AuthError, NotFoundError, ServiceError, describe
 from services.leaderboard import MAX_PAGE, MAX_PER_PAGE, leaderboard
+from services.metadata import artifact_runs, current_tier_row, is_certified
 from services.web import pictures
 
 __all__ = ["BOARD_TABS", "COOKIE_NAME", "CSRF_COOKIE", "router"]
@@ -74,7 +75,12 @@ _CSRF_SECONDS = 3600
 _COOKIE_SECONDS = 30 * 24 * 3600
 #: Leaderboard tabs in display order: (board, label, one-line description).
 BOARD_TABS = (
-    ("overall", "Overall", "mean of the Public, Dev and Hidden tier scores; complete entries only"),
+    ("overall", "Overall", "methods by the mean of their Public, Dev and Hidden scores; complete methods only"),
+    (
+        "certified",
+        "Certified",
+        "methods whose three tier scores are the server's runs of one image or script; each by its best such artifact",
+    ),
     ("public", "Public", "scored against the published truth"),
     ("dev", "Dev", "scored server-side against hidden truth"),
     ("hidden", "Hidden", "containers and scripts run by the server on unseen data"),
@@ -241,7 +247,15 @@ def leaderboard_page(
 ) -> HTMLResponse:
     """The leaderboard: one tab per board (``?board=``), ranks with ties, badges, intervals."""
     board = board or tier or "overall"
-    entries, count = leaderboard(session, board=board, page=page, per_page=per_page)
+    # The Certified tab is the overall board's certified view (the API's ?certified=true).
+    certified_only = board == "certified"
+    entries, count = leaderboard(
+        session,
+        board="overall" if certified_only else board,
+        page=page,
+        per_page=per_page,
+        certified_only=certified_only,
+    )
     ranks = [e.rank for e in entries if e.rank is not None]
     shared = {r for r in ranks if ranks.count(r) > 1}
     pages = max(1, math.ceil(count / per_page))
@@ -251,6 +265,8 @@ def leaderboard_page(
         {
             "viewer": _viewer(request, session),
             "board": board,
+            "overall": board in ("overall", "certified"),
+            "export_query": "tier=overall&certified=true" if certified_only else f"tier={board}",
             "tabs": BOARD_TABS,
             "entries": entries,
             "count": count,
@@ -305,12 +321,18 @@ def submission_page(submission_id: str, request: Request, session: SessionDep) -
     shown = SCORER_VERSION if SCORER_VERSION in versions else (versions[-1] if versions else None)
     current = [r for r in rows if r.scoring_version == shown]
     maps_ok, error_ok = submission_pictures(submission)
+    # A Hidden image or script runs on every blind tier: its runs are shown together.
+    tier_runs = [
+        (run, current_tier_row(session, run.id), visible_figures(run, viewer), is_certified(run))
+        for run in artifact_runs(submission)
+    ]
     return templates.TemplateResponse(
         request,
         "submission.html",
         {
             "viewer": viewer,
             "s": submission,
+            "tier_runs": tier_runs,
             "log": visible_log(submission, viewer),
             "figures": visible_figures(submission, viewer),
             "true_spec": shows_true_spec(submission, viewer),

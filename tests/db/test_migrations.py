@@ -174,3 +174,48 @@ def test_0005_gives_each_image_to_whoever_brought_it(db_url):
         (3, "sha256:r", "organizer"),
     ]
     assert duplicates == 0
+
+
+def test_0006_moves_existing_entries_to_method_entries(db_url):
+    """Submissions stored before migration 0006 get the normal form of their method name
+    (empty: "unnamed") and no parent; the boards then group them by method."""
+    from sqlalchemy import text
+
+    from core.settings import get_settings
+
+    get_settings().data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = alembic_config(db_url)
+    command.upgrade(cfg, "0004")
+    methods = ["SwinEDX + gradient", "  swinedx   +  GRADIENT ", "", "MLEM"]
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO participants (id, name, team, role, created_at) VALUES (1, 'a', '', 'participant', '2026-11-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO datasets (id, tier, content_hash, operator_version, preset, full_path, view_path,"
+                " active, created_at) VALUES (1, 'public', 'h', 'v', 'small', '-', '-', true, '2026-11-01')"
+            )
+        )
+        for i, method in enumerate(methods):
+            conn.execute(
+                text(
+                    "INSERT INTO submissions (id, participant_id, dataset_id, tier, kind, method, description, source,"
+                    " status, attempt, charged, baseline, created_at) VALUES"
+                    " (:id, 1, 1, 'public', 'hdf5', :method, '', '', 'scored', 0, true, false, '2026-11-01')"
+                ),
+                {"id": f"s{i}", "method": method},
+            )
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        got = conn.execute(text("SELECT method_key, parent_id FROM submissions ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(r) for r in got] == [
+        ("swinedx + gradient", None),
+        ("swinedx + gradient", None),
+        ("unnamed", None),
+        ("mlem", None),
+    ]

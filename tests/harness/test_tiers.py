@@ -60,3 +60,23 @@ def test_the_true_spec_is_disclosed_only_where_it_is_published(tier, organizer_p
 def test_unknown_tier_names_the_known_ones():
     with pytest.raises(ValueError, match="unknown tier 'gold'; expected one of public, dev, hidden, standard"):
         tier_rules("gold")
+
+
+def test_a_server_run_artifact_sent_to_hidden_runs_on_every_blind_tier():
+    from harness.tiers import Kind, run_tiers
+
+    for kind in (Kind.container, Kind.script):
+        assert run_tiers("hidden", kind) == ("hidden", "public", "dev")
+    assert run_tiers("public", Kind.hdf5) == ("public",)
+    assert run_tiers("standard", Kind.hdf5) == ("standard",)
+
+
+def test_public_and_dev_take_images_only_as_the_servers_runs():
+    from harness.tiers import TIER_RULES, Kind
+
+    for tier in ("public", "dev"):
+        assert not TIER_RULES[tier].takes(Kind.container)
+        assert TIER_RULES[tier].takes(Kind.container, server_run=True)
+        assert TIER_RULES[tier].takes(Kind.hdf5)
+    assert not TIER_RULES["standard"].takes(Kind.container, server_run=True)  # not a blind tier
+    assert not TIER_RULES["hidden"].takes(Kind.hdf5, server_run=True)

@@ -148,8 +148,10 @@ def test_json_export_has_the_page_fields(boards):
 def test_overall_export_has_each_tier_side_by_side(boards):
     header, rows = _csv(boards, "overall")
     assert header == export_columns("overall")
-    assert "psnr" not in header and header[-12:] == [
-        f"{t}_{f}" for t in ("public", "dev", "hidden") for f in ("score", "psnr", "ssim", "submission_id")
+    assert "psnr" not in header and header[-15:] == [
+        f"{t}_{f}"
+        for t in ("public", "dev", "hidden")
+        for f in ("score", "psnr", "ssim", "submission_id", "self_reported")
     ]
     assert [(r["participant"], r["rank"], r["baseline"]) for r in rows] == [
         ("org", "", "True"),
@@ -162,6 +164,10 @@ def test_overall_export_has_each_tier_side_by_side(boards):
     page = boards.get("/api/v1/leaderboard", params={"tier": "overall"}).json()["data"]
     assert [r["score"] for r in body["data"]] == [e["score"] for e in page]
     assert body["data"][1]["hidden_submission_id"] == page[1]["tiers"]["hidden"]["submission_id"]
+    # Uploaded tiers are self-reported, the server-run one is not.
+    assert [body["data"][1][f"{t}_self_reported"] for t in ("public", "dev", "hidden")] == [
+        page[1]["tiers"][t]["self_reported"] for t in ("public", "dev", "hidden")
+    ]
 
 
 def test_export_of_a_long_board_is_complete(client):

@@ -1,7 +1,7 @@
 """submissions.image_ref: the image in the server's registry, pinned by manifest digest
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-06 03:00:00
 
 With EDX_IMAGE_REGISTRY set, every accepted Hidden image is pushed to the server's registry and
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 
 revision = '0007'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

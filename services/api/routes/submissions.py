@@ -25,9 +25,10 @@ from services.api.schemas import (
     ScoreRow,
     SubmissionCreated,
     SubmissionPublic,
+    TierRunPublic,
 )
 from services.deps import CurrentParticipant, OptionalParticipant, SessionDep
-from services.metadata import is_certified, provenance_of
+from services.metadata import artifact_runs, current_tier_row, is_certified, provenance_of
 from services.submissions.intake import MAX_TEXT, accept, create_submission
 
 router = APIRouter(prefix="/api/v1/submissions", tags=["submissions"])
@@ -162,7 +163,39 @@ def read_provenance(submission_id: str, session: SessionDep, viewer: OptionalPar
         finished_at=submission.finished_at,
         scores=scores,
         runs=[_provenance_run(submission, run, viewer) for run in submission.runs],
+        parent_id=submission.parent_id,
+        tier_runs=_tier_runs(session, submission, viewer, errors=False),
     )
+
+
+def _tier_runs(
+    session: SessionDep, submission: Submission, viewer: Participant | None, *, errors: bool = True
+) -> list[TierRunPublic]:
+    """The artifact's runs side by side, each as ``viewer`` may see its figures; ``errors``:
+    with their error messages (the owner's view, not the public provenance)."""
+    out = []
+    for run in artifact_runs(submission):
+        row = current_tier_row(session, run.id)
+        shown = TierRunPublic(
+            id=run.id,
+            tier=run.tier,
+            status=run.status,
+            outcome=run.outcome,
+            error_message=run.error_message if errors else None,
+            certified=is_certified(run),
+            dataset_hash=run.dataset.content_hash,
+        )
+        if row is not None:
+            shown.score, shown.psnr, shown.ssim, shown.ci_low, shown.ci_high = (
+                row.score,
+                row.psnr,
+                row.ssim,
+                row.ci_low,
+                row.ci_high,
+            )
+        shown.runtime_seconds, shown.peak_memory_bytes = visible_figures(run, viewer)
+        out.append(shown)
+    return out
 
 
 def _provenance_run(submission: Submission, run: Run, viewer: Participant | None) -> ProvenanceRun:
@@ -180,6 +213,7 @@ def read_submission(submission_id: str, session: SessionDep, participant: Curren
     public.log_tail = visible_log(submission, participant)
     public.runtime_seconds, public.peak_memory_bytes = visible_figures(submission, participant)
     public.scores = [ScoreRow.model_validate(s) for s in scores]
+    public.tier_runs = _tier_runs(session, submission, participant)
     for row in public.scores:
         row.metrics = visible_metrics(submission, participant, row.metrics)
     public.duplicate_of = visible_duplicate(submission, participant)

@@ -210,3 +210,32 @@ def test_organizer_uploads_a_built_dataset(server_without_worker, tmp_path, monk
     assert (row["tier"], row["content_hash"]) == ("hidden", content_hash)
     tiers = httpx.get(f"{url}/api/v1/tiers").json()
     assert content_hash in json.dumps(tiers)
+
+
+@pytest.mark.docker
+def test_a_hidden_image_waits_for_and_shows_its_runs_on_every_tier(server):
+    """--wait follows the Hidden submission and its runs on the other tiers (here Dev: the
+    server has no Public dataset), and prints them together."""
+    url, token = server
+    with httpx.Client(base_url=url, headers=ORG) as admin:  # a participant runs only their own images
+        team = next(p for p in admin.get("/api/v1/admin/participants").json()["data"] if p["name"] == "cli-team")
+        r = admin.post(f"/api/v1/admin/participants/{team['id']}/images", json={"image": "edx-arena/runner:latest"})
+        assert r.status_code == 201, r.text
+    r = runner.invoke(
+        app,
+        [
+            *("submit", "--image", "edx-arena/runner:latest", "--method", "NNLS image", "--wait", "--timeout", "600"),
+            *("--json", "--api-url", url, "--token", token),
+        ],
+    )
+    assert r.exit_code == ExitCode.OK, r.output
+    data = json.loads(r.stdout)
+    assert [(x["tier"], x["status"], x["certified"]) for x in data["tier_runs"]] == [
+        ("dev", "scored", True),
+        ("hidden", "scored", True),
+    ]
+    r = runner.invoke(app, ["status", data["id"], "--api-url", url, "--token", token])
+    assert r.exit_code == 0 and "one artifact, run on every tier" in r.stdout
+    lines = r.stdout.splitlines()
+    for tier in ("dev ", "hidden*"):
+        assert any(tier in line and "scored" in line and "certified" in line for line in lines), r.stdout

@@ -257,7 +257,7 @@ def test_pages_in_a_real_browser(site, browser):
     browser.get(f"{base}/?board=public")
     assert browser.title == "Leaderboard · Public · EDX Arena"
     tabs = browser.find_elements(By.CSS_SELECTOR, "nav.tabs a.tab")
-    assert [t.text for t in tabs] == ["Overall", "Public", "Dev", "Hidden", "Standard"]
+    assert [t.text for t in tabs] == ["Overall", "Certified", "Public", "Dev", "Hidden", "Standard"]
     assert browser.find_element(By.CSS_SELECTOR, "nav.tabs a.active").text == "Public"
     rows = browser.find_elements(By.CSS_SELECTOR, "table.board tbody tr")
     methods = [r.find_element(By.CSS_SELECTOR, ".method-name").text for r in rows]
