@@ -32,7 +32,7 @@ from harness.errors import FormatError, PlatformError
 from harness.formats import validate_output, validate_result_isolated
 from harness.sandbox import Outcome
 from harness.sandbox.runner import RESULT_NAME
-from services.datasets import result_expectation
+from services.datasets import result_expectation, run_input_path
 from services.errors import ConflictError, NotFoundError, ServiceError, TooLargeError
 from services.submissions.run import LOG_TAIL, hand_off, keep_output, reuse_or_kept
 from services.submissions.sandbox import publish_image
@@ -107,7 +107,7 @@ def claim_run(session: Session, submission_id: str, *, worker: str) -> dict[str,
         return None
     settings = get_settings()
     dataset = submission.dataset
-    view = Path(dataset.view_path)
+    view = run_input_path(dataset)  # never the truth, whatever the tier (a Public child's too)
     expect = result_expectation(dataset, max_bytes=settings.sandbox_output_bytes)
     base = f"/api/v1/worker/runs/{submission.id}"
     job: dict[str, Any] = {
@@ -143,9 +143,9 @@ def renew(session: Session, submission_id: str, *, attempt: int) -> None:
 
 
 def input_file(session: Session, submission_id: str, *, attempt: int) -> Path:
-    """The run's input: the tier's view, which for a blind tier holds no truth (never the
-    dataset's full file, which only scoring reads)."""
-    return Path(_current(session, submission_id, attempt).dataset.view_path)
+    """The run's input: the tier's measurements without truth (:func:`run_input_path`, the
+    local worker's very input; never the full file, which only scoring reads)."""
+    return run_input_path(_current(session, submission_id, attempt).dataset)
 
 
 def script_file(session: Session, submission_id: str, *, attempt: int) -> Path:
