@@ -262,7 +262,7 @@ def run_load(
                     "services.worker.celery_app",
                     "worker",
                     "-Q",
-                    "edx",
+                    "runs,scoring",
                     "--pool",
                     "solo",
                     "--hostname",

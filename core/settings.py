@@ -19,6 +19,7 @@ from core.caches import on_reset
 
 __all__ = [
     "PLACEHOLDER_SECRET",
+    "WORKER_QUEUES",
     "SandboxSettings",
     "Settings",
     "SettingsError",
@@ -28,6 +29,9 @@ __all__ = [
 ]
 
 PLACEHOLDER_SECRET = "changethis"
+#: The queues a worker of each role consumes (``EDX_WORKER_ROLE``, ``edx-arena worker --role``):
+#: ``runs`` (sandboxed runs: Docker, no storage) and ``scoring`` (reads the truth: storage).
+WORKER_QUEUES = {"all": ("runs", "scoring"), "scoring": ("scoring",), "compute": ("runs",)}
 
 
 class SandboxSettings(BaseSettings):
@@ -117,6 +121,22 @@ class Settings(SandboxSettings):
     #: the compose stack's choice); ``text``: readable lines (the CLI and embedded default).
     log_format: Literal["text", "json"] = "text"
 
+    # Compute hosts (docs/operations.md "Adding a compute host"). A registry the server pushes
+    # every accepted Hidden image to (``host:port[/prefix]``), pinned by manifest digest; empty:
+    # images stay on the server's own daemon (the embedded default).
+    image_registry: str = ""
+    #: What ``edx-arena worker`` does: ``all`` (runs and scoring, the embedded default),
+    #: ``scoring`` (only scoring, next to the storage), ``compute`` (only runs, over HTTP, no
+    #: database); ``auto``: ``compute`` when EDX_API_URL and EDX_WORKER_TOKEN are set and
+    #: EDX_DATABASE_URL is not, else ``all``.
+    worker_role: Literal["auto", "all", "scoring", "compute"] = "auto"
+    #: A compute worker's server and its token (``edx-arena admin create-worker NAME``).
+    api_url: str = ""
+    worker_token: str = ""
+    #: A compute worker keeps this many pulled images and inputs (by content hash) in its cache.
+    image_cache_size: int = Field(default=8, ge=1)
+    input_cache_size: int = Field(default=4, ge=1)
+
     @field_validator("database_url")
     @classmethod
     def _normalise_url(cls, url: str) -> str:
@@ -140,13 +160,22 @@ class Settings(SandboxSettings):
     @model_validator(mode="after")
     def _derive(self) -> Settings:
         self.data_dir = self.data_dir.resolve()
+        if self.worker_role == "auto":
+            remote = self.api_url and self.worker_token and not self.database_url
+            self.worker_role = "compute" if remote else "all"
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'edx-arena.db'}"
         if self.storage_dir is None:
             self.storage_dir = self.data_dir / "storage"
         if self.cookie_secure is None:
             self.cookie_secure = self.environment == "production"
-        if self.environment != "development" and self.organizer_token == PLACEHOLDER_SECRET:
+        # A compute worker holds no secret of the server but its own worker token.
+        compute = self.worker_role == "compute"
+        if compute and not (self.api_url and self.worker_token):
+            raise ValueError(
+                "a compute worker needs EDX_API_URL and EDX_WORKER_TOKEN (edx-arena admin create-worker NAME)"
+            )
+        if not compute and self.environment != "development" and self.organizer_token == PLACEHOLDER_SECRET:
             raise ValueError(
                 f"EDX_ORGANIZER_TOKEN is the placeholder {PLACEHOLDER_SECRET!r}; set a secret "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) or EDX_ENVIRONMENT=development"

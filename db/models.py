@@ -63,6 +63,8 @@ class Base(DeclarativeBase):
 class Role(StrEnum):
     participant = "participant"
     organizer = "organizer"
+    #: A compute host's account: its tokens reach only /api/v1/worker/... (services/auth.py).
+    worker = "worker"
 
 
 class Status(StrEnum):
@@ -153,6 +155,9 @@ class Submission(Base):
     file_sha256: Mapped[str | None] = mapped_column(String(64))
     image: Mapped[str | None] = mapped_column(String(500))
     image_digest: Mapped[str | None] = mapped_column(String(100))
+    #: The image in the server's registry, pinned by manifest digest (``host:port/…@sha256:…``),
+    #: which compute hosts pull; None without EDX_IMAGE_REGISTRY.
+    image_ref: Mapped[str | None] = mapped_column(String(500))
     status: Mapped[str] = mapped_column(String(20), default=Status.queued, index=True)
     outcome: Mapped[str | None] = mapped_column(String(40))
     error_message: Mapped[str | None] = mapped_column(String(1024))

@@ -4,6 +4,7 @@
 #                               from a host-side wheelhouse, then harness/, core/, services/, db/
 #   edx-arena/postgres:15       Debian's postgresql-15 on the base (docker/postgres)
 #   edx-arena/redis:7           Debian's redis-server on the base (docker/redis)
+#   edx-arena/registry:2.8      Debian's docker-registry on the base (docker/registry)
 # Every image is skipped when its inputs have not changed (a source-hash label), so running it
 # again is cheap. The base defaults to edx-arena/base:bookworm (scripts/build-images.sh); with
 # internet access `--base python:3.11-slim-bookworm` (or any Debian bookworm image) works too.
@@ -37,7 +38,7 @@ build() {  # build NAME CONTEXT HASH ARGS...: quiet, the log's tail shown when i
     || { tail -20 "var/log/build-compose-$name.log" >&2; return 1; }
 }
 
-for server in postgres:15 redis:7; do
+for server in postgres:15 redis:7 registry:2.8; do
   name=${server%%:*}
   hash=$(hash_of "docker/$name")
   [ "$(label "edx-arena/$server")" = "$hash" ] && continue
@@ -77,4 +78,4 @@ if [ "$(label edx-arena/services:latest)" != "$hash" ]; then
   find "$ctx" -name __pycache__ -prune -exec rm -rf {} +
   build services "$ctx" "$hash" -f Dockerfile.services -t edx-arena/services:latest || die "docker build of services failed"
 fi
-log "ready: edx-arena/services:latest edx-arena/postgres:15 edx-arena/redis:7"
+log "ready: edx-arena/services:latest edx-arena/postgres:15 edx-arena/redis:7 edx-arena/registry:2.8"

@@ -1,4 +1,5 @@
-"""Bearer tokens: issued once in clear, stored as sha256; roles participant and organizer."""
+"""Bearer tokens: issued once in clear, stored as sha256; roles participant, organizer and
+worker (a compute host's: its tokens reach only the worker endpoints, ``/api/v1/worker/…``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.settings import get_settings
 from db.models import ApiToken, Participant, Role
-from services.errors import AuthError, ConflictError, NotFoundError
+from services.errors import AuthError, ConflictError, ForbiddenError, NotFoundError
 
 __all__ = ["ORGANIZER_NAME", "authenticate", "create_participant", "issue_token", "revoke_token"]
 
@@ -69,8 +70,25 @@ def _builtin_organizer(session: Session) -> Participant:
     return organizer
 
 
-def authenticate(session: Session, token: str) -> Participant:
-    """The participant a bearer token belongs to; ``AuthError`` says why a token is refused."""
+WORKER_ONLY = "a worker token reaches only the worker endpoints (/api/v1/worker/...)"
+
+
+def authenticate(session: Session, token: str, *, worker: bool = False) -> Participant:
+    """The participant a bearer token belongs to; ``AuthError`` says why a token is refused.
+
+    A worker's token is refused everywhere but the worker endpoints (``worker=True``), and
+    those refuse every other role: a compute host can neither submit, read boards as someone,
+    nor administer; a participant or organizer cannot claim runs or fetch their inputs.
+    """
+    participant = _authenticate(session, token)
+    if worker != (participant.role == Role.worker):
+        if worker:
+            raise ForbiddenError("this endpoint is for compute workers (edx-arena admin create-worker)")
+        raise AuthError(WORKER_ONLY)
+    return participant
+
+
+def _authenticate(session: Session, token: str) -> Participant:
     # Issued tokens are URL-safe ASCII. Anything else (a header's latin-1 bytes, a form's
     # surrogates) cannot match one, and hmac.compare_digest raises TypeError on non-ASCII str.
     if not token.isascii():

@@ -45,7 +45,17 @@ def _optional_participant(
     return None if credentials is None else authenticate(session, credentials.credentials)
 
 
+def _worker(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Participant:
+    if credentials is None:
+        raise AuthError("this endpoint needs a bearer token: send 'Authorization: Bearer <token>'")
+    return authenticate(session, credentials.credentials, worker=True)
+
+
 CurrentParticipant = Annotated[Participant, Depends(_participant)]
 #: The participant a bearer token names, or None without one (a wrong token is still a 401).
 OptionalParticipant = Annotated[Participant | None, Depends(_optional_participant)]
 OrganizerDep = Annotated[Participant, Depends(_organizer)]
+#: A compute worker's account (role ``worker``); every other role is refused (403).
+WorkerDep = Annotated[Participant, Depends(_worker)]

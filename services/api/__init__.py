@@ -3,10 +3,10 @@
 from fastapi import APIRouter
 
 from services.api import metrics
-from services.api.routes import admin, health, leaderboard, submissions, tiers
+from services.api.routes import admin, health, leaderboard, submissions, tiers, worker
 
 __all__ = ["router"]
 
 router = APIRouter()
-for _module in (health, tiers, submissions, leaderboard, admin, metrics):
+for _module in (health, tiers, submissions, leaderboard, admin, worker, metrics):
     router.include_router(_module.router)

@@ -6,8 +6,9 @@ arrived: an anonymous client could have the server store gigabytes in temporary 
 as it liked. This pure ASGI middleware answers before the first body byte is read:
 
 * an upload route (a result, an image archive or a script: ``/api/v1/submissions``, its
-  ``/container/archive`` and ``/script``) needs a valid bearer token, and every body-carrying
-  request under ``/api/v1/admin/`` an organizer's: 401 or 403 otherwise, ``Connection: close``
+  ``/container/archive`` and ``/script``) needs a valid bearer token, every body-carrying
+  request under ``/api/v1/admin/`` an organizer's and under ``/api/v1/worker/`` a compute
+  worker's (a run's output): 401 or 403 otherwise, ``Connection: close``
   so the unread body is never taken in. The route's own dependency checks again (a token
   revoked in between is still refused);
 * any request body must have arrived within ``EDX_BODY_TIMEOUT_SECONDS`` of the request's
@@ -36,6 +37,7 @@ __all__ = ["BodyGuardMiddleware"]
 
 _UPLOADS = re.compile(r"/api/v1/submissions(/container/archive|/script)?/?")
 _ADMIN = re.compile(r"/api/v1/admin/.*")
+_WORKER = re.compile(r"/api/v1/worker/.*")
 _NO_BODY = ("GET", "HEAD", "OPTIONS")
 _NEEDS_TOKEN = "this endpoint needs a bearer token: send 'Authorization: Bearer <token>'"
 
@@ -49,6 +51,8 @@ def _required_role(method: str, path: str) -> Role | None:
         return None
     if _ADMIN.fullmatch(path):
         return Role.organizer
+    if _WORKER.fullmatch(path):
+        return Role.worker
     if method == "POST" and _UPLOADS.fullmatch(path):
         return Role.participant
     return None
@@ -69,8 +73,8 @@ def _check(token: str, role: Role) -> ServiceError | None:
         return AuthError("invalid token")
     with new_session() as session:
         try:
-            participant = authenticate(session, token)
-        except AuthError as exc:
+            participant = authenticate(session, token, worker=role == Role.worker)
+        except (AuthError, ForbiddenError) as exc:
             return exc
         if role == Role.organizer and participant.role != Role.organizer:
             return ForbiddenError("this endpoint is for organizers")

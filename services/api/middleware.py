@@ -39,6 +39,11 @@ class BodyCapMiddleware:
             return settings.max_image_bytes + _ENVELOPE_BYTES
         if path.rstrip("/") == "/api/v1/submissions/script":
             return settings.max_script_bytes + _ENVELOPE_BYTES
+        if path.startswith("/api/v1/worker/runs/"):
+            if path.endswith("/output"):  # a run's result.h5, raw: the sandbox's output cap
+                return settings.sandbox_output_bytes
+            if path.endswith("/finish"):  # the run record: its log, JSON-escaped (≤ 6 bytes a byte)
+                return 6 * settings.sandbox_log_bytes + _ENVELOPE_BYTES
         return _OTHER_BODY_BYTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -104,19 +104,43 @@ def serve(
 def worker(
     concurrency: Annotated[int, typer.Option(help="Parallel runs in this worker.")] = 1,
     hostname: Annotated[str, typer.Option(help="Worker name (unique per machine).")] = "edx@%h",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all: runs and scoring (the default); scoring: only scoring, next to the server's storage; "
+            "compute: only runs, over HTTP with EDX_API_URL and EDX_WORKER_TOKEN, no database (the default "
+            "when those two are set and EDX_DATABASE_URL is not)."
+        ),
+    ] = "auto",
 ) -> None:
     """Run a Celery worker that executes and scores submissions.
 
     Use the same EDX_* settings as serve (database, broker, data dir); it runs Hidden-tier
-    images on the machine's Docker daemon and writes score rows to the database.
+    images on the machine's Docker daemon and writes score rows to the database. A compute
+    worker on another host needs only EDX_BROKER_URL, EDX_API_URL, EDX_WORKER_TOKEN, its own
+    EDX_DATA_DIR (caches) and Docker (DOCKER_HOST if not the local daemon); see
+    docs/operations.md "Adding a compute host".
 
     Examples:
 
         edx-arena worker
 
         edx-arena worker --concurrency 2 --hostname edx-2@%h
+
+        EDX_API_URL=http://server:8000 EDX_WORKER_TOKEN=... edx-arena worker --role compute
     """
-    require_settings()
+    if role not in ("auto", "all", "scoring", "compute"):
+        console.print(f"[red]error[/red]: --role must be all, scoring or compute, not {role!r}")
+        raise typer.Exit(2)
+    if role != "auto":
+        os.environ["EDX_WORKER_ROLE"] = role
+    from core.settings import load_settings
+
+    require_settings(database=_role_needs_database())  # a compute worker has no database
+    from core.settings import WORKER_QUEUES
+
+    settings = load_settings()
+    os.environ["EDX_WORKER_ROLE"] = settings.worker_role  # the worker process sees the resolved role
     pool = "solo" if concurrency == 1 else "prefork"
     from services.logs import log_format
 
@@ -131,7 +155,7 @@ def worker(
         *quiet,
         "worker",
         "-Q",
-        "edx",
+        ",".join(WORKER_QUEUES[settings.worker_role]),
         "--pool",
         pool,
         "--concurrency",
@@ -142,6 +166,15 @@ def worker(
         "info",
     ]
     os.execv(sys.executable, argv)
+
+
+def _role_needs_database() -> bool:
+    from core.settings import SettingsError, load_settings
+
+    try:
+        return load_settings().worker_role != "compute"
+    except SettingsError:
+        return True  # require_settings reports the problem
 
 
 @admin_app.command("create-participant")
@@ -179,6 +212,40 @@ def create_participant_cmd(
             raise typer.Exit(1) from None
         session.commit()
     console.print(f"created {participant.role} {name} (id {participant.id}); token:")
+    print(token)
+
+
+@admin_app.command("create-worker")
+def create_worker_cmd(
+    name: Annotated[str, typer.Argument(help="The compute host's name (letters, digits, . _ -).")],
+) -> None:
+    """Create a compute worker account and print its token (shown only once).
+
+    The token's role reaches only the worker endpoints (/api/v1/worker/...): claim a run,
+    renew its lease, download the run's input (the tier's view, never the truth) and upload its
+    output. Give it to the compute host as EDX_WORKER_TOKEN; revoke it with DELETE
+    /api/v1/admin/tokens/ID.
+
+    Examples:
+
+        TOKEN=$(edx-arena admin create-worker gpu-1 | tail -n 1)
+    """
+    from db.migrate import upgrade_to_head
+    from db.models import Role
+    from db.session import new_session
+    from services.auth import create_participant
+    from services.errors import ServiceError
+
+    require_settings()
+    upgrade_to_head()
+    with new_session() as session:
+        try:
+            participant, _, token = create_participant(session, name=name, team="compute workers", role=Role.worker)
+        except ServiceError as exc:
+            console.print(f"[red]error[/red]: {exc.message}")
+            raise typer.Exit(1) from None
+        session.commit()
+    console.print(f"created worker {name} (id {participant.id}); token:")
     print(token)
 
 

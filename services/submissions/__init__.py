@@ -14,7 +14,10 @@
   retry policy (imports only :mod:`db`);
 - :mod:`~services.submissions.run`: the sandboxed run of an image, link or script;
 - :mod:`~services.submissions.scoring`: scoring a stored result into score rows;
-- :mod:`~services.submissions.recovery`: requeueing what a dead worker or API left behind.
+- :mod:`~services.submissions.recovery`: requeueing what a dead worker or API left behind;
+- :mod:`~services.submissions.remote` and :mod:`~services.submissions.compute`: a run on a
+  compute host (issue 19), the server's half (claim, input, upload, hand-off) and the host's
+  (claim over HTTP, the image by digest, the same sandbox).
 
 Nothing is re-exported here: import the module that does the step.
 """

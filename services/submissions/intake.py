@@ -50,12 +50,13 @@ from harness.sandbox import ImageInfo, inspect_image, load_image_archive, parse_
 from harness.sandbox.inventory import image_ids, remove_image, untag
 from harness.sandbox.runner import PLATFORM
 from harness.sandbox.scripts import check_script
-from harness.tiers import TIER_RULES, Kind, run_tiers
+from harness.tiers import SANDBOXED_KINDS, TIER_RULES, Kind, run_tiers
 from services.access import rules_of
 from services.datasets import active_dataset, result_expectation
 from services.errors import NotFoundError, ServiceError
 from services.submissions.ownership import duplicate_of, may_submit, no_such_image, record_owner
 from services.submissions.quota import check_quota
+from services.submissions.sandbox import publish_image
 from services.submissions.storage import discard, keep, stream_to_disk, uploads_dir
 from services.worker import dispatch
 
@@ -313,6 +314,9 @@ def create_submission(
         if found.arrival is not None and found.digest:
             record_owner(session, participant, found.digest, found.arrival)
         submission.duplicate_of = duplicate_of(session, submission)
+        if intake.kind in SANDBOXED_KINDS:
+            # Compute hosts pull it from the server's registry, pinned by digest (no-op unset).
+            publish_image(submission)
         if path is not None and found.suffix:
             final = keep(path, name=f"{submission.id}.{found.suffix}")
             pending_files = [final]

@@ -3,6 +3,10 @@ reuse an identical earlier run, or run it on the tier's measurements (never the 
 Public: :func:`services.datasets.run_input_path`), record the run,
 keep its output, then score it.
 
+The run and its scoring are two steps: the run keeps its output and hands the submission to the
+``scoring`` queue (:func:`hand_off`), because scoring reads the truth and so runs only where the
+server's storage is, while the run may happen on a compute host (:mod:`services.submissions.remote`).
+
 A run pins the image by its content-addressed id (a link is also recorded with its manifest
 digest, ``registry/path:tag@sha256:…``). Work already done is not redone: an image whose id
 the same participant already had scored on the same dataset, or the same script file in the
@@ -37,8 +41,18 @@ from services.datasets import prefetch_scoring_dataset, result_expectation, run_
 from services.submissions.sandbox import run_limits, run_spec
 from services.submissions.scoring import score_submission
 from services.submissions.state import update_status
+from services.worker import dispatch
 
-__all__ = ["LOG_TAIL", "instance_label", "limits_from_settings", "remove_orphan_containers", "run_submission"]
+__all__ = [
+    "LOG_TAIL",
+    "hand_off",
+    "instance_label",
+    "keep_output",
+    "limits_from_settings",
+    "remove_orphan_containers",
+    "reuse_or_kept",
+    "run_submission",
+]
 
 log = logging.getLogger(__name__)
 #: The end of a run's log kept on the submission (what owners and organizers may read of it).
@@ -117,21 +131,55 @@ def _spec(submission: Submission, work_dir: Path) -> RunSpec | None:
     )
 
 
-def run_submission(session: Session, submission: Submission) -> None:
-    """Run the claimed ``submission`` on its tier's measurements (no truth), record the run,
-    then score it; commits. Raises :class:`PlatformError` when the platform failed the run."""
+def hand_off(session: Session, submission: Submission, *, score_inline: bool = False) -> None:
+    """The run's output is kept: queue the submission for scoring (the ``scoring`` queue);
+    commits. ``score_inline`` scores it here instead (an in-process caller with the storage)."""
+    if score_inline:
+        score_submission(session, submission, result_path=submission.file_path)
+        return
+    # The scoring task claims it like any queued submission: the run's Run row closes as
+    # succeeded, and scoring gets a row of its own.
+    update_status(submission, status=Status.queued, outcome=Outcome.succeeded)
+    session.commit()
+    dispatch.send_scoring(submission.id)
+
+
+def reuse_or_kept(session: Session, submission: Submission, *, score_inline: bool = False) -> bool:
+    """Take over the claimed ``submission`` (status running); True when nothing is left to run:
+    an identical earlier run's scores were copied, or this run's output is already kept (a
+    rescore, or a retry after scoring failed: it goes to scoring; running the image again could
+    give another answer and costs the whole run). Commits."""
     update_status(submission, status=Status.running)
     session.commit()
     if _reuse(session, submission):
         session.commit()
+        return True
+    if submission.file_path and Path(submission.file_path).is_file():
+        hand_off(session, submission, score_inline=score_inline)
+        return True
+    return False
+
+
+def keep_output(submission: Submission, output: Path) -> Path:
+    """Keep a valid run output (server side only): rescoring after a scorer update scores this
+    very file, and the byte-exact result stays part of the submission's provenance."""
+    kept = get_settings().storage_dir / "results" / f"{submission.id}.h5"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(output), kept)
+    submission.file_path = str(kept)
+    submission.outcome = Outcome.succeeded
+    return kept
+
+
+def run_submission(session: Session, submission: Submission, *, score_inline: bool = True) -> None:
+    """Run the claimed ``submission`` on its tier's measurements (no truth), record the run,
+    then score it (``score_inline``) or hand it to the scoring queue; commits. Raises
+    :class:`PlatformError` when the platform failed the run."""
+    if reuse_or_kept(session, submission, score_inline=score_inline):
         return
     settings = get_settings()
-    if submission.file_path and Path(submission.file_path).is_file():
-        # A rescore (or a retry after scoring failed): score the output this run already wrote;
-        # running the image again could give another answer and costs the whole run.
-        score_submission(session, submission, result_path=submission.file_path)
-        return
-    prefetch_scoring_dataset(submission.dataset)  # decompress the truth while the container runs
+    if score_inline:
+        prefetch_scoring_dataset(submission.dataset)  # decompress the truth while the container runs
     work_dir = settings.storage_dir / "runs" / f"{submission.id}-{submission.attempt}"
     remove_tree(work_dir)  # a participant's tree: shutil.rmtree recurses (RecursionError at ~1,000 levels)
     work_dir.mkdir(parents=True)
@@ -152,15 +200,10 @@ def run_submission(session: Session, submission: Submission) -> None:
             update_status(submission, status=Status.failed, outcome=result.outcome, error_message=result.message)
             session.commit()
             return
-        submission.outcome = Outcome.succeeded
-        # Keep the output (server side only): rescoring after a scorer update scores this very
-        # file, and the byte-exact result stays part of the submission's provenance.
-        kept = settings.storage_dir / "results" / f"{submission.id}.h5"
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(result.output_path), kept)
-        submission.file_path = str(kept)
+        assert result.output_path is not None  # a succeeded run wrote a valid result
+        keep_output(submission, result.output_path)
         session.commit()
-        score_submission(session, submission, result_path=str(kept))
+        hand_off(session, submission, score_inline=score_inline)
     finally:
         remove_tree(work_dir)
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from core.settings import SandboxSettings
+from core.settings import SandboxSettings, get_settings
+from db.models import Submission
 from harness.formats import ResultExpectation, validate_output, validate_result_isolated
 from harness.sandbox import RunLimits, RunSpec
+from harness.sandbox.distribution import push_image
 from harness.sandbox.scripts import MOUNT_POINT, script_command
 
-__all__ = ["SCRIPT_ENVIRONMENT", "run_limits", "run_spec"]
+__all__ = ["SCRIPT_ENVIRONMENT", "publish_image", "run_limits", "run_spec"]
 
 #: A script sees a writable HOME for libraries that cache there (the root filesystem is read-only).
 SCRIPT_ENVIRONMENT = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "MPLCONFIGDIR": "/tmp"}
@@ -75,3 +77,14 @@ def run_spec(
         spec.read_only_mounts = {str(script_files): MOUNT_POINT}
         spec.environment = dict(SCRIPT_ENVIRONMENT)
     return spec
+
+
+def publish_image(submission: Submission) -> str | None:
+    """Push ``submission``'s image to the server's registry (``EDX_IMAGE_REGISTRY``) and record
+    the pinned reference; None without a registry. Idempotent: the tag is the image id."""
+    registry = get_settings().image_registry
+    if not registry or not submission.image_digest:
+        return None
+    if not submission.image_ref:
+        submission.image_ref = push_image(submission.image_digest, registry=registry)
+    return submission.image_ref

@@ -1,4 +1,9 @@
-"""Celery, configured from the settings: one explicit queue, late acks, no prefetch.
+"""Celery, configured from the settings: two explicit queues, late acks, no prefetch.
+
+``runs`` holds the sandboxed runs (any compute host may take them: they need Docker, not the
+server's storage); ``scoring`` holds scoring, which reads the truth and so runs only where the
+server's storage is. A worker of role ``all`` (the embedded default) consumes both. Resource
+classes can be added as further run queues (e.g. ``runs-gpu``).
 
 Embedded default: kombu's filesystem transport (no server; folders under data_dir/broker).
 Compose and tests: Redis via ``EDX_BROKER_URL``. Results are not stored in a result backend:
@@ -10,21 +15,38 @@ task name through :mod:`services.worker.dispatch`.
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue, pools
+from kombu import Exchange, Queue, pools
 from pydantic import ValidationError
 
 from core.caches import on_reset
-from core.settings import Settings, get_settings
+from core.settings import WORKER_QUEUES, Settings, get_settings
 from services.logs import connect_celery
 
-__all__ = ["QUEUE", "RUN_TASK", "SCORE_TASK", "SUBMISSION_TASKS", "app", "configure", "transport_options"]
+__all__ = [
+    "QUEUES",
+    "QUEUE_OF",
+    "ROLE_QUEUES",
+    "RUNS_QUEUE",
+    "RUN_TASK",
+    "SCORE_TASK",
+    "SCORING_QUEUE",
+    "SUBMISSION_TASKS",
+    "app",
+    "configure",
+    "transport_options",
+]
 
-QUEUE = "edx"
+RUNS_QUEUE = "runs"
+SCORING_QUEUE = "scoring"
+QUEUES = (RUNS_QUEUE, SCORING_QUEUE)
+#: The queues a worker of each role consumes (``EDX_WORKER_ROLE``, ``edx-arena worker --role``).
+ROLE_QUEUES = WORKER_QUEUES
 #: Task names (registered by services/worker/tasks.py, sent by services/worker/dispatch.py):
 #: a run in the sandbox, then scoring; or scoring an uploaded result. Each takes a submission id.
 RUN_TASK = "run_submission"
 SCORE_TASK = "score_submission"
 SUBMISSION_TASKS = frozenset({RUN_TASK, SCORE_TASK})
+QUEUE_OF = {RUN_TASK: RUNS_QUEUE, SCORE_TASK: SCORING_QUEUE}
 
 
 def transport_options(settings: Settings) -> dict:
@@ -53,8 +75,13 @@ def _from_settings() -> dict:
         broker_url=settings.broker_url,
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
-        task_queues=[Queue(QUEUE)],
-        task_default_queue=QUEUE,
+        # Each queue its own exchange and key: Celery would otherwise bind every queue to the
+        # default queue's exchange and key, and each message would land in both queues.
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        task_routes={task: {"queue": queue} for task, queue in QUEUE_OF.items()},
+        task_default_queue=SCORING_QUEUE,
+        task_default_exchange=SCORING_QUEUE,
+        task_default_routing_key=SCORING_QUEUE,
         task_create_missing_queues=False,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 
 from harness.tiers import SANDBOXED_KINDS
-from services.worker.celery_app import QUEUE, RUN_TASK, SCORE_TASK, app
+from services.worker.celery_app import QUEUE_OF, RUN_TASK, SCORE_TASK, app
 
-__all__ = ["RUN_TASK", "SCORE_TASK", "send", "task_for"]
+__all__ = ["RUN_TASK", "SCORE_TASK", "send", "send_scoring", "task_for"]
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,20 @@ def task_for(kind: str) -> str:
 def send(submission_id: str, kind: str, *, countdown: float | None = None) -> bool:
     """Send the submission's task; False if the broker refused (the row stays queued and the
     reaper sends it again)."""
+    return _send(task_for(kind), submission_id, countdown=countdown)
+
+
+def send_scoring(submission_id: str) -> bool:
+    """Send a sandboxed run's kept output to scoring (the ``scoring`` queue, where the truth is)."""
+    return _send(SCORE_TASK, submission_id)
+
+
+def _send(task: str, submission_id: str, *, countdown: float | None = None) -> bool:
     try:
         app.send_task(
-            task_for(kind),
+            task,
             args=(submission_id,),
-            queue=QUEUE,
+            queue=QUEUE_OF[task],
             countdown=countdown,
             retry=True,
             retry_policy=_PUBLISH_RETRY,

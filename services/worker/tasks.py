@@ -9,6 +9,11 @@ Tasks are acknowledged late: a worker killed mid-run leaves the message to be re
 (:mod:`services.submissions.recovery`, at worker and API start and every half lease in each
 worker) turns back into a queued submission, its leftover container removed.
 
+A worker's role (``EDX_WORKER_ROLE``, ``edx-arena worker --role``) decides what a run task does:
+``all`` and ``scoring`` workers have the database and the storage and run it here, handing the
+output to the ``scoring`` queue; a ``compute`` worker has neither and runs it through the API
+(:mod:`services.worker.compute`). Scoring runs only where the storage is.
+
 Nothing imports this module: work is sent by task name (:mod:`services.worker.dispatch`), and
 Celery loads it in the worker (``include`` in :mod:`services.worker.celery_app`).
 """
@@ -22,6 +27,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import requests
 from celery.exceptions import Retry
 from celery.signals import worker_init, worker_process_init, worker_ready
 from sqlalchemy.exc import OperationalError
@@ -31,6 +37,7 @@ from core.settings import get_settings
 from db.migrate import upgrade_to_head
 from db.models import Submission
 from db.session import get_engine, new_session
+from services.submissions.compute import remove_compute_leftovers, run_remote
 from services.submissions.recovery import reap_and_requeue, remove_orphans, start_reaper
 from services.submissions.run import run_submission
 from services.submissions.scoring import score_submission
@@ -127,17 +134,32 @@ def score_submission_task(self, submission_id: str) -> None:
             score_submission(session, submission)
 
 
+def _compute() -> bool:
+    return get_settings().worker_role == "compute"
+
+
 @app.task(name=RUN_TASK, bind=True, max_retries=None)
 def run_submission_task(self, submission_id: str) -> None:
-    """Run a submission the server runs (image, link, script) in the sandbox, then score its output."""
+    """Run a submission the server runs (image, link, script) in the sandbox; its output goes
+    to the scoring queue."""
+    if _compute():
+        try:
+            run_remote(submission_id, host=_worker_name(self))
+        except requests.RequestException as exc:
+            # The API is unreachable or refused: the lease (if claimed) runs out and the reaper
+            # requeues the run; until then, this message is tried again.
+            log.warning("the API did not answer for %s (%s); retrying", submission_id, type(exc).__name__)
+            raise self.retry(countdown=min(get_settings().lease_seconds, 30), exc=exc) from exc
+        return
     with claimed(self, submission_id) as (session, submission):
         if submission is not None:
-            run_submission(session, submission)
+            run_submission(session, submission, score_inline=False)
 
 
 @worker_init.connect
 def _migrate(**_kwargs) -> None:
-    upgrade_to_head()
+    if not _compute():  # a compute worker has no database
+        upgrade_to_head()
 
 
 @worker_process_init.connect
@@ -149,6 +171,9 @@ def _fresh_connections(**_kwargs) -> None:
 
 @worker_ready.connect
 def _reap(**_kwargs) -> None:
+    if _compute():  # the server's workers reap; a compute worker only clears its own daemon
+        remove_compute_leftovers()
+        return
     # Runs a dead worker left behind are requeued as soon as a worker is back, then every
     # half lease while it runs.
     remove_orphans()

@@ -66,6 +66,8 @@ class Stack:
             # so stacks sharing this daemon never take each other's containers for orphans.
             "EDX_POSTGRES_PASSWORD": secrets.token_hex(12),
             "EDX_QUOTA_HIDDEN": "10",
+            # The registry's loopback port: one of its own, so stacks never collide on 5000.
+            "EDX_REGISTRY_PORT": str(free_port()),
         }
         self.base = [
             *compose_command(cli),
@@ -118,7 +120,7 @@ def stack(request, tmp_path_factory):
     s = Stack(storage, request.param)
     try:
         s.run("up", "-d", timeout=600)
-        s.wait_healthy(("postgres", "redis", "api"))
+        s.wait_healthy(("postgres", "redis", "registry", "api"))
         yield s
     finally:
         s.run("down", "-v", "--remove-orphans", "-t", "20", timeout=300, check=False)
@@ -144,7 +146,9 @@ def volumes(project: str) -> list[str]:
 
 
 def test_named_volumes_health_and_no_published_database_ports(stack):
-    assert volumes(stack.project) == [f"{stack.project}_{v}" for v in ("pgdata", "redisdata", "storage")]
+    assert volumes(stack.project) == [
+        f"{stack.project}_{v}" for v in ("pgdata", "redisdata", "registrydata", "storage")
+    ]
     for service in ("postgres", "redis"):
         cid = stack.run("ps", "-q", service).stdout.strip()
         ports = subprocess.run(["docker", "port", cid], capture_output=True, text=True).stdout

@@ -203,7 +203,7 @@ def start_worker(log_path: Path, *, name: str, env: dict | None = None, concurre
             "services.worker.celery_app",
             "worker",
             "-Q",
-            "edx",
+            "runs,scoring",
             *pool,
             "--hostname",
             f"{name}@%h",

@@ -166,10 +166,10 @@ def test_redis_restart_loses_no_submission(pg_stack, redis_server, workers, dev_
         seed(api)
         alice = add_participant(api, "alice")
         queued = [_submit_hdf5(api, alice, dev_result) for _ in range(5)]
-        assert redis_server.client().llen("edx") == 5
+        assert redis_server.client().llen("scoring") == 5
         redis_server.stop()
         redis_server.start()
-        assert redis_server.client().llen("edx") == 0  # every message is gone
+        assert redis_server.client().llen("scoring") == 0  # every message is gone
 
         worker = workers.start("w1")
         _assert_scored_once(poll_states(api, alice, queued, timeout=120))

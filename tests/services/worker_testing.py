@@ -52,7 +52,7 @@ def worker(stack, tmp_path):
             "services.worker.celery_app",
             "worker",
             "-Q",
-            "edx",
+            "runs,scoring",
             "--pool",
             "solo",
             "-l",

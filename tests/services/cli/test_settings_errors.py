@@ -72,3 +72,11 @@ def test_a_good_setting_passes_the_check(tmp_path) -> None:
     p = _run(COMMANDS["create-participant"], {"EDX_SANDBOX_CPUS": "2"}, tmp_path)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip()  # the token
+
+
+def test_a_compute_worker_needs_its_server_and_token(tmp_path) -> None:
+    p = _run(["worker", "--role", "compute"], {"EDX_ORGANIZER_TOKEN": "a-real-secret"}, tmp_path)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    assert "EDX_API_URL" in lines[0] and "create-worker" in lines[0], lines[0]
