@@ -140,8 +140,8 @@ def _compute() -> bool:
 
 @app.task(name=RUN_TASK, bind=True, max_retries=None)
 def run_submission_task(self, submission_id: str) -> None:
-    """Run a submission the server runs (image, link, script) in the sandbox; its output goes
-    to the scoring queue."""
+    """Run a submission the server runs (image, link, script) in the sandbox and score it; on
+    a compute host, run it through the API, whose output then goes to the scoring queue."""
     if _compute():
         try:
             run_remote(submission_id, host=_worker_name(self))
@@ -153,7 +153,11 @@ def run_submission_task(self, submission_id: str) -> None:
         return
     with claimed(self, submission_id) as (session, submission):
         if submission is not None:
-            run_submission(session, submission, score_inline=False)
+            # This worker has the server's storage: it scores in the same attempt (one Run row,
+            # one lease). Sending the output to the scoring queue would make scoring a claim of
+            # its own, taking an attempt from the run's retry budget and a Run row that repeats
+            # the container's figures. Only a compute host's output takes that hop (remote.py).
+            run_submission(session, submission, score_inline=True)
 
 
 @worker_init.connect
