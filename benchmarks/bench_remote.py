@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "tests" / "reliability"))
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
 from reliability_testing import PrivateRedis, free_port, start_api, stop, wait_for  # noqa: E402
-from remote_testing import second_host  # noqa: E402
+from remote_testing import second_host, start_worker  # noqa: E402
 
 ORGANIZER_TOKEN = "bench-remote-organizer-token"
 ORG = {"Authorization": f"Bearer {ORGANIZER_TOKEN}"}
@@ -64,16 +64,6 @@ def _images(n: int, tag: str, solver: str) -> list[str]:
         )
         names.append(name)
     return names
-
-
-def _worker(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "worker", *argv],
-        env=env,
-        cwd=ROOT,
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-    )
 
 
 def _submit(api: httpx.Client, headers: dict, images: list[str]) -> list[str]:
@@ -153,7 +143,9 @@ def main() -> None:
             port = free_port()
             api_url = f"http://127.0.0.1:{port}"
             procs.append(start_api(work / "api.log", port=port, env=server_env))
-            procs.append(_worker(["--role", "scoring", "--hostname", "scoring@%h"], server_env, work / "scoring.log"))
+            procs.append(
+                start_worker(["--role", "scoring", "--hostname", "scoring@%h"], server_env, work / "scoring.log")
+            )
             api = httpx.Client(base_url=api_url, timeout=1800)
             r = api.post("/api/v1/admin/tiers/hidden/dataset", json={"seed": 42, "preset": args.preset}, headers=ORG)
             assert r.status_code == 201, r.text
@@ -186,18 +178,18 @@ def main() -> None:
 
             # Warm both daemons: the base layers pulled once (as a compute host in steady state).
             warm = _images(1, "warm", args.solver)
-            w = _worker(["--hostname", "a@%h"], compute_env(host_a, "a"), work / "compute-a.log")
+            w = start_worker(["--hostname", "a@%h"], compute_env(host_a, "a"), work / "compute-a.log")
             procs.append(w)
             _drain(api, alice, warm)
             stop(w)
-            wb = _worker(["--hostname", "b@%h"], compute_env(host_b, "b"), work / "compute-b.log")
+            wb = start_worker(["--hostname", "b@%h"], compute_env(host_b, "b"), work / "compute-b.log")
             procs.append(wb)
             _drain(api, alice, _images(1, "warmb", args.solver))
             stop(wb)
 
             # Phase 1: N runs queued, then one compute daemon drains them.
             ids = _submit(api, alice, _images(args.runs, "one", args.solver))
-            w = _worker(["--hostname", "a@%h"], compute_env(host_a, "a"), work / "compute-a.log")
+            w = start_worker(["--hostname", "a@%h"], compute_env(host_a, "a"), work / "compute-a.log")
             procs.append(w)
             t1, states1 = _wait(api, ids)
             stop(w)
@@ -205,7 +197,7 @@ def main() -> None:
             ids = _submit(api, alice, _images(args.runs, "two", args.solver))
             for host, name in ((host_a, "a"), (host_b, "b")):
                 procs.append(
-                    _worker(["--hostname", f"{name}@%h"], compute_env(host, name), work / f"compute-{name}.log")
+                    start_worker(["--hostname", f"{name}@%h"], compute_env(host, name), work / f"compute-{name}.log")
                 )
             t2, _ = _wait(api, ids)
             report.update(one_daemon_seconds=t1, two_daemons_seconds=t2, ratio=t1 / t2)
@@ -214,7 +206,7 @@ def main() -> None:
                 stop(p)
 
             # The bind mount path: a worker of role all on the machine's daemon.
-            local = _worker(["--role", "all", "--hostname", "local@%h"], server_env, work / "local.log")
+            local = start_worker(["--role", "all", "--hostname", "local@%h"], server_env, work / "local.log")
             procs.append(local)
             _, states_local = _drain(api, alice, _images(args.overhead_runs, "local", args.solver))
             report["local_overhead_median"] = statistics.median(_overheads(states_local))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,6 +29,20 @@ import docker
 
 BRIDGE = "edxbr-remote"
 BRIDGE_ADDRESS = "10.217.0.1/24"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_worker(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """``edx-arena worker`` with ``argv`` under ``env``, its output appended to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", "worker", *argv],
+        env=env,
+        cwd=ROOT,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _ip(*argv: str) -> int:

@@ -25,7 +25,7 @@ import pytest
 from arena_testing import ORG
 from database_testing import drop_backend, make_backend
 from reliability_testing import ROOT, PrivateRedis, fast_settings, free_port, start_api, stop, wait_for
-from remote_testing import scan, second_host
+from remote_testing import scan, second_host, start_worker
 from sqlalchemy import select
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -44,16 +44,6 @@ def _cli(*argv: str, env: dict) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=120,
-    )
-
-
-def _worker(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "worker", *argv],
-        env=env,
-        cwd=ROOT,
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
     )
 
 
@@ -112,7 +102,7 @@ def test_compute_worker_on_a_second_host(server, tmp_path, monkeypatch):
         port = free_port()
         api_url = f"http://127.0.0.1:{port}"
         api_proc = start_api(tmp_path / "api.log", port=port)
-        scoring = _worker(["--role", "scoring", "--hostname", "scoring@%h"], server_env, tmp_path / "scoring.log")
+        scoring = start_worker(["--role", "scoring", "--hostname", "scoring@%h"], server_env, tmp_path / "scoring.log")
         compute = None
         try:
             api = httpx.Client(base_url=api_url, timeout=900)
@@ -143,7 +133,7 @@ def test_compute_worker_on_a_second_host(server, tmp_path, monkeypatch):
             )
             second = host.client()
             assert second.images.list(all=True) == []  # nothing loaded there by hand
-            compute = _worker(["--hostname", "remote-1@%h"], compute_env, tmp_path / "compute-1.log")
+            compute = start_worker(["--hostname", "remote-1@%h"], compute_env, tmp_path / "compute-1.log")
 
             archive = tmp_path / "runner.tar"  # 1.5 GB: on disk, streamed, never held in memory
             subprocess.run(["docker", "save", "-o", str(archive), RUNNER], check=True, timeout=600)
@@ -207,7 +197,7 @@ def test_compute_worker_on_a_second_host(server, tmp_path, monkeypatch):
                     return first is not None and first.outcome == "platform_error"
 
             wait_for(reaped, timeout=120, what="the reaper to requeue the dead worker's run")
-            compute = _worker(["--hostname", "remote-2@%h"], compute_env, tmp_path / "compute-2.log")
+            compute = start_worker(["--hostname", "remote-2@%h"], compute_env, tmp_path / "compute-2.log")
             state = _wait_scored(api, alice, {"slow": slow})["slow"]
             assert (state["status"], state["outcome"]) == ("scored", "succeeded"), state
             with new_session() as s:
