@@ -35,6 +35,8 @@ __all__ = [
     "TERMINAL",
     "ApiToken",
     "Base",
+    "BoardEntry",
+    "BoardRule",
     "Dataset",
     "ImageArrival",
     "ImageOwner",
@@ -264,3 +266,36 @@ class ImageOwner(Base):
     image_id: Mapped[str] = mapped_column(String(100), index=True)
     how: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BoardEntry(Base):
+    """A method's entry on a tier's board: which of its scored submissions stands for it, and
+    what ranking reads of that submission. Derived data, kept by :mod:`db.board_entries` in the
+    transaction that changes what it is derived from; ``view`` is ``all`` or ``certified``
+    (the pick among Certified submissions only)."""
+
+    __tablename__ = "board_entries"
+    __table_args__ = (Index("ix_board_entries_board", "view", "tier", "score"),)
+    view: Mapped[str] = mapped_column(String(20), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(20), primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), primary_key=True)
+    method_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    baseline: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id"), index=True)
+    score: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: What the Certified rule (``services.metadata``) reads, so ranking a board needs no join.
+    kind: Mapped[str] = mapped_column(String(20))
+    image_digest: Mapped[str | None] = mapped_column(String(100))
+    trust: Mapped[str | None] = mapped_column(String(20))
+    parent_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class BoardRule(Base):
+    """The rule ``board_entries`` was built under (one row): a process with another scoring
+    version or pick policy rebuilds the table before it reads it."""
+
+    __tablename__ = "board_rules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scoring_version: Mapped[str] = mapped_column(String(40))
+    policy: Mapped[str] = mapped_column(String(20))

@@ -7,6 +7,7 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+import db.board_entries  # noqa: F401 - registers the flush hook that keeps board_entries
 from core.caches import on_reset
 from core.settings import get_settings
 

@@ -32,16 +32,18 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 
 import numpy as np
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Row, Select, case, func, select
 from sqlalchemy.orm import Session
 
 from core.settings import get_settings
-from db.models import Dataset, Participant, Score, Status, Submission, Trust
+from db.board_entries import candidates, ensure_current
+from db.models import BoardEntry, Participant, Score, Submission, Trust
 from harness.scoring import SCORER_VERSION, overall_draws, overall_score
 from harness.tiers import BLIND_TIERS, SANDBOXED_KINDS, TIER_RULES, TIERS
 from harness.uncertainty import CONFIDENCE, decode_draws, groups_from_links, inseparable, percentile_interval
@@ -87,26 +89,23 @@ class Entry:
     description: str = ""
 
 
-def _candidates(*tiers: str, certified_only: bool = False) -> Select:
-    """Every scored submission on ``tiers`` that may be an entry, with its pick order within
-    its method (``pick == 1``: the method's entry on the tier); ``certified_only``: only
-    Certified ones (:func:`services.metadata.certified`, written in SQL)."""
-    where = []
-    if certified_only:
-        automatic = and_(
-            Submission.kind.in_(SANDBOXED_KINDS), Submission.image_digest.is_not(None), Submission.image_digest != ""
-        )
-        where.append(
-            or_(
-                Submission.trust == Trust.granted,
-                and_(automatic, or_(Submission.trust.is_(None), Submission.trust != Trust.revoked)),
-            )
-        )
-    if get_settings().leaderboard_policy == "latest":
-        pick_order = (Submission.created_at.desc(), Submission.id)
-    else:
-        pick_order = (Score.score.desc(), Submission.created_at, Submission.id)
+def _entries(*tiers: str, view: str = "all") -> Select:
+    """Each method's entry on each of ``tiers`` (:mod:`db.board_entries`), with its
+    participant's name: one row per entry, no choosing."""
     return (
+        select(*BoardEntry.__table__.c, Participant.name)
+        .join(Participant, BoardEntry.participant_id == Participant.id)
+        .where(BoardEntry.view == view, BoardEntry.tier.in_(tiers))
+    )
+
+
+def _details(session: Session, submission_ids: Iterable[str]) -> dict[str, Row]:
+    """What an entry shows beyond its rank, for the page's submissions: their current tier
+    score rows' figures and intervals, the method's texts, the team."""
+    ids = list(dict.fromkeys(submission_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
         select(
             Score.score,
             Score.psnr,
@@ -116,52 +115,31 @@ def _candidates(*tiers: str, certified_only: bool = False) -> Select:
             Submission.id.label("submission_id"),
             Submission.parent_id,
             Submission.method,
-            Submission.method_key,
             Submission.source,
+            Submission.description,
             Submission.kind,
             Submission.image_digest,
-            Submission.created_at,
-            Submission.tier,
-            Submission.participant_id,
-            Submission.baseline,
             Submission.trust,
-            Submission.description,
-            Participant.name,
+            Submission.tier,
             Participant.team,
-            # One entry per method; a baseline never stands in for a competing submission.
-            func.row_number()
-            .over(
-                partition_by=(Submission.participant_id, Submission.tier, Submission.method_key, Submission.baseline),
-                order_by=pick_order,
-            )
-            .label("pick"),
         )
         .join(Submission, Score.submission_id == Submission.id)
         .join(Participant, Submission.participant_id == Participant.id)
-        .join(Dataset, Submission.dataset_id == Dataset.id)
-        .where(
-            Score.scene_id == "",
-            Score.scoring_version == SCORER_VERSION,
-            Submission.tier.in_(tiers),
-            Submission.status == Status.scored,
-            Dataset.active.is_(True),
-            *where,
-        )
-    )
-
-
-def _picked(*tiers: str, certified_only: bool = False) -> Select:
-    """Each method's one scored entry on each of ``tiers`` (unranked)."""
-    candidates = _candidates(*tiers, certified_only=certified_only).subquery()
-    return select(candidates).where(candidates.c.pick == 1)
+        .where(Submission.id.in_(ids), Score.scene_id == "", Score.scoring_version == SCORER_VERSION)
+    ).all()
+    return {row.submission_id: row for row in rows}
 
 
 def _tier_board(
     session: Session, tier: str, *, offset: int, limit: int, certified_only: bool = False
 ) -> tuple[list[Entry], int]:
-    picked = _picked(tier, certified_only=certified_only).subquery()
+    picked = _entries(tier, view="certified" if certified_only else "all").subquery()
     ranked = select(
-        picked,
+        picked.c.submission_id,
+        picked.c.score,
+        picked.c.baseline,
+        picked.c.created_at,
+        picked.c.name,
         # Baselines are ranked apart (then shown unranked), so they never displace a participant.
         func.rank().over(partition_by=picked.c.baseline, order_by=picked.c.score.desc()).label("rank"),
         # Rank order among competing entries, as displayed: the positions tie groups are named by.
@@ -172,31 +150,36 @@ def _tier_board(
     # The whole board in display order, from one evaluation of the window functions: the page
     # is a slice of it, and the tie chain before the page reads the same rows (a second query
     # for them would pay the pick over every submission again).
-    board = session.execute(
-        select(ranked).order_by(ranked.c.score.desc(), ranked.c.baseline, ranked.c.created_at, ranked.c.name)
-    ).all()
+    board = (
+        session.connection()
+        .execute(select(ranked).order_by(ranked.c.score.desc(), ranked.c.baseline, ranked.c.created_at, ranked.c.name))
+        .all()
+    )
     total = len(board)
     rows = board[offset : offset + limit]
-    entries = [
-        Entry(
-            rank=None if row.baseline else row.rank,
-            participant=row.name,
-            team=row.team,
-            method=row.method,
-            source=row.source,
-            score=row.score,
-            psnr=row.psnr,
-            ssim=row.ssim,
-            certified=certified(tier=tier, kind=row.kind, image_digest=row.image_digest, trust=row.trust),
-            submission_id=row.submission_id,
-            submitted_at=row.created_at,
-            baseline=bool(row.baseline),
-            description=row.description,
-            ci_low=row.ci_low,
-            ci_high=row.ci_high,
+    details = _details(session, (row.submission_id for row in rows))
+    entries = []
+    for row in rows:
+        more = details[row.submission_id]
+        entries.append(
+            Entry(
+                rank=None if row.baseline else row.rank,
+                participant=row.name,
+                team=more.team,
+                method=more.method,
+                source=more.source,
+                score=row.score,
+                psnr=more.psnr,
+                ssim=more.ssim,
+                certified=certified(tier=tier, kind=more.kind, image_digest=more.image_digest, trust=more.trust),
+                submission_id=row.submission_id,
+                submitted_at=row.created_at,
+                baseline=bool(row.baseline),
+                description=more.description,
+                ci_low=more.ci_low,
+                ci_high=more.ci_high,
+            )
         )
-        for row in rows
-    ]
     competing = {row.position: entry for row, entry in zip(rows, entries) if not row.baseline}
     if competing and get_settings().leaderboard_ties:
         # Submission ids in rank order up to one past the page: ids only, the draws stay in
@@ -300,62 +283,100 @@ def _page_groups(page: dict[int, Entry], order: list[Hashable], load: Loader) ->
     return {p: None if groups[p - window] is None else window + groups[p - window] for p in page}
 
 
-@dataclass
 class _Row:
-    """One overall method row: its three tier entries (``picks``, rows of :func:`_candidates`)."""
+    """One overall method row, holding what ranking needs: each blind tier's entry (its
+    submission id, score and time) in :data:`BLIND_TIERS` order. ``certified`` is None when
+    not worked out yet (a board's rows; the page's are, from their details)."""
 
-    picks: dict
-    score: float = 0.0
-    baseline: bool = False
-    certified: bool = False
-    latest: datetime | None = None
+    __slots__ = ("baseline", "certified", "ids", "latest", "method", "name", "order", "score")
 
-    def __post_init__(self) -> None:
-        self.score = overall_score({t: self.picks[t].score for t in BLIND_TIERS})
-        self.baseline = all(bool(self.picks[t].baseline) for t in BLIND_TIERS)
-        self.certified = certified_row(self.picks[t] for t in BLIND_TIERS)
-        self.latest = max(self.picks[t].created_at for t in BLIND_TIERS)
+    def __init__(self, *, method: tuple, name: str, ids: tuple, scores: tuple, times: tuple, certified=None) -> None:
+        #: Whose method: (participant, method key, baseline).
+        self.method = method
+        self.baseline = method[2]
+        self.name = name
+        self.ids = ids
+        self.score = overall_score(dict(zip(BLIND_TIERS, scores)))
+        self.latest = max(times)
+        self.order = (-self.score, self.baseline, self.latest, self.name)
+        self.certified: bool | None = certified
 
-    @property
-    def name(self) -> str:
-        return self.picks[BLIND_TIERS[0]].name
-
-    @property
-    def method(self) -> tuple:
-        """Whose method: (participant, method key, baseline)."""
-        first = self.picks[BLIND_TIERS[0]]
-        return (first.participant_id, first.method_key, bool(first.baseline))
-
-    def order(self) -> tuple:
-        return (-self.score, self.baseline, self.latest, self.name)
-
-
-def _complete(groups: dict) -> list[_Row]:
-    return [_Row(mine) for mine in groups.values() if len(mine) == len(BLIND_TIERS)]
+    @classmethod
+    def of_runs(cls, runs: dict) -> _Row:
+        """The row of one artifact's runs (``{tier: candidate row}``, every blind tier)."""
+        mine = [runs[t] for t in BLIND_TIERS]
+        first = mine[0]
+        return cls(
+            method=(first.participant_id, first.method_key, all(bool(r.baseline) for r in mine)),
+            name=first.name,
+            ids=tuple(r.submission_id for r in mine),
+            scores=tuple(r.score for r in mine),
+            times=tuple(r.created_at for r in mine),
+            certified=certified_row(mine),
+        )
 
 
-def _method_rows(session: Session) -> list[_Row]:
-    """Each method with an entry on every blind tier: its entry per tier, however made."""
-    by_method: dict[tuple, dict] = {}
-    for row in session.execute(_picked(*BLIND_TIERS)):
-        by_method.setdefault((row.participant_id, row.method_key, bool(row.baseline)), {})[row.tier] = row
-    return _complete(by_method)
+def _method_rows(session: Session, *, granted_only: bool = False) -> list[_Row]:
+    """Each method with an entry on every blind tier (its entry per tier, however made), one
+    SQL row each; ``granted_only``: only rows whose three entries an organizer certified."""
+    e = BoardEntry
+    per_tier = []
+    for t in BLIND_TIERS:
+        on = e.tier == t
+        per_tier += [
+            func.max(case((on, e.submission_id))),
+            func.max(case((on, e.score))),
+            func.max(case((on, e.created_at))),
+        ]
+    query = (
+        select(e.participant_id, e.method_key, e.baseline, Participant.name, *per_tier)
+        .join(Participant, e.participant_id == Participant.id)
+        .where(e.view == "all", e.tier.in_(BLIND_TIERS))
+        .group_by(e.participant_id, e.method_key, e.baseline, Participant.name)
+        .having(func.count() == len(BLIND_TIERS))
+    )
+    if granted_only:
+        query = query.having(func.sum(case((e.trust == Trust.granted, 1), else_=0)) == len(BLIND_TIERS))
+    rows = []
+    for pid, key, baseline, name, *cells in session.connection().execute(query).all():
+        rows.append(
+            _Row(
+                method=(pid, key, bool(baseline)),
+                name=name,
+                ids=tuple(cells[0::3]),
+                scores=tuple(cells[1::3]),
+                times=tuple(cells[2::3]),
+                certified=True if granted_only else None,
+            )
+        )
+    return rows
 
 
 def _certified_rows(session: Session) -> list[_Row]:
     """The certified view: each method by its best (or, ``latest``, latest) certified row,
     one artifact's three server runs, or a row an organizer certified entry by entry."""
-    candidates = _candidates(*BLIND_TIERS).subquery()
+    # Every server run of every artifact, not only each method's pick: an artifact whose runs
+    # are not its method's best on some tier still makes a certified row.
+    runs = (
+        candidates()
+        .add_columns(Participant.name)
+        .join(Participant, Submission.participant_id == Participant.id)
+        .where(Submission.tier.in_(BLIND_TIERS), Submission.kind.in_(SANDBOXED_KINDS))
+        .subquery()
+    )
     by_artifact: dict[str, dict] = {}
-    for row in session.execute(select(candidates).where(candidates.c.kind.in_(SANDBOXED_KINDS))):
+    for row in session.connection().execute(select(runs)):
         by_artifact.setdefault(artifact_of(row), {}).setdefault(row.tier, row)
-    rows = [r for r in _complete(by_artifact) if r.certified]
-    rows += [r for r in _method_rows(session) if r.certified]  # organizers' grants; duplicates go below
+    rows = [_Row.of_runs(mine) for mine in by_artifact.values() if len(mine) == len(BLIND_TIERS)]
+    rows = [r for r in rows if r.certified]
+    # Beyond one artifact's runs, :func:`services.metadata.certified_row` certifies a row
+    # whose three entries an organizer granted (duplicates of a method go below).
+    rows += _method_rows(session, granted_only=True)
     latest = get_settings().leaderboard_policy == "latest"
     best: dict[tuple, _Row] = {}
     for r in rows:
         held = best.get(r.method)
-        if held is None or ((r.latest, -r.score) > (held.latest, -held.score) if latest else r.order() < held.order()):
+        if held is None or ((r.latest, -r.score) > (held.latest, -held.score) if latest else r.order < held.order):
             best[r.method] = r
     return list(best.values())
 
@@ -366,7 +387,7 @@ def _capped(rows: list[_Row]) -> list[_Row]:
     cap = get_settings().overall_methods_per_participant
     held: dict[int, int] = {}
     out = []
-    for r in sorted(rows, key=_Row.order):
+    for r in sorted(rows, key=attrgetter("order")):
         if not r.baseline:
             participant = r.method[0]
             held[participant] = held.get(participant, 0) + 1
@@ -379,11 +400,12 @@ def _capped(rows: list[_Row]) -> list[_Row]:
 def _overall(session: Session, *, offset: int, limit: int, certified_only: bool = False) -> tuple[list[Entry], int]:
     """Methods with an entry on every blind tier, by :func:`harness.scoring.overall_score`.
 
-    One scan picks every method's entry on the three tiers; only the requested page becomes
-    objects.
+    One scan picks every method's entry on the three tiers; only the requested page's entries
+    read their details and become objects.
     """
     complete = _capped(_certified_rows(session) if certified_only else _method_rows(session))
-    entries = []
+    entries: list[Entry] = []
+    page: list[tuple[_Row, int | None]] = []  # the page's rows and their ranks
     rank = ranked = 0
     previous = None
     for i, row in enumerate(complete[: offset + limit]):
@@ -391,9 +413,11 @@ def _overall(session: Session, *, offset: int, limit: int, certified_only: bool 
             ranked += 1
             rank = rank if previous is not None and row.score == previous else ranked
             previous = row.score
-        if i < offset:
-            continue
-        mine = row.picks
+        if i >= offset:
+            page.append((row, None if row.baseline else rank))
+    details = _details(session, (sid for row, _ in page for sid in row.ids))
+    for row, row_rank in page:
+        mine = {t: details[sid] for t, sid in zip(BLIND_TIERS, row.ids)}
         # The overall entry is named after its server-run tier's submission when there is one.
         public, hidden = mine[BLIND_TIERS[0]], mine[_RUN_TIER]
         tiers = {
@@ -422,11 +446,11 @@ def _overall(session: Session, *, offset: int, limit: int, certified_only: bool 
                 score=row.score,
                 psnr=None,
                 ssim=None,
-                certified=row.certified,
+                certified=certified_row(mine.values()) if row.certified is None else row.certified,
                 submission_id=None,
                 submitted_at=row.latest,
                 tiers=tiers,
-                rank=None if row.baseline else rank,
+                rank=row_rank,
                 baseline=row.baseline,
                 description=hidden.description or public.description,
             )
@@ -444,7 +468,7 @@ def _overall_intervals(session: Session, complete: list[_Row], entries: list[Ent
     """
 
     def key(i: int) -> tuple[str, ...]:
-        return tuple(complete[i].picks[t].submission_id for t in BLIND_TIERS)
+        return complete[i].ids
 
     def load(keys: list[tuple[str, ...]]) -> dict[tuple, tuple[tuple, np.ndarray]]:
         by_tier = [_tier_draws(session, [k[j] for k in keys]) for j in range(len(BLIND_TIERS))]
@@ -493,6 +517,7 @@ def leaderboard(
     if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
         raise ServiceError(f"page must be between 1 and {MAX_PAGE} and per_page between 1 and {MAX_PER_PAGE}")
     offset = (page - 1) * per_page
+    ensure_current(session)
     if board == "overall":
         return _overall(session, offset=offset, limit=per_page, certified_only=certified_only)
     return _tier_board(session, board, offset=offset, limit=per_page, certified_only=certified_only)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from db.models import Role
 
 console = Console(stderr=True)
 admin_app = typer.Typer(
@@ -194,25 +197,9 @@ def create_participant_cmd(
 
         TOKEN=$(edx-arena admin create-participant bob | tail -n 1)
     """
-    from db.migrate import upgrade_to_head
     from db.models import Role
-    from db.session import new_session
-    from services.auth import create_participant
-    from services.errors import ServiceError
 
-    require_settings()
-    upgrade_to_head()
-    with new_session() as session:
-        try:
-            participant, _, token = create_participant(
-                session, name=name, team=team, role=Role.organizer if organizer else Role.participant
-            )
-        except ServiceError as exc:
-            console.print(f"[red]error[/red]: {exc.message}")
-            raise typer.Exit(1) from None
-        session.commit()
-    console.print(f"created {participant.role} {name} (id {participant.id}); token:")
-    print(token)
+    _create_account(name, team=team, role=Role.organizer if organizer else Role.participant)
 
 
 @admin_app.command("create-worker")
@@ -230,8 +217,14 @@ def create_worker_cmd(
 
         TOKEN=$(edx-arena admin create-worker gpu-1 | tail -n 1)
     """
-    from db.migrate import upgrade_to_head
     from db.models import Role
+
+    _create_account(name, team="compute workers", role=Role.worker)
+
+
+def _create_account(name: str, *, team: str, role: Role) -> None:
+    """Create one account (after the settings check and migrations) and print its token last."""
+    from db.migrate import upgrade_to_head
     from db.session import new_session
     from services.auth import create_participant
     from services.errors import ServiceError
@@ -240,12 +233,12 @@ def create_worker_cmd(
     upgrade_to_head()
     with new_session() as session:
         try:
-            participant, _, token = create_participant(session, name=name, team="compute workers", role=Role.worker)
+            participant, _, token = create_participant(session, name=name, team=team, role=role)
         except ServiceError as exc:
             console.print(f"[red]error[/red]: {exc.message}")
             raise typer.Exit(1) from None
         session.commit()
-    console.print(f"created worker {name} (id {participant.id}); token:")
+    console.print(f"created {participant.role} {name} (id {participant.id}); token:")
     print(token)
 
 

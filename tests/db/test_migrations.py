@@ -12,7 +12,18 @@ from sqlalchemy import create_engine, inspect
 from db.migrate import alembic_config, upgrade_to_head
 from db.models import Base
 
-TABLES = {"participants", "api_tokens", "datasets", "submissions", "runs", "scores", "image_owners", "alembic_version"}
+TABLES = {
+    "participants",
+    "api_tokens",
+    "datasets",
+    "submissions",
+    "runs",
+    "scores",
+    "image_owners",
+    "board_entries",
+    "board_rules",
+    "alembic_version",
+}
 
 
 def _revision(url: str) -> str | None:
