@@ -3,7 +3,8 @@ submissions, optionally while submissions are being scored.
 
 Seeds a fresh database (SQLite by default, ``--postgres`` for a throw-away PostgreSQL
 database) with ``--submissions`` scored submissions (default 10,000: participants × 10 each,
-4 Dev, 3 Public, 3 Hidden from server-run images; one tier row and three scene rows each,
+4 Dev, 3 Public, 3 Hidden from server-run images, each its own method, so every submission is
+a board entry — the worst case for a board; one tier row and three scene rows each,
 scores on a 0.001 grid so there are ties; edx-score-v2 rows: intervals, and 1,000 paired
 bootstrap draws on each tier row, so the tie groups are computed as in production), starts the
 real API under uvicorn (one process, defaults), and loads it with ``wrk`` on loopback. In the
@@ -16,8 +17,10 @@ boards change) every second for the whole wrk phase, from a separate process: th
 refreshed in the background while they are read (services/api/page_cache.py).
 
 ``--scaling`` measures only the cold board computation (a fresh process per size, first and
-second computation) at 1,000, 10,000 and 100,000 submissions and the growth exponent
-``log(t₂/t₁)/log(n₂/n₁)`` between sizes.
+second computation; the dev, overall and certified overall boards) at 1,000, 10,000 and 100,000
+submissions and the growth exponent ``log(t₂/t₁)/log(n₂/n₁)`` between sizes, with what the
+entries table (db/board_entries.py) costs: its rebuild from every submission, and one scored
+submission's write with its method's refresh.
 
 Targets: leaderboard requests/s ÷ trivial requests/s ≥ 0.6, p99 < 20 ms; cold computation
 linear or better and ≤ 1 s at 100,000.
@@ -150,7 +153,7 @@ def _rows(rng: random.Random, *, pid: int, dataset_id: int, tier: str, k: int, c
     return sub, scores
 
 
-def _seed(participants: int) -> None:
+def _seed(participants: int) -> float:
     """Insert ``participants`` × 10 scored submissions, in batches of 1,000 participants."""
     from sqlalchemy import insert
 
@@ -215,12 +218,14 @@ def _seed(participants: int) -> None:
         started = time.perf_counter()
         rebuild(s.connection())
         s.commit()
-        print(f"board_entries rebuilt in {time.perf_counter() - started:.2f} s", flush=True)
+        rebuilt = time.perf_counter() - started
+        print(f"board_entries rebuilt in {rebuilt:.2f} s", flush=True)
         if s.bind.dialect.name == "postgresql":
             # What autovacuum does on its own after a bulk load: give the planner statistics.
             with s.bind.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.exec_driver_sql("ANALYZE")
     print(f"seeded {n_subs} scored submissions ({n_scores} score rows) from {participants} participants", flush=True)
+    return rebuilt
 
 
 def _cold(boards=("dev", "overall")) -> dict[str, tuple[float, float]]:
@@ -235,7 +240,9 @@ def _cold(boards=("dev", "overall")) -> dict[str, tuple[float, float]]:
             times = []
             for _ in range(2):
                 started = time.perf_counter()
-                leaderboard(s, board=board, page=1, per_page=50)
+                # "overall-certified": the certified view (every artifact's server runs, not entries).
+                name, _, view = board.partition("-")
+                leaderboard(s, board=name, page=1, per_page=50, certified_only=view == "certified")
                 times.append((time.perf_counter() - started) * 1e3)
             out[board] = (times[0], times[1])
     return out
@@ -304,10 +311,46 @@ def _drop(env: dict, pg_name: str | None) -> None:
     shutil.rmtree(env["EDX_DATA_DIR"], ignore_errors=True)
 
 
+def _scored_write_ms(repeats: int = 7) -> float:
+    """Median time to record one scored submission through the ORM, as the scorer does: the
+    submission, its four score rows and the flush hook's refresh of its method's entries."""
+    from sqlalchemy import select
+
+    from db.models import Dataset, Participant, Score, Submission
+    from db.session import new_session
+
+    rng = random.Random(11)
+    with new_session() as s:
+        dataset_id = s.scalar(select(Dataset.id).where(Dataset.tier == "dev"))
+        pids = list(s.scalars(select(Participant.id)))
+    times = []
+    for i in range(repeats):
+        sub, rows = _rows(
+            rng,
+            pid=rng.choice(pids),
+            dataset_id=dataset_id,
+            tier="dev",
+            k=1,
+            created=T0 + timedelta(days=200, seconds=i),
+            salt=10**8 + i,
+        )
+        started = time.perf_counter()
+        with new_session() as s:
+            s.add(Submission(**sub))
+            s.flush()
+            s.add_all(Score(**row) for row in rows)
+            s.commit()
+        times.append((time.perf_counter() - started) * 1e3)
+    return statistics.median(times)
+
+
 def _scaling_point(env: dict, participants: int) -> dict:
     os.environ.update(env)
-    _seed(participants)
-    return _cold()
+    rebuilt = _seed(participants)
+    out: dict = _cold(("dev", "overall", "overall-certified"))
+    out["rebuild"] = rebuilt * 1e3
+    out["write"] = _scored_write_ms()
+    return out
 
 
 def scaling(args) -> int:
@@ -326,22 +369,25 @@ def scaling(args) -> int:
             _drop(env, pg_name)
         print(f"{n}: {cold[n]}", flush=True)
     database = "PostgreSQL" if args.postgres else "SQLite"
+    boards = ("dev", "overall", "overall-certified")
     lines = [
-        f"P4 cold board computation, {database} (ms; first computation in a fresh process / a second one)",
+        f"P4 cold board computation, {database} (ms; first computation in a fresh process / a second one;",
+        "rebuild: board_entries from every submission, as after a rule change; write: one scored",
+        "submission recorded through the ORM with its method's entries refreshed, median of 7)",
         "",
-        "| submissions | " + " | ".join(f"{b} first | {b} again" for b in ("dev", "overall")) + " |",
-        "|---|" + "---|" * 4,
+        "| submissions | " + " | ".join(f"{b} first / again" for b in boards) + " | rebuild | write |",
+        "|---|" + "---|" * (len(boards) + 2),
     ]
     for n in sizes:
-        cells = " | ".join(f"{cold[n][b][0]:.0f} | {cold[n][b][1]:.0f}" for b in ("dev", "overall"))
-        lines.append(f"| {n:,} | {cells} |")
-    for b in ("dev", "overall"):
+        cells = " | ".join(f"{cold[n][b][0]:.0f} / {cold[n][b][1]:.0f}" for b in boards)
+        lines.append(f"| {n:,} | {cells} | {cold[n]['rebuild']:.0f} | {cold[n]['write']:.1f} |")
+    for b in boards:
         exps = [math.log(cold[n2][b][0] / cold[n1][b][0]) / math.log(n2 / n1) for n1, n2 in itertools.pairwise(sizes)]
         lines.append(f"\ngrowth exponent, {b}, first computation: " + ", ".join(f"{e:.2f}" for e in exps))
     print()
     print("\n".join(lines))
-    worst = max(cold[sizes[-1]][b][0] for b in ("dev", "overall"))
-    print(f"\ntarget (≤ 1 s at 100,000): {'met' if worst <= 1000 else 'MISSED'} ({worst:.0f} ms)")
+    worst = max(cold[sizes[-1]][b][0] for b in boards)
+    print(f"\ntarget (≤ 1 s at 100,000, every board): {'met' if worst <= 1000 else 'MISSED'} ({worst:.0f} ms)")
     return 0 if worst <= 1000 else 1
 
 

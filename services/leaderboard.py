@@ -11,7 +11,12 @@ of Public, Dev and Hidden, each tier's score and PSNR / SSIM side by side, at mo
 its three entries are the server's runs of one artifact (:func:`services.metadata.certified_row`);
 ``certified=True`` shows the certified view: each method by its best certified artifact.
 
-The choice of entry and the ranking run in SQL (window functions, on SQLite and PostgreSQL).
+Each method's entry is chosen where submissions change, not here: ``board_entries``
+(:mod:`db.board_entries`, which holds the rule) is read, so a board costs O(its entries), not
+O(every scored submission). The ranking runs in SQL (window functions on a tier board; the
+overall board's method rows grouped in SQL, on SQLite and PostgreSQL); figures, texts and the
+Certified badge are read for the page's entries only. The certified overall view reads every
+server run, since an artifact's runs need not be its method's picks.
 
 **Intervals and ties (issue 10).** Each entry carries the 95 % block-bootstrap interval of
 its score (``ci_low``, ``ci_high``): a tier entry's is stored on its score row; an overall
