@@ -34,7 +34,20 @@ import zlib
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, delete, event, func, insert, inspect, literal, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session, UOWTransaction
 
 from core.settings import get_settings
@@ -148,15 +161,18 @@ def refresh(connection: Connection, groups: Iterable[Group]) -> None:
     if not groups:
         return
     _lock(connection, groups=groups)
-    for first in range(0, len(groups), 200):  # bounded IN lists
-        batch = groups[first : first + 200]
-        match = tuple_(Submission.participant_id, Submission.tier, Submission.method_key).in_(batch)
-        connection.execute(
-            delete(BoardEntry).where(
-                tuple_(BoardEntry.participant_id, BoardEntry.tier, BoardEntry.method_key).in_(batch)
-            )
-        )
-        _fill(connection, [match])
+    for first in range(0, len(groups), 100):  # bounded statements
+        batch = groups[first : first + 100]
+        # Equalities on each key (not a row-value IN, which SQLite answers with a full scan):
+        # the entries' primary key and the submissions' participant index find the rows.
+        connection.execute(delete(BoardEntry).where(BoardEntry.view.in_(VIEWS), _matching(BoardEntry, batch)))
+        _fill(connection, [_matching(Submission, batch)])
+
+
+def _matching(table: Any, groups: list[Group]) -> ColumnElement[bool]:
+    return or_(
+        *(and_(table.tier == tier, table.participant_id == pid, table.method_key == key) for pid, tier, key in groups)
+    )
 
 
 def _rebuild_tiers(connection: Connection, tiers: Iterable[str]) -> None:
