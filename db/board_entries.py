@@ -66,6 +66,7 @@ _TABLE_LOCK = (0x45445842, 0)
 _METHOD_LOCK = 0x45445843
 
 Group = tuple[int, str, str]  # (participant id, tier, method key)
+_REFRESH_MAX = 2000
 
 
 def candidates(*, certified_only: bool = False) -> Select:
@@ -194,14 +195,21 @@ def rebuild(connection: Connection) -> None:
     )
 
 
+def _current(connection: Connection) -> bool:
+    rule = (SCORER_VERSION, get_settings().leaderboard_policy)
+    held = connection.execute(select(BoardRule.scoring_version, BoardRule.policy).where(BoardRule.id == 1)).first()
+    return held is not None and tuple(held) == rule
+
+
 def ensure_current(session: Session) -> None:
     """Rebuild the table (and commit) if it was built under another rule than this process's."""
-    rule = (SCORER_VERSION, get_settings().leaderboard_policy)
-    held = session.execute(select(BoardRule.scoring_version, BoardRule.policy).where(BoardRule.id == 1)).first()
-    if held is not None and tuple(held) == rule:
+    if _current(session.connection()):
         return
     with Session(bind=session.get_bind()) as own, own.begin():
-        rebuild(own.connection())
+        connection = own.connection()
+        _lock(connection, table=True)
+        if not _current(connection):  # another process may have rebuilt it while this one waited
+            rebuild(connection)
 
 
 def _old(state, name: str):
@@ -256,5 +264,9 @@ def _keep_entries(session: Session, _context: UOWTransaction) -> None:
                 )
             )
         }
+    # Past a few thousand methods (an organizer's rescore of a whole scoring version) one pass
+    # over their tiers is cheaper than a statement per hundred methods.
+    if len(groups) > _REFRESH_MAX:
+        tiers |= {tier for _, tier, _ in groups}
     _rebuild_tiers(connection, tiers)
     refresh(connection, {g for g in groups if g[1] not in tiers})
