@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from core.settings import get_settings
 from db.models import Dataset, Kind, Outcome, Participant, Role, Run, Status, Submission
-from harness.sandbox.disclosure import LogPolicy, participant_log, shown_memory, shown_runtime
+from harness.sandbox.disclosure import LogPolicy, participant_log, shown_memory, shown_runtime, shown_steered
 from harness.tiers import TIER_RULES, TIERS, TierRules
 from services.errors import ForbiddenError, NotFoundError
 
@@ -177,8 +177,12 @@ def shows_true_spec(submission: Submission, viewer: Participant | None) -> bool:
 
 def visible_metrics(submission: Submission, viewer: Participant | None, metrics: dict) -> dict:
     """A score row's ``metrics`` as ``viewer`` may see them: without :data:`TRUE_SPEC_FIELDS`
-    (at any depth: the tier row nests its scenes) where :func:`shows_true_spec` says no."""
-    return metrics if shows_true_spec(submission, viewer) else _without_true_spec(metrics)
+    (at any depth: the tier row nests its scenes) where :func:`shows_true_spec` says no; the
+    figures a run's output steers exactly coarsened (:func:`harness.sandbox.disclosure.shown_steered`)
+    where the run read measurements nobody may see."""
+    if not shows_true_spec(submission, viewer):
+        metrics = _without_true_spec(metrics)
+    return metrics if _sees_everything(submission, viewer) else shown_steered(metrics)
 
 
 def _without_true_spec(value):

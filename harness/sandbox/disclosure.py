@@ -16,7 +16,8 @@ and the default keeps the total under 256 bytes per run.
   capped log (for a trusted or practice tier: kilobytes per run, outside the budget).
 
 Runtime and peak memory are shown to owners rounded up to :data:`RUNTIME_STEP_SECONDS` and
-:data:`MEMORY_STEP_BYTES`. Organizers always see everything; the image digest is recorded, so a
+:data:`MEMORY_STEP_BYTES`; the figures of a succeeded run's scores that its output sets exactly,
+without the truth, coarsened (:func:`shown_steered`). Organizers always see everything; the image digest is recorded, so a
 winning image can be audited for such tricks afterwards, which is the real deterrent.
 """
 
@@ -32,12 +33,14 @@ __all__ = [
     "MEMORY_STEP_BYTES",
     "POLICIES",
     "RUNTIME_STEP_SECONDS",
+    "STEERED_FIGURES",
     "LogPolicy",
     "error_excerpt",
     "looks_like_data",
     "participant_log",
     "shown_memory",
     "shown_runtime",
+    "shown_steered",
 ]
 
 POLICIES = ("failures", "always", "never", "full")
@@ -162,3 +165,31 @@ def shown_memory(nbytes: int | None) -> int | None:
     if nbytes is None:
         return None
     return -(-max(int(nbytes), 0) // MEMORY_STEP_BYTES) * MEMORY_STEP_BYTES
+
+
+#: Figures of a score row that a run's output sets exactly, needing no truth: the consistency
+#: against the measurement the run read (it can compute the same formula), in [0, 1], and how
+#: many NaN or infinite values it wrote. At float64 precision each would carry about 52 bits
+#: out of a Hidden run; :func:`shown_steered` shows the first to 4 decimals (10,001 values,
+#: 13.3 bits) and the second to 1 significant digit (47 values up to a default scene's 98,304
+#: samples, 5.6 bits): docs/sandbox.md, exfiltration budget. Every other figure depends on the
+#: hidden truth.
+STEERED_FIGURES = ("consistency_measured", "nonfinite_count")
+
+
+def shown_steered(metrics):
+    """A score row's ``metrics`` (scenes nested at any depth) with the :data:`STEERED_FIGURES`
+    coarsened: ``0.987654`` → ``0.9877``, ``4321`` → ``4000``."""
+    if isinstance(metrics, dict):
+        return {k: _coarse(k, v) if k in STEERED_FIGURES else shown_steered(v) for k, v in metrics.items()}
+    if isinstance(metrics, list):
+        return [shown_steered(v) for v in metrics]
+    return metrics
+
+
+def _coarse(key: str, value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value == 0:
+        return value
+    if key == "consistency_measured":
+        return round(value, 4)
+    return round(value, -math.floor(math.log10(abs(value))))  # one significant digit

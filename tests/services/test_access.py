@@ -159,3 +159,29 @@ def test_spec_error_and_the_image_reach_only_whom_they_may():
     assert shows_image(script, None)  # the server's own base image
     assert visible_duplicate(image, organizer) == "earlier"
     assert visible_duplicate(image, owner) is visible_duplicate(image, stranger) is None
+
+
+def test_figures_a_hidden_run_steers_exactly_reach_its_owner_coarsened():
+    """consistency_measured and nonfinite_count are set by the run's own output (no truth
+    needed): on Hidden, where the run read measurements nobody may see, anyone but organizers
+    sees them to 4 decimals and 1 significant digit (the exfiltration budget, docs/sandbox.md); where
+    the measurements are downloadable, exactly. Truth-dependent figures are left as they are."""
+    owner = Participant(id=1, role=Role.participant)
+    organizer = Participant(id=2, role=Role.organizer)
+    scene = {"psnr": 21.123456789, "consistency_measured": 0.98765432101, "nonfinite_count": 98304}
+    tier_row = {"consistency_measured": 0.123456789, "scenes": [scene, dict(scene, nonfinite_count=0)]}
+    for tier, coarse in (("public", False), ("dev", False), ("hidden", True)):
+        sub = Submission(participant_id=1, tier=tier, kind="container", dataset=_dataset(tier, truth=tier == "public"))
+        assert visible_metrics(sub, organizer, tier_row) == tier_row
+        got = visible_metrics(sub, owner, tier_row)
+        if not coarse:
+            assert got == tier_row, tier
+            continue
+        assert got["consistency_measured"] == 0.1235
+        assert visible_metrics(sub, owner, {"consistency_measured": 1.23e-12})["consistency_measured"] == 0.0
+        assert got["scenes"][0] == {"psnr": 21.123456789, "consistency_measured": 0.9877, "nonfinite_count": 100000}
+        assert got["scenes"][1]["nonfinite_count"] == 0
+    # 1 significant digit leaves 47 values (0, 1–9, 10–90, …, 90,000, 100,000) for a count up to a
+    # default scene's 98,304 samples.
+    shown = {visible_metrics(sub, owner, {"nonfinite_count": n})["nonfinite_count"] for n in range(98_305)}
+    assert len(shown) == 47
