@@ -1,0 +1,91 @@
+"""Attacks on db/board_entries.py: ways the table the boards read can differ from the pick rule
+applied afresh (or a board read fail), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from database_testing import reset_caches
+from sqlalchemy import select
+from test_board_entries import T0, _afresh, _dataset, _score_row, _table
+
+from db import board_entries
+from db.migrate import upgrade_to_head
+from db.models import BoardEntry, Participant, Submission
+from db.session import new_session
+from services.leaderboard import leaderboard
+
+
+def _method(session, *, score: float, created: int, method: str = "M", version: str | None = None) -> Submission:
+    who = session.scalar(select(Participant))
+    from db.models import Dataset
+
+    d = session.scalar(select(Dataset).where(Dataset.tier == "dev", Dataset.active.is_(True)))
+    sub = Submission(
+        participant=who, dataset=d, tier="dev", method=method, status="scored", created_at=T0 + timedelta(hours=created)
+    )
+    session.add(sub)
+    session.flush()
+    session.add(_score_row(sub, score) if version is None else _score_row(sub, score, version=version))
+    return sub
+
+
+def _setup() -> str:
+    upgrade_to_head()
+    with new_session() as s:
+        s.add_all([_dataset("dev"), Participant(name="ann", team="A")])
+        s.flush()
+        best = _method(s, score=0.9, created=0)
+        s.commit()
+        leaderboard(s, board="dev")  # the reader builds the table under its rule
+        return best.id
+
+
+def test_a_writer_under_an_older_scoring_version_leaves_an_entry_the_reader_cannot_show(db_url, monkeypatch):
+    """Rolling deploy: the web process runs the new scorer and has rebuilt the table; a worker
+    still on the old scorer scores a submission of the same method. Its flush refreshes the
+    method under *its* rule (rows of the old version), though board_rules names the new one:
+    the method's entry becomes a submission without a current score row (the board read fails
+    on it), and no reader rebuilds, since the recorded rule matches theirs."""
+    best = _setup()
+    with monkeypatch.context() as m:
+        m.setattr(board_entries, "SCORER_VERSION", "edx-score-v0")  # the old worker's scorer
+        with new_session() as s:
+            _method(s, score=0.5, created=1, version="edx-score-v0")
+            s.commit()
+    with new_session() as s:
+        entries, _ = leaderboard(s, board="dev")  # KeyError in _details: no current score row
+        assert [e.submission_id for e in entries] == [best]
+        assert _table(s) == _afresh(s)
+
+
+def test_a_writer_with_another_policy_rewrites_entries_under_its_own_rule(db_url, monkeypatch):
+    """A worker configured with EDX_LEADERBOARD_POLICY=latest (the web with the default, best)
+    refreshes a method by 'latest': the board then shows the method's latest submission,
+    not its best, and stays so (board_rules still says best)."""
+    best = _setup()
+    monkeypatch.setenv("EDX_LEADERBOARD_POLICY", "latest")
+    reset_caches()
+    with new_session() as s:
+        _method(s, score=0.4, created=1)
+        s.commit()
+    monkeypatch.delenv("EDX_LEADERBOARD_POLICY")
+    reset_caches()
+    with new_session() as s:
+        entries, _ = leaderboard(s, board="dev")
+        assert [e.submission_id for e in entries] == [best]
+        assert _table(s) == _afresh(s)
+
+
+def test_a_method_changed_on_an_expired_submission_moves_its_entry(db_url):
+    """(Holds.) After a commit the session's objects are expired; setting ``method`` then
+    records no old value until the flush loads the row, which it does before the UPDATE: the
+    hook still sees the old method and refreshes both."""
+    _setup()
+    with new_session() as s:
+        sub = s.scalar(select(Submission))
+        s.commit()  # expires sub
+        sub.method = "Other"
+        s.commit()
+        assert _table(s) == _afresh(s)
+        assert s.scalar(select(BoardEntry.method_key).where(BoardEntry.view == "all")) == "other"
