@@ -3,15 +3,17 @@ applied afresh (or a board read fail), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
+import pytest
 from database_testing import reset_caches
 from sqlalchemy import select
-from test_board_entries import T0, _afresh, _dataset, _score_row, _table
+from test_board_entries import T0, _afresh, _dataset, _score_row, _table, postgres  # noqa: F401
 
 from db import board_entries
 from db.migrate import upgrade_to_head
-from db.models import BoardEntry, Participant, Submission
+from db.models import BoardEntry, BoardRule, Participant, Submission
 from db.session import new_session
 from services.leaderboard import leaderboard
 
@@ -89,3 +91,40 @@ def test_a_method_changed_on_an_expired_submission_moves_its_entry(db_url):
         s.commit()
         assert _table(s) == _afresh(s)
         assert s.scalar(select(BoardEntry.method_key).where(BoardEntry.view == "all")) == "other"
+
+
+def test_a_read_in_a_session_that_wrote_waits_on_itself_when_the_rule_is_new(db_url):
+    """ensure_current rebuilds in a second session and waits for the table's exclusive lock;
+    a caller whose own transaction flushed a board change holds the shared one, so the read
+    waits on its own transaction for ever (PostgreSQL sees no cycle: the holder is idle). On
+    SQLite the same read fails after busy_timeout (30 s) with 'database is locked'."""
+    upgrade_to_head()
+    with new_session() as s:
+        s.add_all([_dataset("dev"), Participant(name="ann", team="A")])
+        s.commit()
+    outer = new_session()
+    _method(outer, score=0.9, created=0)
+    outer.flush()  # the hook holds the table's shared lock in outer's transaction
+    assert outer.scalar(select(BoardRule.policy)) is None  # a new table: the read will rebuild
+    pg = outer.connection().dialect.name == "postgresql"
+    pid = outer.connection().exec_driver_sql("select pg_backend_pid()").scalar() if pg else None
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            leaderboard(outer, board="dev")
+        except Exception:
+            pass
+        done.set()
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    finished = done.wait(8)
+    if not finished and not pg:
+        t.join(40)  # SQLite's busy_timeout ends it
+    if not finished and pg:  # free the reader: end outer's transaction from outside
+        with new_session() as s:
+            s.connection().exec_driver_sql(f"select pg_terminate_backend({pid})")
+        t.join(10)
+    outer.invalidate()
+    assert finished, "the read waited on its own session's lock"
