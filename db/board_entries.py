@@ -69,6 +69,8 @@ _METHOD_LOCK = 0x45445843
 
 Group = tuple[int, str, str]  # (participant id, tier, method key)
 _REFRESH_MAX = 2000
+#: ``Session.info`` key: this session's transaction wrote entries (holds their locks).
+_WROTE = "board_entries_wrote"
 
 
 Rule = tuple[str, str]  # (scoring version, leaderboard policy)
@@ -224,8 +226,18 @@ def _current(connection: Connection) -> bool:
 
 
 def ensure_current(session: Session) -> None:
-    """Rebuild the table (and commit) if it was built under another rule than this process's."""
+    """Rebuild the table (and commit) if it was built under another rule than this process's.
+
+    A session whose transaction already wrote entries (it holds their locks: PostgreSQL's
+    shared table lock, SQLite's write lock) rebuilds in that transaction instead: a second
+    session would wait on it for ever (PostgreSQL) or until busy_timeout (SQLite)."""
     if _current(session.connection()):
+        return
+    if session.info.get(_WROTE):
+        connection = session.connection()
+        _lock(connection, table=True)
+        if not _current(connection):
+            rebuild(connection)
         return
     with Session(bind=session.get_bind()) as own, own.begin():
         connection = own.connection()
@@ -270,6 +282,12 @@ def _changes(session: Session) -> tuple[set[Group], set[str], set[str]]:
     return groups, scored, tiers
 
 
+@event.listens_for(Session, "after_transaction_end")
+def _transaction_ended(session: Session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_WROTE, None)
+
+
 @event.listens_for(Session, "after_flush")
 def _keep_entries(session: Session, _context: UOWTransaction) -> None:
     """Refresh, in the flush's transaction, whatever entries this flush may have moved."""
@@ -277,6 +295,7 @@ def _keep_entries(session: Session, _context: UOWTransaction) -> None:
     if not (groups or scored or tiers):
         return
     connection = session.connection()
+    session.info[_WROTE] = True  # until this transaction ends (see ensure_current)
     if scored:
         groups |= {
             (pid, tier, key)
