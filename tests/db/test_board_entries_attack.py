@@ -128,3 +128,31 @@ def test_a_read_in_a_session_that_wrote_waits_on_itself_when_the_rule_is_new(db_
         t.join(10)
     outer.invalidate()
     assert finished, "the read waited on its own session's lock"
+
+
+def test_a_rebuild_under_another_rule_between_the_check_and_the_read_breaks_the_board(db_url, monkeypatch):
+    """Two readers on different rules (web replicas mid-deploy) take turns rebuilding the whole
+    table, one per read; a read whose check passed reads the other's entries: its details
+    (its own scoring version's rows) miss them. Not fixed: the reader would have to read
+    under the lock of the rule it checked."""
+    import services.leaderboard as lb
+
+    upgrade_to_head()
+    with new_session() as s:
+        s.add_all([_dataset("dev"), Participant(name="ann", team="A")])
+        s.flush()
+        _method(s, score=0.9, created=0)
+        _method(s, score=0.5, created=1, version="edx-score-v0")
+        s.commit()
+    real = lb.ensure_current
+
+    def checked_then_other_replica_rebuilds(session) -> None:
+        real(session)
+        with monkeypatch.context() as m, new_session() as other:
+            m.setattr(board_entries, "SCORER_VERSION", "edx-score-v0")
+            board_entries.ensure_current(other)
+
+    monkeypatch.setattr(lb, "ensure_current", checked_then_other_replica_rebuilds)
+    with new_session() as s:
+        entries, _ = leaderboard(s, board="dev")
+        assert [e.score for e in entries] == [0.9]
