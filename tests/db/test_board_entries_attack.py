@@ -156,3 +156,19 @@ def test_a_rebuild_under_another_rule_between_the_check_and_the_read_breaks_the_
     with new_session() as s:
         entries, _ = leaderboard(s, board="dev")
         assert [e.score for e in entries] == [0.9]
+
+
+def test_deleting_a_submission_that_is_an_entry(db_url):
+    """(Holds.) Its score rows must go first (scores reference it); their flush already drops
+    its entry, so board_entries' foreign key never stops the submission's DELETE."""
+    from db.models import Score
+
+    _setup()
+    with new_session() as s:
+        sub = s.scalar(select(Submission))
+        for row in s.scalars(select(Score).where(Score.submission_id == sub.id)):
+            s.delete(row)
+        s.flush()  # scores first (no relationship orders the two deletes)
+        s.delete(sub)
+        s.commit()
+        assert _table(s) == _afresh(s) == set()
