@@ -172,3 +172,18 @@ def test_deleting_a_submission_that_is_an_entry(db_url):
         s.delete(sub)
         s.commit()
         assert _table(s) == _afresh(s) == set()
+
+
+def test_a_submission_moved_to_another_participant_through_the_relationship(db_url):
+    """(Check.) ``sub.participant = other`` sets participant_id only during the flush, by the
+    relationship's sync: the hook must still see the old and the new method."""
+    _setup()
+    with new_session() as s:
+        other = Participant(name="bob", team="B")
+        s.add(other)
+        s.commit()
+        sub = s.scalar(select(Submission))
+        sub.participant = other
+        s.commit()
+        assert _table(s) == _afresh(s)
+        assert {e.participant_id for e in s.scalars(select(BoardEntry))} == {other.id}
