@@ -187,3 +187,18 @@ def test_a_submission_moved_to_another_participant_through_the_relationship(db_u
         s.commit()
         assert _table(s) == _afresh(s)
         assert {e.participant_id for e in s.scalars(select(BoardEntry))} == {other.id}
+
+
+def test_a_read_sees_its_own_sessions_pending_change(db_url):
+    """Boards were read with ``session.execute`` (autoflush); the entries are now read through
+    ``session.connection()``, which does not flush: a change still pending in the reader's
+    session (here a rescore) is missing from the board it reads, though a plain query in
+    the same session sees it."""
+    _setup()
+    with new_session() as s:
+        sub = s.scalar(select(Submission))
+        sub.status = "queued"  # pending, not flushed
+        entries, count = leaderboard(s, board="dev")
+        assert (entries, count) == ([], 0)
+        overall, _ = leaderboard(s, board="overall")
+        assert _table(s) == _afresh(s)
