@@ -202,3 +202,31 @@ def test_a_read_sees_its_own_sessions_pending_change(db_url):
         assert (entries, count) == ([], 0)
         overall, _ = leaderboard(s, board="overall")
         assert _table(s) == _afresh(s)
+
+
+@pytest.mark.postgres
+def test_a_reader_rebuilding_while_a_scorer_writes(postgres, monkeypatch):
+    """(Check.) A reader on a new rule waits for the scorer's transaction (it holds the table's
+    shared lock) and rebuilds with its row; a scorer flushing during a rebuild waits for it."""
+    best = _setup()
+    scorer = new_session()
+    late = _method(scorer, score=0.95, created=1)
+    scorer.flush()  # shared table lock + the method's lock, not committed
+    monkeypatch.setenv("EDX_LEADERBOARD_POLICY", "latest")  # the reader's rule is new
+    reset_caches()
+    result = {}
+
+    def read() -> None:
+        with new_session() as s:
+            result["ids"] = [e.submission_id for e in leaderboard(s, board="dev")[0]]
+
+    t = threading.Thread(target=read)
+    t.start()
+    t.join(1.0)
+    assert t.is_alive()  # waiting for the scorer
+    scorer.commit()
+    t.join(10)
+    assert result["ids"] == [late.id] != [best]
+    with new_session() as s:
+        assert _table(s) == _afresh(s)
+    scorer.close()
