@@ -230,3 +230,34 @@ def test_a_reader_rebuilding_while_a_scorer_writes(postgres, monkeypatch):
     with new_session() as s:
         assert _table(s) == _afresh(s)
     scorer.close()
+
+
+def test_a_stale_session_fails_a_submission_another_delivery_scored(db_url):
+    """The hook judges "was it scored?" from the session's copy of the row, not the
+    database's. Sessions keep their objects across commits (expire_on_commit=False): a worker
+    whose lease expired mid-scoring still holds its submission as ``scoring`` while a second
+    delivery scored it; when the first then fails it (an invalid output of its own attempt),
+    the row goes scored -> failed in the database, but the hook sees scoring -> failed and
+    leaves the entry: the board shows a failed submission."""
+    from services.submissions.state import update_status
+
+    upgrade_to_head()
+    with new_session() as s:
+        s.add_all([_dataset("dev"), Participant(name="ann", team="A")])
+        s.flush()
+        sub = _method(s, score=0.9, created=0)
+        sub.status = "scoring"
+        s.commit()
+        sid = sub.id
+    first = new_session()
+    stale = first.get(Submission, sid)  # the first delivery's copy: scoring
+    with new_session() as second:  # the second delivery scores it
+        second.get(Submission, sid).status = "scored"
+        second.commit()
+        assert _table(second) != set()
+    update_status(stale, status="failed", outcome="invalid_output", error_message="bad")
+    first.commit()
+    first.close()
+    with new_session() as s:
+        assert s.get(Submission, sid).status == "failed"
+        assert _table(s) == _afresh(s) == set()
