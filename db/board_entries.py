@@ -252,12 +252,14 @@ def _old(state, name: str):
     return history.deleted[0] if history.deleted else getattr(state.object, name)
 
 
-def _changes(session: Session) -> tuple[set[Group], set[str], set[str]]:
+def _changes(session: Session) -> tuple[set[Group], set[str], set[str], set[str]]:
     """What this flush changed: methods (groups), submissions with new or changed tier score
-    rows, and tiers whose active dataset changed."""
+    rows, tiers whose active dataset changed, and submissions changed in a watched column
+    (whose current entries, if any, must be refreshed whatever the session thought they were)."""
     groups: set[Group] = set()
     scored: set[str] = set()
     tiers: set[str] = set()
+    moved: set[str] = set()
     for obj in session.new:
         if isinstance(obj, Submission):
             if obj.status == Status.scored:
@@ -271,6 +273,10 @@ def _changes(session: Session) -> tuple[set[Group], set[str], set[str]]:
         state = inspect(obj)
         if isinstance(obj, Submission):
             changed = any(state.attrs[a].history.has_changes() for a in _WATCHED)
+            if changed or obj in session.deleted:
+                # The session's copy may be stale (sessions keep objects across commits): the
+                # row may be an entry though the copy's old status is not scored.
+                moved.add(obj.id)
             # Only a scored submission (before or after) can be an entry.
             if Status.scored in (obj.status, _old(state, "status")) and (changed or obj in session.deleted):
                 groups.add((obj.participant_id, obj.tier, obj.method_key))
@@ -279,7 +285,7 @@ def _changes(session: Session) -> tuple[set[Group], set[str], set[str]]:
             scored.add(obj.submission_id)
         elif isinstance(obj, Dataset) and (obj in session.deleted or state.attrs["active"].history.has_changes()):
             tiers.add(obj.tier)
-    return groups, scored, tiers
+    return groups, scored, tiers, moved
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -291,10 +297,21 @@ def _transaction_ended(session: Session, transaction) -> None:
 @event.listens_for(Session, "after_flush")
 def _keep_entries(session: Session, _context: UOWTransaction) -> None:
     """Refresh, in the flush's transaction, whatever entries this flush may have moved."""
-    groups, scored, tiers = _changes(session)
-    if not (groups or scored or tiers):
+    groups, scored, tiers, moved = _changes(session)
+    if not (groups or scored or tiers or moved):
         return
     connection = session.connection()
+    if moved:
+        groups |= {
+            (pid, tier, key)
+            for pid, tier, key in connection.execute(
+                select(BoardEntry.participant_id, BoardEntry.tier, BoardEntry.method_key)
+                .where(BoardEntry.submission_id.in_(moved))
+                .distinct()
+            )
+        }
+        if not (groups or scored or tiers):
+            return
     session.info[_WROTE] = True  # until this transaction ends (see ensure_current)
     if scored:
         groups |= {
