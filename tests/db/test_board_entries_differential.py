@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from test_board_entries import T0, _dataset, _score_row
 
 from db.migrate import upgrade_to_head
-from db.models import Dataset, Participant, Score, Submission
+from db.models import Dataset, Participant, Submission
 from db.session import new_session
 from services.leaderboard import BOARDS, leaderboard
 
