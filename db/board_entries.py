@@ -14,7 +14,9 @@ alone. It is derived data, and it is kept in the transaction that changes what i
 from: a hook on every ORM flush refreshes the methods whose submissions changed (status,
 baseline mark, trust mark, method, tier, dataset, image), the methods that got a new tier
 score row, and a tier whose active dataset changed. ``board_rules`` records the scoring
-version and the policy the table was built under; a reader whose rule differs (a deployment
+version and the policy the table was built under; a refresh recomputes under that recorded
+rule, not its own process's (a worker still on the older scorer, or configured with another
+policy, must not mix its rule into the table); a reader whose rule differs (a deployment
 changed it, or the table is new after migration 0008) rebuilds it first
 (:func:`ensure_current`).
 
@@ -67,11 +69,23 @@ _METHOD_LOCK = 0x45445843
 
 Group = tuple[int, str, str]  # (participant id, tier, method key)
 _REFRESH_MAX = 2000
+#: ``Session.info`` key: this session's transaction wrote entries (holds their locks).
+_WROTE = "board_entries_wrote"
 
 
-def candidates(*, certified_only: bool = False) -> Select:
+Rule = tuple[str, str]  # (scoring version, leaderboard policy)
+
+
+def _rule() -> Rule:
+    """This process's rule."""
+    return SCORER_VERSION, get_settings().leaderboard_policy
+
+
+def candidates(*, certified_only: bool = False, rule: Rule | None = None) -> Select:
     """Every scored submission that may be an entry, with its pick order within its method
-    (``pick == 1``: the method's entry on its tier); the columns ``board_entries`` holds."""
+    (``pick == 1``: the method's entry on its tier); the columns ``board_entries`` holds.
+    ``rule``: (scoring version, policy), by default this process's."""
+    version, policy = rule or _rule()
     where = []
     if certified_only:
         automatic = and_(
@@ -84,7 +98,7 @@ def candidates(*, certified_only: bool = False) -> Select:
             )
         )
     pick_order: tuple[Any, ...]
-    if get_settings().leaderboard_policy == "latest":
+    if policy == "latest":
         pick_order = (Submission.created_at.desc(), Submission.id)
     else:
         pick_order = (Score.score.desc(), Submission.created_at, Submission.id)
@@ -113,7 +127,7 @@ def candidates(*, certified_only: bool = False) -> Select:
         .join(Dataset, Submission.dataset_id == Dataset.id)
         .where(
             Score.scene_id == "",
-            Score.scoring_version == SCORER_VERSION,
+            Score.scoring_version == version,
             Submission.status == Status.scored,
             Dataset.active.is_(True),
             *where,
@@ -136,10 +150,10 @@ _COLUMNS = (
 )
 
 
-def _fill(connection: Connection, where) -> None:
-    """Insert the picks of the submissions ``where`` selects, in both views."""
+def _fill(connection: Connection, where, rule: Rule) -> None:
+    """Insert the picks of the submissions ``where`` selects, in both views, under ``rule``."""
     for view in VIEWS:
-        chosen = candidates(certified_only=view == "certified").where(*where).subquery()
+        chosen = candidates(certified_only=view == "certified", rule=rule).where(*where).subquery()
         picked = select(literal(view).label("view"), *(chosen.c[c] for c in _COLUMNS)).where(chosen.c.pick == 1)
         connection.execute(insert(BoardEntry).from_select(["view", *_COLUMNS], picked))
 
@@ -156,18 +170,29 @@ def _lock(connection: Connection, *, groups: Iterable[Group] = (), table: bool =
         connection.execute(select(func.pg_advisory_xact_lock(_METHOD_LOCK, key)))
 
 
+def _held_rule(connection: Connection) -> Rule:
+    """The rule the table was built under (read under the table lock, so no rebuild changes it
+    before this transaction ends): a refresh keeps the table under that rule whatever this
+    process's is (a worker on an older scorer, or with another policy, during a deploy); a
+    reader with another rule rebuilds. Before the first build, this process's."""
+    held = connection.execute(select(BoardRule.scoring_version, BoardRule.policy).where(BoardRule.id == 1)).first()
+    return _rule() if held is None else (held[0], held[1])
+
+
 def refresh(connection: Connection, groups: Iterable[Group]) -> None:
-    """Recompute these methods' entries on these tiers (both views) from their submissions."""
+    """Recompute these methods' entries on these tiers (both views) from their submissions,
+    under the rule the table was built under."""
     groups = sorted(set(groups))
     if not groups:
         return
     _lock(connection, groups=groups)
+    rule = _held_rule(connection)
     for first in range(0, len(groups), 100):  # bounded statements
         batch = groups[first : first + 100]
         # Equalities on each key (not a row-value IN, which SQLite answers with a full scan):
         # the entries' primary key and the submissions' participant index find the rows.
         connection.execute(delete(BoardEntry).where(BoardEntry.view.in_(VIEWS), _matching(BoardEntry, batch)))
-        _fill(connection, [_matching(Submission, batch)])
+        _fill(connection, [_matching(Submission, batch)], rule)
 
 
 def _matching(table: Any, groups: list[Group]) -> ColumnElement[bool]:
@@ -181,29 +206,38 @@ def _rebuild_tiers(connection: Connection, tiers: Iterable[str]) -> None:
     if tiers:
         _lock(connection, table=True)
         connection.execute(delete(BoardEntry).where(BoardEntry.tier.in_(tiers)))
-        _fill(connection, [Submission.tier.in_(tiers)])
+        _fill(connection, [Submission.tier.in_(tiers)], _held_rule(connection))
 
 
 def rebuild(connection: Connection) -> None:
     """Build the whole table from the submissions under this process's rule, and record the rule."""
     _lock(connection, table=True)
     connection.execute(delete(BoardEntry))
-    _fill(connection, [])
+    version, policy = rule = _rule()
+    _fill(connection, [], rule)
     connection.execute(delete(BoardRule))
-    connection.execute(
-        insert(BoardRule).values(id=1, scoring_version=SCORER_VERSION, policy=get_settings().leaderboard_policy)
-    )
+    connection.execute(insert(BoardRule).values(id=1, scoring_version=version, policy=policy))
 
 
 def _current(connection: Connection) -> bool:
-    rule = (SCORER_VERSION, get_settings().leaderboard_policy)
+    rule = _rule()
     held = connection.execute(select(BoardRule.scoring_version, BoardRule.policy).where(BoardRule.id == 1)).first()
     return held is not None and tuple(held) == rule
 
 
 def ensure_current(session: Session) -> None:
-    """Rebuild the table (and commit) if it was built under another rule than this process's."""
+    """Rebuild the table (and commit) if it was built under another rule than this process's.
+
+    A session whose transaction already wrote entries (it holds their locks: PostgreSQL's
+    shared table lock, SQLite's write lock) rebuilds in that transaction instead: a second
+    session would wait on it for ever (PostgreSQL) or until busy_timeout (SQLite)."""
     if _current(session.connection()):
+        return
+    if session.info.get(_WROTE):
+        connection = session.connection()
+        _lock(connection, table=True)
+        if not _current(connection):
+            rebuild(connection)
         return
     with Session(bind=session.get_bind()) as own, own.begin():
         connection = own.connection()
@@ -218,12 +252,14 @@ def _old(state, name: str):
     return history.deleted[0] if history.deleted else getattr(state.object, name)
 
 
-def _changes(session: Session) -> tuple[set[Group], set[str], set[str]]:
+def _changes(session: Session) -> tuple[set[Group], set[str], set[str], set[str]]:
     """What this flush changed: methods (groups), submissions with new or changed tier score
-    rows, and tiers whose active dataset changed."""
+    rows, tiers whose active dataset changed, and submissions changed in a watched column
+    (whose current entries, if any, must be refreshed whatever the session thought they were)."""
     groups: set[Group] = set()
     scored: set[str] = set()
     tiers: set[str] = set()
+    moved: set[str] = set()
     for obj in session.new:
         if isinstance(obj, Submission):
             if obj.status == Status.scored:
@@ -237,6 +273,10 @@ def _changes(session: Session) -> tuple[set[Group], set[str], set[str]]:
         state = inspect(obj)
         if isinstance(obj, Submission):
             changed = any(state.attrs[a].history.has_changes() for a in _WATCHED)
+            if changed or obj in session.deleted:
+                # The session's copy may be stale (sessions keep objects across commits): the
+                # row may be an entry though the copy's old status is not scored.
+                moved.add(obj.id)
             # Only a scored submission (before or after) can be an entry.
             if Status.scored in (obj.status, _old(state, "status")) and (changed or obj in session.deleted):
                 groups.add((obj.participant_id, obj.tier, obj.method_key))
@@ -245,16 +285,34 @@ def _changes(session: Session) -> tuple[set[Group], set[str], set[str]]:
             scored.add(obj.submission_id)
         elif isinstance(obj, Dataset) and (obj in session.deleted or state.attrs["active"].history.has_changes()):
             tiers.add(obj.tier)
-    return groups, scored, tiers
+    return groups, scored, tiers, moved
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _transaction_ended(session: Session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_WROTE, None)
 
 
 @event.listens_for(Session, "after_flush")
 def _keep_entries(session: Session, _context: UOWTransaction) -> None:
     """Refresh, in the flush's transaction, whatever entries this flush may have moved."""
-    groups, scored, tiers = _changes(session)
-    if not (groups or scored or tiers):
+    groups, scored, tiers, moved = _changes(session)
+    if not (groups or scored or tiers or moved):
         return
     connection = session.connection()
+    if moved:
+        groups |= {
+            (pid, tier, key)
+            for pid, tier, key in connection.execute(
+                select(BoardEntry.participant_id, BoardEntry.tier, BoardEntry.method_key)
+                .where(BoardEntry.submission_id.in_(moved))
+                .distinct()
+            )
+        }
+        if not (groups or scored or tiers):
+            return
+    session.info[_WROTE] = True  # until this transaction ends (see ensure_current)
     if scored:
         groups |= {
             (pid, tier, key)

@@ -523,6 +523,10 @@ def leaderboard(
         raise ServiceError(f"page must be between 1 and {MAX_PAGE} and per_page between 1 and {MAX_PER_PAGE}")
     offset = (page - 1) * per_page
     ensure_current(session)
+    # Entries are read through session.connection(), which does not autoflush: flush here, so
+    # the board sees this session's pending changes as a session.execute() query would (after
+    # ensure_current, whose own session would wait for the write lock this flush may take).
+    session.flush()
     if board == "overall":
         return _overall(session, offset=offset, limit=per_page, certified_only=certified_only)
     return _tier_board(session, board, offset=offset, limit=per_page, certified_only=certified_only)
