@@ -64,6 +64,12 @@ class StorageError(ServiceError):
     status, code = 507, "insufficient_storage"
 
 
+class UnavailableError(ServiceError):
+    """Try again shortly: the server is in a transient state (e.g. boards being rebuilt)."""
+
+    status, code = 503, "unavailable"
+
+
 #: A refused value is quoted back when it is this short: enough for a name or a number.
 _QUOTED_CHARS = 40
 

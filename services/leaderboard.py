@@ -52,7 +52,7 @@ from db.models import BoardEntry, Participant, Score, Submission, Trust
 from harness.scoring import SCORER_VERSION, overall_draws, overall_score
 from harness.tiers import BLIND_TIERS, SANDBOXED_KINDS, TIER_RULES, TIERS
 from harness.uncertainty import CONFIDENCE, decode_draws, groups_from_links, inseparable, percentile_interval
-from services.errors import ServiceError
+from services.errors import ServiceError, UnavailableError
 from services.metadata import artifact_of, certified, certified_row
 
 __all__ = ["BOARDS", "MAX_PAGE", "MAX_PER_PAGE", "Entry", "leaderboard"]
@@ -104,9 +104,15 @@ def _entries(*tiers: str, view: str = "all") -> Select:
     )
 
 
+class _Rebuilt(Exception):
+    """The entries were rebuilt under another rule between this read's check and its queries
+    (another server process on another scoring version or policy, mid-deploy)."""
+
+
 def _details(session: Session, submission_ids: Iterable[str]) -> dict[str, Row]:
     """What an entry shows beyond its rank, for the page's submissions: their current tier
-    score rows' figures and intervals, the method's texts, the team."""
+    score rows' figures and intervals, the method's texts, the team. Raises :class:`_Rebuilt`
+    when one has no current tier row: an entry chosen under another rule."""
     ids = list(dict.fromkeys(submission_ids))
     if not ids:
         return {}
@@ -132,7 +138,10 @@ def _details(session: Session, submission_ids: Iterable[str]) -> dict[str, Row]:
         .join(Participant, Submission.participant_id == Participant.id)
         .where(Submission.id.in_(ids), Score.scene_id == "", Score.scoring_version == SCORER_VERSION)
     ).all()
-    return {row.submission_id: row for row in rows}
+    found = {row.submission_id: row for row in rows}
+    if len(found) < len(ids):
+        raise _Rebuilt
+    return found
 
 
 def _tier_board(
@@ -522,11 +531,18 @@ def leaderboard(
     if not 1 <= page <= MAX_PAGE or not 1 <= per_page <= MAX_PER_PAGE:
         raise ServiceError(f"page must be between 1 and {MAX_PAGE} and per_page between 1 and {MAX_PER_PAGE}")
     offset = (page - 1) * per_page
-    ensure_current(session)
-    # Entries are read through session.connection(), which does not autoflush: flush here, so
-    # the board sees this session's pending changes as a session.execute() query would (after
-    # ensure_current, whose own session would wait for the write lock this flush may take).
-    session.flush()
-    if board == "overall":
-        return _overall(session, offset=offset, limit=per_page, certified_only=certified_only)
-    return _tier_board(session, board, offset=offset, limit=per_page, certified_only=certified_only)
+    for _ in range(2):  # a rebuild under another rule can land between the check and the read once
+        ensure_current(session)
+        # Entries are read through session.connection(), which does not autoflush: flush here,
+        # so the board sees this session's pending changes as a session.execute() query would
+        # (after ensure_current, whose own session would wait for the write lock this flush may take).
+        session.flush()
+        try:
+            if board == "overall":
+                return _overall(session, offset=offset, limit=per_page, certified_only=certified_only)
+            return _tier_board(session, board, offset=offset, limit=per_page, certified_only=certified_only)
+        except _Rebuilt:
+            continue
+    # Processes on different rules keep rebuilding the table for their own: a deploy that
+    # changes the scorer or the policy restarts every process together (docs/operations.md).
+    raise UnavailableError("the boards are being rebuilt under a new scoring rule; try again shortly")

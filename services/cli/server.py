@@ -278,6 +278,35 @@ def seed_tier_cmd(
     console.print(f"{tier} tier seeded: dataset {row.id}, content hash {row.content_hash[:16]}…")
 
 
+@admin_app.command("rebuild-boards")
+def rebuild_boards_cmd() -> None:
+    """Rebuild every board's entries from the submissions (the board_entries table).
+
+    The server keeps each method's entry up to date as submissions change; rebuild after writing
+    submissions or score rows with SQL of your own, past the server. Boards keep being served
+    meanwhile. Prints the number of entries on stdout.
+
+    Examples:
+
+        edx-arena admin rebuild-boards
+    """
+    from sqlalchemy import func, select
+
+    from db.board_entries import rebuild
+    from db.migrate import upgrade_to_head
+    from db.models import BoardEntry
+    from db.session import new_session
+
+    require_settings()
+    upgrade_to_head()
+    with new_session() as session:
+        rebuild(session.connection())
+        session.commit()
+        count = session.scalar(select(func.count()).select_from(BoardEntry))
+    console.print(f"rebuilt the boards' entries: {count} (both views)")
+    print(count)
+
+
 @admin_app.command("rescore")
 def rescore_cmd(
     ids: Annotated[list[str] | None, typer.Argument(help="Submission ids to score again.")] = None,

@@ -1,5 +1,6 @@
 """services/cli/server.py: the organizer's commands on the server's own database: a participant
-and its working token, seeding a tier, rescoring (--outdated after a scorer update).
+and its working token, seeding a tier, rescoring (--outdated after a scorer update), rebuilding
+the boards' entries after writes past the ORM.
 """
 
 from __future__ import annotations
@@ -76,3 +77,68 @@ def test_rescore_refuses_nothing_named_and_unknown_ids(client):
     assert r.exit_code == 2 and "--outdated" in r.output
     r = runner.invoke(app, ["admin", "rescore", "no-such-id"])
     assert r.exit_code == 1 and "no submission 'no-such-id'" in r.output
+
+
+def test_rebuild_boards_after_a_write_past_the_orm(backend):
+    """A Core insert fires no flush hook: the board misses the submission until an organizer
+    rebuilds the entries."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from db.board_entries import ensure_current
+    from db.migrate import upgrade_to_head
+    from db.models import Participant, Submission
+    from services.leaderboard import leaderboard
+
+    upgrade_to_head()
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    with new_session() as s:
+        d = Dataset(
+            tier="dev", content_hash="h" * 64, operator_version="v", preset="small", full_path="-", view_path="-"
+        )
+        who = Participant(name="ann", team="A")
+        s.add_all([d, who])
+        s.commit()
+        ensure_current(s)  # the table exists and records the rule
+        s.execute(
+            insert(Submission).values(
+                id="core-insert",
+                participant_id=who.id,
+                dataset_id=d.id,
+                tier="dev",
+                kind="hdf5",
+                method="M",
+                method_key="m",
+                status="scored",
+                created_at=now,
+            )
+        )
+        s.execute(
+            insert(Score).values(
+                submission_id="core-insert",
+                scene_id="",
+                scoring_version=SCORER_VERSION,
+                operator_version="v",
+                harness_version="h",
+                dataset_hash="d" * 64,
+                submission_hash="s" * 64,
+                score=0.7,
+                blind=0.7,
+                standard=0.7,
+                psnr=30.0,
+                ssim=0.7,
+                consistency=0.7,
+                metrics={},
+                started_at=now,
+                ended_at=now,
+            )
+        )
+        s.commit()
+        assert leaderboard(s, board="dev") == ([], 0)
+    r = runner.invoke(app, ["admin", "rebuild-boards"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().splitlines()[-1] == "1"  # the 'all' view; an upload is not Certified
+    with new_session() as s:
+        entries, total = leaderboard(s, board="dev")
+        assert total == 1 and entries[0].submission_id == "core-insert" and entries[0].score == 0.7
