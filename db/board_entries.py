@@ -170,13 +170,17 @@ def _lock(connection: Connection, *, groups: Iterable[Group] = (), table: bool =
         connection.execute(select(func.pg_advisory_xact_lock(_METHOD_LOCK, key)))
 
 
+def _stored_rule(connection: Connection) -> Rule | None:
+    held = connection.execute(select(BoardRule.scoring_version, BoardRule.policy).where(BoardRule.id == 1)).first()
+    return None if held is None else (held[0], held[1])
+
+
 def _held_rule(connection: Connection) -> Rule:
     """The rule the table was built under (read under the table lock, so no rebuild changes it
     before this transaction ends): a refresh keeps the table under that rule whatever this
     process's is (a worker on an older scorer, or with another policy, during a deploy); a
     reader with another rule rebuilds. Before the first build, this process's."""
-    held = connection.execute(select(BoardRule.scoring_version, BoardRule.policy).where(BoardRule.id == 1)).first()
-    return _rule() if held is None else (held[0], held[1])
+    return _stored_rule(connection) or _rule()
 
 
 def refresh(connection: Connection, groups: Iterable[Group]) -> None:
@@ -220,9 +224,7 @@ def rebuild(connection: Connection) -> None:
 
 
 def _current(connection: Connection) -> bool:
-    rule = _rule()
-    held = connection.execute(select(BoardRule.scoring_version, BoardRule.policy).where(BoardRule.id == 1)).first()
-    return held is not None and tuple(held) == rule
+    return _stored_rule(connection) == _rule()
 
 
 def ensure_current(session: Session) -> None:
