@@ -94,13 +94,13 @@ class Entry:
     description: str = ""
 
 
-def _entries(*tiers: str, view: str = "all") -> Select:
-    """Each method's entry on each of ``tiers`` (:mod:`db.board_entries`), with its
-    participant's name: one row per entry, no choosing."""
+def _entries(tier: str, *, view: str) -> Select:
+    """Each method's entry on ``tier`` (:mod:`db.board_entries`), with its participant's name:
+    one row per entry, no choosing."""
     return (
         select(*BoardEntry.__table__.c, Participant.name)
         .join(Participant, BoardEntry.participant_id == Participant.id)
-        .where(BoardEntry.view == view, BoardEntry.tier.in_(tiers))
+        .where(BoardEntry.view == view, BoardEntry.tier == tier)
     )
 
 
