@@ -230,3 +230,58 @@ def test_0006_moves_existing_entries_to_method_entries(db_url):
         ("unnamed", None),
         ("mlem", None),
     ]
+
+
+def test_0008_leaves_the_entries_to_the_first_board_read(db_url):
+    """Migration 0008 creates board_entries and board_rules empty; the first board read builds
+    them from the submissions stored before (each method's best on its tier)."""
+    from sqlalchemy import text
+
+    from core.settings import get_settings
+    from db.session import new_session
+    from harness.scoring import SCORER_VERSION
+    from services.leaderboard import leaderboard
+
+    get_settings().data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = alembic_config(db_url)
+    command.upgrade(cfg, "0007")
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO participants (id, name, team, role, created_at) VALUES (1, 'a', '', 'participant', '2026-11-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO datasets (id, tier, content_hash, operator_version, preset, full_path, view_path,"
+                " active, truth_in_view, created_at) VALUES (1, 'dev', 'h', 'v', 'small', '-', '-', true, false,"
+                " '2026-11-01')"
+            )
+        )
+        for i, (method, score) in enumerate([("A", 0.5), ("a", 0.7), ("B", 0.6)]):
+            conn.execute(
+                text(
+                    "INSERT INTO submissions (id, participant_id, dataset_id, tier, kind, method, method_key,"
+                    " description, source, status, attempt, charged, baseline, created_at) VALUES"
+                    " (:id, 1, 1, 'dev', 'hdf5', :method, :key, '', '', 'scored', 1, true, false, '2026-11-01')"
+                ),
+                {"id": f"s{i}", "method": method, "key": method.lower()},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO scores (submission_id, scene_id, scoring_version, operator_version, harness_version,"
+                    " dataset_hash, submission_hash, score, blind, standard, psnr, ssim, consistency, metrics,"
+                    " started_at, ended_at) VALUES (:id, '', :v, 'v', 'h', 'd', 's', :score, :score, :score, 30,"
+                    " :score, :score, '{}', '2026-11-01', '2026-11-01')"
+                ),
+                {"id": f"s{i}", "v": SCORER_VERSION, "score": score},
+            )
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM board_entries")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM board_rules")).scalar() == 0
+    engine.dispose()
+    with new_session() as s:
+        entries, total = leaderboard(s, board="dev")
+    assert total == 2 and [(e.method, e.score) for e in entries] == [("a", 0.7), ("B", 0.6)]
