@@ -248,16 +248,10 @@ def ensure_current(session: Session) -> None:
             rebuild(connection)
 
 
-def _old(state, name: str):
-    """An attribute's value before this flush (its current one if unchanged or not loaded)."""
-    history = state.attrs[name].history
-    return history.deleted[0] if history.deleted else getattr(state.object, name)
-
-
 def _changes(session: Session) -> tuple[set[Group], set[str], set[str], set[str]]:
-    """What this flush changed: methods (groups), submissions with new or changed tier score
-    rows, tiers whose active dataset changed, and submissions changed in a watched column
-    (whose current entries, if any, must be refreshed whatever the session thought they were)."""
+    """What this flush changed: methods (groups) a submission may join, submissions with new or
+    changed tier score rows, tiers whose active dataset changed, and submissions changed in a
+    watched column (the methods they are entries of now must be refreshed)."""
     groups: set[Group] = set()
     scored: set[str] = set()
     tiers: set[str] = set()
@@ -276,13 +270,12 @@ def _changes(session: Session) -> tuple[set[Group], set[str], set[str], set[str]
         if isinstance(obj, Submission):
             changed = any(state.attrs[a].history.has_changes() for a in _WATCHED)
             if changed or obj in session.deleted:
-                # The session's copy may be stale (sessions keep objects across commits): the
-                # row may be an entry though the copy's old status is not scored.
+                # The methods it leaves are those it is an entry of now, as the table says (the
+                # session's copy of its old values may be stale: sessions keep objects across
+                # commits); the method it may join is its current one, if it is scored.
                 moved.add(obj.id)
-            # Only a scored submission (before or after) can be an entry.
-            if Status.scored in (obj.status, _old(state, "status")) and (changed or obj in session.deleted):
-                groups.add((obj.participant_id, obj.tier, obj.method_key))
-                groups.add((_old(state, "participant_id"), _old(state, "tier"), _old(state, "method_key")))
+                if obj.status == Status.scored and obj not in session.deleted:
+                    groups.add((obj.participant_id, obj.tier, obj.method_key))
         elif isinstance(obj, Score):
             scored.add(obj.submission_id)
         elif isinstance(obj, Dataset) and (obj in session.deleted or state.attrs["active"].history.has_changes()):
