@@ -187,6 +187,25 @@ def test_0005_gives_each_image_to_whoever_brought_it(db_url):
     assert duplicates == 0
 
 
+def _participant_and_dataset(conn, tier: str) -> None:
+    """Participant 1 and an active dataset 1 on ``tier``, as rows of revision 0004 or later."""
+    from sqlalchemy import text
+
+    conn.execute(
+        text(
+            "INSERT INTO participants (id, name, team, role, created_at) VALUES (1, 'a', '', 'participant', '2026-11-01')"
+        )
+    )
+    conn.execute(
+        text(
+            "INSERT INTO datasets (id, tier, content_hash, operator_version, preset, full_path, view_path,"
+            " active, truth_in_view, created_at) VALUES (1, :tier, 'h', 'v', 'small', '-', '-', true, false,"
+            " '2026-11-01')"
+        ),
+        {"tier": tier},
+    )
+
+
 def test_0006_moves_existing_entries_to_method_entries(db_url):
     """Submissions stored before migration 0006 get the normal form of their method name
     (empty: "unnamed") and no parent; the boards then group them by method."""
@@ -200,17 +219,7 @@ def test_0006_moves_existing_entries_to_method_entries(db_url):
     methods = ["SwinEDX + gradient", "  swinedx   +  GRADIENT ", "", "MLEM"]
     engine = create_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO participants (id, name, team, role, created_at) VALUES (1, 'a', '', 'participant', '2026-11-01')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO datasets (id, tier, content_hash, operator_version, preset, full_path, view_path,"
-                " active, created_at) VALUES (1, 'public', 'h', 'v', 'small', '-', '-', true, '2026-11-01')"
-            )
-        )
+        _participant_and_dataset(conn, "public")
         for i, method in enumerate(methods):
             conn.execute(
                 text(
@@ -247,18 +256,7 @@ def test_0008_leaves_the_entries_to_the_first_board_read(db_url):
     command.upgrade(cfg, "0007")
     engine = create_engine(db_url)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO participants (id, name, team, role, created_at) VALUES (1, 'a', '', 'participant', '2026-11-01')"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO datasets (id, tier, content_hash, operator_version, preset, full_path, view_path,"
-                " active, truth_in_view, created_at) VALUES (1, 'dev', 'h', 'v', 'small', '-', '-', true, false,"
-                " '2026-11-01')"
-            )
-        )
+        _participant_and_dataset(conn, "dev")
         for i, (method, score) in enumerate([("A", 0.5), ("a", 0.7), ("B", 0.6)]):
             conn.execute(
                 text(

@@ -6,7 +6,7 @@ the boards' entries after writes past the ORM.
 from __future__ import annotations
 
 import pytest
-from arena_testing import add_participant, download_and_solve
+from arena_testing import add_participant, add_scored, download_and_solve
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 from worker_testing import wait_finished
@@ -80,15 +80,16 @@ def test_rescore_refuses_nothing_named_and_unknown_ids(client):
 
 
 def test_rebuild_boards_after_a_write_past_the_orm(backend):
-    """A Core insert fires no flush hook: the board misses the submission until an organizer
-    rebuilds the entries."""
+    """SQL past the ORM fires no flush hook (here a DELETE that empties the entries, as a hand
+    fix or an old process might): the board misses the submission until an organizer rebuilds
+    the entries."""
     from datetime import UTC, datetime
 
-    from sqlalchemy import insert
+    from sqlalchemy import delete
 
     from db.board_entries import ensure_current
     from db.migrate import upgrade_to_head
-    from db.models import Participant, Submission
+    from db.models import BoardEntry, Participant
     from services.leaderboard import leaderboard
 
     upgrade_to_head()
@@ -101,39 +102,9 @@ def test_rebuild_boards_after_a_write_past_the_orm(backend):
         s.add_all([d, who])
         s.commit()
         ensure_current(s)  # the table exists and records the rule
-        s.execute(
-            insert(Submission).values(
-                id="core-insert",
-                participant_id=who.id,
-                dataset_id=d.id,
-                tier="dev",
-                kind="hdf5",
-                method="M",
-                method_key="m",
-                status="scored",
-                created_at=now,
-            )
-        )
-        s.execute(
-            insert(Score).values(
-                submission_id="core-insert",
-                scene_id="",
-                scoring_version=SCORER_VERSION,
-                operator_version="v",
-                harness_version="h",
-                dataset_hash="d" * 64,
-                submission_hash="s" * 64,
-                score=0.7,
-                blind=0.7,
-                standard=0.7,
-                psnr=30.0,
-                ssim=0.7,
-                consistency=0.7,
-                metrics={},
-                started_at=now,
-                ended_at=now,
-            )
-        )
+        sid = add_scored(s, d, who, 0.7, created_at=now, started_at=now, method="M").id
+        s.commit()
+        s.execute(delete(BoardEntry))
         s.commit()
         assert leaderboard(s, board="dev") == ([], 0)
     r = runner.invoke(app, ["admin", "rebuild-boards"])
@@ -141,4 +112,4 @@ def test_rebuild_boards_after_a_write_past_the_orm(backend):
     assert r.stdout.strip().splitlines()[-1] == "1"  # the 'all' view; an upload is not Certified
     with new_session() as s:
         entries, total = leaderboard(s, board="dev")
-        assert total == 1 and entries[0].submission_id == "core-insert" and entries[0].score == 0.7
+        assert total == 1 and entries[0].submission_id == sid and entries[0].score == 0.7
